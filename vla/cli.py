@@ -1,0 +1,85 @@
+"""The `vla` command: one entry point, one sub-command per job.
+
+Each sub-command takes `--config configs/....yaml` plus dotted overrides
+(`--train.steps=100`), parsed into the typed configs of vla.config.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE = """usage: vla <command> [--config FILE.yaml] [--key.sub=value ...]
+
+commands:
+  collect      scripted expert demonstrations -> LeRobot v3.0 dataset
+  train        supervised flow-matching training on a dataset
+  eval         evaluate a policy checkpoint: success table, eval_info.json, plot, videos
+  quickstart   collect + train + eval on the default config (the whole main job)
+  bench        benchmarks: `vla bench kernels`
+
+`vla <command> --help` lists a command's options."""
+
+
+def _collect(argv):
+    from vla.collect import collect
+    from vla.config import CollectConfig, parse_config
+
+    collect(parse_config(CollectConfig, argv))
+
+
+def _train(argv):
+    from vla.config import TrainConfig, parse_config
+    from vla.train.sft import train
+
+    train(parse_config(TrainConfig, argv))
+
+
+def _eval(argv):
+    from vla.config import EvalConfig, parse_config
+    from vla.eval.evaluate import run_eval
+
+    run_eval(parse_config(EvalConfig, argv))
+
+
+def _quickstart(argv):
+    from vla.config import QuickstartConfig, parse_config
+    from vla.quickstart import run_quickstart
+
+    run_quickstart(parse_config(QuickstartConfig, argv))
+
+
+def _bench(argv):
+    if not argv or argv[0] != "kernels":
+        raise SystemExit("usage: vla bench kernels [options]")
+    from benchmarks_kernels_entry import main  # noqa: F401  (replaced when the kernels land)
+
+
+COMMANDS = {"collect": _collect, "train": _train, "eval": _eval, "quickstart": _quickstart, "bench": _bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"vla: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    from vla.config import ConfigError
+    from vla.data.errors import DatasetError
+    from vla.policy.checkpoint import CheckpointError
+
+    try:
+        COMMANDS[command](rest)
+    except (ConfigError, DatasetError, CheckpointError) as exc:
+        print(f"vla {command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""`vla eval`: evaluate a checkpoint on a task and write the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+from vla.config import EvalConfig, write_resolved_config
+from vla.eval.report import build_eval_info, format_table, plot_results, write_json_atomic, write_videos
+from vla.eval.runner import evaluate_policy
+from vla.policy.flow_vla import FlowVLAPolicy
+
+
+def check_compatible(policy, env_kwargs: dict) -> None:
+    """Refuse before any episode starts if the policy cannot see what the env shows."""
+    missing = [c for c in policy.config.cameras if c not in env_kwargs["cameras"]]
+    if missing:
+        raise ValueError(f"policy needs cameras {policy.config.cameras}; the env config provides {list(env_kwargs['cameras'])} "
+                         f"(missing {missing}): set --env.cameras")
+
+
+def run_eval(cfg: EvalConfig, progress: bool = True, policy=None) -> dict:
+    out = Path(cfg.output_dir)
+    write_resolved_config(cfg, out)
+    policy = policy or FlowVLAPolicy.from_pretrained(cfg.policy, map_location=cfg.device)
+    env_kwargs = cfg.env.env_kwargs()
+    check_compatible(policy, env_kwargs)
+    episodes, seconds = evaluate_policy(policy, env_kwargs, cfg.n_episodes, cfg.n_envs, cfg.seed, cfg.n_videos,
+                                        cfg.n_action_steps, progress)
+    videos = write_videos([e for e in episodes if e.frames], out / "videos", fps=cfg.env.control_freq)
+    info = build_eval_info(episodes, seconds, cfg.seed, videos)
+    write_json_atomic(out / "eval_info.json", info)
+    plot_results(info, out / "eval_report.png", title=f"{cfg.env.task}: {cfg.policy}")
+    with SummaryWriter(str(out / "tb")) as writer:
+        writer.add_scalar("eval/pc_success", info["aggregated"]["pc_success"], 0)
+        writer.add_scalar("eval/avg_sum_reward", info["aggregated"]["avg_sum_reward"], 0)
+    print(format_table(info))
+    print(f"eval_info.json, eval_report.png and {len(videos)} videos written to {out} "
+          f"({seconds:.0f} s, {seconds / max(1, cfg.n_episodes):.1f} s/episode)")
+    return info

@@ -1,0 +1,83 @@
+"""Roll a policy out in vectorised environments and collect per-episode results.
+
+The policy looks only at action-chunk boundaries: each env executes
+`n_action_steps` actions of a chunk in its worker and renders once at the end.
+Episode i always starts from the initial state of `seed + i`, so two runs with
+the same seed see the same episodes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vla.policy.observation import observations_to_batch
+
+
+@dataclass
+class EpisodeResult:
+    episode_index: int
+    seed: int
+    task: str
+    success: bool
+    steps: int
+    sum_reward: float
+    max_reward: float
+    frames: list[np.ndarray] = field(default_factory=list, repr=False)
+
+
+def run_episodes(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0, n_action_steps: int = 0,
+                 progress: bool = True, desc: str = "eval") -> list[EpisodeResult]:
+    """Evaluate `policy` on `n_episodes` episodes in waves of `vec_env.num_envs`."""
+    cameras = policy.config.cameras
+    execute = n_action_steps or policy.config.n_action_steps
+    results: list[EpisodeResult] = []
+    bar = tqdm(total=n_episodes, desc=desc, disable=not progress, dynamic_ncols=True)
+    for wave_start in range(0, n_episodes, vec_env.num_envs):
+        ids = list(range(wave_start, min(n_episodes, wave_start + vec_env.num_envs)))
+        seeds = [seed + i for i in ids]
+        n = len(ids)
+        # A partial last wave still resets every worker; the extra ones simply stay inactive.
+        pad_seeds = seeds + [seeds[-1]] * (vec_env.num_envs - n)
+        obs = vec_env.reset(pad_seeds)
+        record = [i < n_videos for i in ids] + [False] * (vec_env.num_envs - n)
+        active = [True] * n + [False] * (vec_env.num_envs - n)
+        eps = [EpisodeResult(i, s, obs[k]["task"], False, 0, 0.0, 0.0) for k, (i, s) in enumerate(zip(ids, seeds))]
+        while any(active):
+            idx = [k for k in range(vec_env.num_envs) if active[k]]
+            batch = observations_to_batch([obs[k] for k in idx], cameras)
+            with torch.no_grad():
+                chunk = policy.predict_action_chunk(batch)[:, :execute].cpu().numpy()
+            actions = np.zeros((vec_env.num_envs, execute, chunk.shape[-1]), dtype=np.float32)
+            actions[idx] = chunk
+            outs = vec_env.step_chunk(actions, record=record, active=active)
+            for k in idx:
+                o, reward, terminated, truncated, info = outs[k]
+                ep = eps[k]
+                obs[k] = o
+                ep.steps += info["steps"]
+                ep.sum_reward += float(reward)
+                ep.max_reward = max(ep.max_reward, max(info["rewards"], default=0.0))
+                ep.success |= bool(info["is_success"])
+                if record[k]:
+                    ep.frames.extend(info["frames"])
+                if terminated or truncated:
+                    active[k] = False
+                    bar.update(1)
+        results.extend(eps)
+    bar.close()
+    return results
+
+
+def evaluate_policy(policy, env_kwargs: dict, n_episodes: int, n_envs: int, seed: int, n_videos: int = 0,
+                    n_action_steps: int = 0, progress: bool = True):
+    from vla.sim import VectorEnv
+
+    start = time.time()
+    with VectorEnv(min(n_envs, n_episodes), env_kwargs) as vec_env:
+        results = run_episodes(policy, vec_env, n_episodes, seed, n_videos, n_action_steps, progress)
+    return results, time.time() - start

@@ -1,0 +1,200 @@
+"""pi0-style flow-matching vision-language-action policy.
+
+Prefix: SigLIP image tokens per camera and frozen MiniLM instruction tokens,
+projected to the prefix width. Suffix: one robot-state token and the noisy
+action chunk, conditioned on the flow time. The action expert predicts the
+velocity v(x_t, t | obs); sampling integrates it with K Euler steps from noise
+(t = 1) to actions (t = 0), openpi's convention (ALGORITHMS.md):
+
+    x_t = t * eps + (1 - t) * a,   u = eps - a,   x <- x - dt * v
+
+Method names are lerobot's: forward, predict_action_chunk, select_action,
+reset, save_pretrained, from_pretrained.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import SiglipVisionConfig, SiglipVisionModel
+
+from vla.policy.config import PolicyConfig
+from vla.policy.language import FrozenLanguageEncoder
+from vla.policy.normalize import Normalizer
+from vla.policy.transformer import MixtureTransformer, PrefixCache
+
+STATE_KEY, ACTION_KEY, PAD_KEY = "observation.state", "action", "action_is_pad"
+IMAGE_PREFIX = "observation.images."
+
+# (x_t, v, t, dt, step_index) -> x_next; the ODE default, replaced by stochastic samplers for RL.
+StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
+
+
+def sinusoidal_time_embedding(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
+    """Sine-cosine embedding of the flow time, periods spread geometrically (pi0's choice)."""
+    fraction = torch.linspace(0.0, 1.0, dim // 2, device=t.device, dtype=torch.float32)
+    period = min_period * (max_period / min_period) ** fraction
+    angles = t.float()[:, None] * (2 * math.pi / period)[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def euler_step(x: torch.Tensor, v: torch.Tensor, t: torch.Tensor, dt: float, step: int) -> torch.Tensor:
+    return x - dt * v
+
+
+class FlowVLAPolicy(nn.Module):
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        config.validate()
+        self.config = c = config
+        vision_cfg = SiglipVisionConfig(
+            hidden_size=c.vision_width, intermediate_size=c.vision_mlp_dim, num_hidden_layers=c.vision_layers,
+            num_attention_heads=c.vision_heads, image_size=c.image_size, patch_size=c.patch_size,
+            num_channels=3, vision_use_head=False,
+        )
+        self.vision = SiglipVisionModel(vision_cfg)
+        self.multi_modal_projector = nn.Linear(c.vision_width, c.width)
+        self.language = FrozenLanguageEncoder(c.max_language_tokens)
+        self.language_proj = nn.Linear(FrozenLanguageEncoder.width, c.width)
+        adarms = c.time_conditioning == "adarms"
+        self.transformer = MixtureTransformer(
+            c.width, c.mlp_dim, c.expert_width, c.expert_mlp_dim, c.depth, c.num_heads, c.num_kv_heads,
+            c.head_dim, expert_cond_dim=c.expert_width if adarms else None,
+        )
+        w = c.expert_width
+        self.state_proj = nn.Linear(c.state_dim, w)
+        self.action_in_proj = nn.Linear(c.action_dim, w)
+        self.action_out_proj = nn.Linear(w, c.action_dim)
+        if adarms:
+            self.time_mlp_in, self.time_mlp_out = nn.Linear(w, w), nn.Linear(w, w)
+        else:
+            self.action_time_mlp_in, self.action_time_mlp_out = nn.Linear(2 * w, w), nn.Linear(w, w)
+        self.normalizer = Normalizer({STATE_KEY: c.state_dim, ACTION_KEY: c.action_dim}, c.normalization)
+        # Suffix attention: the state token sees itself; action tokens see the state and each other.
+        s = 1 + c.chunk_size
+        suffix_attn = torch.ones(s, s, dtype=torch.bool)
+        suffix_attn[0, 1:] = False
+        self.register_buffer("suffix_attn", suffix_attn, persistent=False)
+        self._action_queue: deque[torch.Tensor] = deque()
+
+    # ----------------------------------------------------------------- inputs
+    @property
+    def device(self) -> torch.device:
+        return self.action_out_proj.weight.device
+
+    def _images(self, batch: dict, camera: str) -> torch.Tensor:
+        key = IMAGE_PREFIX + camera
+        if key not in batch:
+            have = sorted(k[len(IMAGE_PREFIX):] for k in batch if k.startswith(IMAGE_PREFIX))
+            raise KeyError(f"batch has no image for camera {camera!r}: the policy was trained on {self.config.cameras}, the batch has {have}")
+        img = batch[key].to(self.device)
+        if img.dtype == torch.uint8:  # [B, H, W, 3] as the env and the dataset give it
+            img = img.permute(0, 3, 1, 2).float() / 255.0
+        size = self.config.image_size
+        if img.shape[-2:] != (size, size):
+            img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
+        return img * 2.0 - 1.0  # SigLIP's input range
+
+    def embed_prefix(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, masks = [], []
+        for camera in self.config.cameras:
+            img_tokens = self.multi_modal_projector(self.vision(pixel_values=self._images(batch, camera)).last_hidden_state)
+            tokens.append(img_tokens)
+            masks.append(torch.ones(img_tokens.shape[:2], dtype=torch.bool, device=self.device))
+        lang, lang_mask = self.language(list(batch["task"]), self.device)
+        tokens.append(self.language_proj(lang))
+        masks.append(lang_mask)
+        return torch.cat(tokens, dim=1), torch.cat(masks, dim=1)
+
+    def encode_observation(self, batch: dict) -> tuple[PrefixCache, torch.Tensor]:
+        """Prefix keys/values and the state token: everything the denoiser needs from the observation."""
+        prefix, prefix_mask = self.embed_prefix(batch)
+        state = self.normalizer.normalize(STATE_KEY, batch[STATE_KEY].to(self.device).float())
+        return self.transformer.encode_prefix(prefix, prefix_mask), self.state_proj(state)[:, None]
+
+    # ------------------------------------------------------------- denoiser
+    def velocity(self, cache: PrefixCache, state_token: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """v(x_t, t | obs) for a normalised action chunk x_t [B, H, A] and times t [B]."""
+        w = self.config.expert_width
+        time_emb = sinusoidal_time_embedding(t, w).to(x_t.dtype)
+        actions = self.action_in_proj(x_t)
+        if self.config.time_conditioning == "adarms":
+            cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(time_emb))))
+        else:
+            cond = None
+            fused = torch.cat([actions, time_emb[:, None].expand_as(actions)], dim=-1)
+            actions = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(fused)))
+        suffix = torch.cat([state_token, actions], dim=1)
+        out = self.transformer.decode_suffix(suffix, self.suffix_attn, cache, cond)
+        return self.action_out_proj(out[:, 1:])
+
+    # ------------------------------------------------------------- training
+    def sample_time(self, n: int) -> torch.Tensor:
+        """t ~ Beta(1.5, 1) * 0.999 + 0.001 (ALGORITHMS.md), drawn from torch's global generator."""
+        c = self.config
+        beta = torch.distributions.Beta(torch.tensor(c.time_beta_alpha), torch.tensor(c.time_beta_beta))
+        return (beta.sample((n,)) * c.time_scale + c.time_offset).to(self.device)
+
+    def forward(self, batch: dict, noise: torch.Tensor | None = None, time: torch.Tensor | None = None):
+        """Flow-matching loss: mean over action dims of ||v - u||^2, averaged over unpadded chunk steps."""
+        actions = self.normalizer.normalize(ACTION_KEY, batch[ACTION_KEY].to(self.device).float())
+        b = actions.shape[0]
+        noise = torch.randn_like(actions) if noise is None else noise.to(actions)
+        t = self.sample_time(b) if time is None else time.to(actions)
+        x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
+        target = noise - actions
+        cache, state_token = self.encode_observation(batch)
+        v = self.velocity(cache, state_token, x_t, t)
+        per_step = (v.float() - target).pow(2).mean(-1)  # [B, H]
+        valid = ~batch[PAD_KEY].to(self.device) if PAD_KEY in batch else torch.ones_like(per_step, dtype=torch.bool)
+        loss = (per_step * valid).sum() / valid.sum().clamp(min=1)
+        return loss, {"loss": loss.item(), "valid_fraction": valid.float().mean().item()}
+
+    # ------------------------------------------------------------- sampling
+    def sample_actions(self, batch: dict, noise: torch.Tensor | None = None, num_steps: int | None = None,
+                       step_fn: StepFn = euler_step) -> torch.Tensor:
+        """Integrate from noise at t = 1 to t = 0; returns the normalised chunk [B, H, A]."""
+        c = self.config
+        cache, state_token = self.encode_observation(batch)
+        b = state_token.shape[0]
+        x = torch.randn(b, c.chunk_size, c.action_dim, device=self.device) if noise is None else noise.to(self.device)
+        k = num_steps or c.num_inference_steps
+        dt = 1.0 / k
+        for step in range(k):
+            t = torch.full((b,), 1.0 - step * dt, device=self.device)
+            x = step_fn(x, self.velocity(cache, state_token, x, t), t, dt, step)
+        return x
+
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Un-normalised action chunk [B, H, A]."""
+        return self.normalizer.unnormalize(ACTION_KEY, self.sample_actions(batch, noise))
+
+    @torch.no_grad()
+    def select_action(self, batch: dict) -> torch.Tensor:
+        """Next action [B, A]; a new chunk is predicted when the first n_action_steps are used up."""
+        if not self._action_queue:
+            chunk = self.predict_action_chunk(batch)[:, : self.config.n_action_steps]
+            self._action_queue.extend(chunk.transpose(0, 1))
+        return self._action_queue.popleft()
+
+    def reset(self) -> None:
+        self._action_queue.clear()
+
+    # ---------------------------------------------------------- checkpoints
+    def save_pretrained(self, directory) -> None:
+        from vla.policy.checkpoint import save_policy
+
+        save_policy(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory, map_location: str | torch.device = "cpu") -> "FlowVLAPolicy":
+        from vla.policy.checkpoint import load_policy
+
+        return load_policy(directory, map_location)
+

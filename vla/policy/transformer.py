@@ -1,0 +1,208 @@
+"""Two-stream Gemma-style transformer with shared attention (pi0's layout).
+
+The prefix stream (images + language, the "VLM") and the expert stream (state
++ noisy actions) have their own weights in every layer but attend jointly:
+queries, keys and values of both streams are concatenated per layer. The
+prefix never attends to the expert, so its keys and values can be computed
+once per observation and reused for every denoising step; training runs the
+same two calls, which keeps one code path for both.
+
+Parameter names follow Hugging Face's Gemma (`layers.N.self_attn.q_proj`,
+`mlp.gate_proj`, `input_layernorm`, ...) so published pi0 weights map by name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+
+def ada_rms_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
+    """rmsnorm(x) * (1 + scale) + shift, scale and shift [B, D] broadcast over tokens."""
+    x32 = x.float()
+    y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return (y * (1.0 + scale[:, None].float()) + shift[:, None].float()).to(x.dtype)
+
+
+def gated_residual(residual: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    return residual + gate[:, None] * y
+
+
+class RMSNorm(nn.Module):
+    """Gemma's RMSNorm: the weight is stored as an offset from 1."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * (1.0 + self.weight.float())).to(x.dtype), None
+
+
+class AdaRMSNorm(nn.Module):
+    """RMSNorm whose scale, shift and residual gate come from a condition (the flow time).
+
+    The projection starts with scale 0, shift 0 and gate 1: at initialisation
+    this is a plain pre-norm block (a zero gate would also cut the gradient to
+    the prefix, so the vision encoder would not learn on the first step).
+    """
+
+    def __init__(self, dim: int, cond_dim: int, eps: float = 1e-6, with_gate: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.with_gate = with_gate
+        self.dense = nn.Linear(cond_dim, dim * (3 if with_gate else 2))
+        nn.init.zeros_(self.dense.weight)
+        nn.init.zeros_(self.dense.bias)
+        if with_gate:
+            nn.init.ones_(self.dense.bias[2 * dim :])
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor):
+        mod = self.dense(cond)
+        if self.with_gate:
+            scale, shift, gate = mod.chunk(3, dim=-1)
+        else:
+            (scale, shift), gate = mod.chunk(2, dim=-1), None
+        return ada_rms_norm(x, scale, shift, self.eps), gate
+
+
+class GemmaMLP(nn.Module):
+    def __init__(self, width: int, mlp_dim: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(width, mlp_dim, bias=False)
+        self.up_proj = nn.Linear(width, mlp_dim, bias=False)
+        self.down_proj = nn.Linear(mlp_dim, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, num_heads: int, num_kv_heads: int, head_dim: int):
+        super().__init__()
+        self.q_proj = nn.Linear(width, num_heads * head_dim, bias=False)
+        self.k_proj = nn.Linear(width, num_kv_heads * head_dim, bias=False)
+        self.v_proj = nn.Linear(width, num_kv_heads * head_dim, bias=False)
+        self.o_proj = nn.Linear(num_heads * head_dim, width, bias=False)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, width, mlp_dim, num_heads, num_kv_heads, head_dim, cond_dim=None):
+        super().__init__()
+        self.self_attn = Attention(width, num_heads, num_kv_heads, head_dim)
+        self.mlp = GemmaMLP(width, mlp_dim)
+        if cond_dim is None:
+            self.input_layernorm = RMSNorm(width)
+            self.post_attention_layernorm = RMSNorm(width)
+        else:
+            self.input_layernorm = AdaRMSNorm(width, cond_dim)
+            self.post_attention_layernorm = AdaRMSNorm(width, cond_dim)
+
+
+class Stream(nn.Module):
+    """One stream's weights: a stack of decoder layers and a final norm."""
+
+    def __init__(self, width, mlp_dim, depth, num_heads, num_kv_heads, head_dim, cond_dim=None):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            DecoderLayer(width, mlp_dim, num_heads, num_kv_heads, head_dim, cond_dim) for _ in range(depth)
+        )
+        self.norm = RMSNorm(width) if cond_dim is None else AdaRMSNorm(width, cond_dim, with_gate=False)
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
+    """Rotary position embedding; x [B, heads, T, D], positions [B, T]."""
+    half = x.shape[-1] // 2
+    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angles = positions.float()[:, None, :, None] * freqs  # [B, 1, T, half]
+    sin, cos = angles.sin(), angles.cos()
+    x1, x2 = x.float()[..., :half], x.float()[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+
+
+@dataclass
+class PrefixCache:
+    """Per-layer keys and values of the prefix, with its validity mask and length."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor  # [B, P] bool, True = real token
+    next_position: torch.Tensor  # [B] first position id of the suffix
+
+    def repeat_interleave(self, n: int) -> "PrefixCache":
+        rep = lambda t: t.repeat_interleave(n, dim=0)
+        return PrefixCache([rep(k) for k in self.keys], [rep(v) for v in self.values],
+                           rep(self.mask), rep(self.next_position))
+
+
+class MixtureTransformer(nn.Module):
+    def __init__(self, width, mlp_dim, expert_width, expert_mlp_dim, depth, num_heads,
+                 num_kv_heads, head_dim, expert_cond_dim=None):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.vlm = Stream(width, mlp_dim, depth, num_heads, num_kv_heads, head_dim)
+        self.expert = Stream(expert_width, expert_mlp_dim, depth, num_heads, num_kv_heads, head_dim,
+                             cond_dim=expert_cond_dim)
+
+    def _qkv(self, layer: DecoderLayer, h: torch.Tensor, positions: torch.Tensor):
+        b, t, _ = h.shape
+        attn = layer.self_attn
+        q = attn.q_proj(h).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(h).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(h).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        return rope(q, positions), rope(k, positions), v
+
+    def _attend(self, q, k, v, mask):
+        groups = self.num_heads // self.num_kv_heads
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=1 / math.sqrt(self.head_dim))
+        b, _, t, _ = out.shape
+        return out.transpose(1, 2).reshape(b, t, -1)
+
+    def _block(self, layer, h, mask_fn, positions, cond, past_kv=None):
+        """One pre-norm block for a stream; returns new hidden states and this stream's (k, v)."""
+        normed, gate = layer.input_layernorm(h, cond)
+        q, k, v = self._qkv(layer, normed, positions)
+        if past_kv is not None:
+            k_all, v_all = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
+        else:
+            k_all, v_all = k, v
+        attn_out = layer.self_attn.o_proj(self._attend(q, k_all, v_all, mask_fn))
+        h = h + attn_out if gate is None else gated_residual(h, attn_out, gate)
+        normed, gate = layer.post_attention_layernorm(h, cond)
+        mlp_out = layer.mlp(normed)
+        h = h + mlp_out if gate is None else gated_residual(h, mlp_out, gate)
+        return h, (k, v)
+
+    def encode_prefix(self, prefix: torch.Tensor, prefix_mask: torch.Tensor) -> PrefixCache:
+        """Run the prefix stream; prefix [B, P, width], prefix_mask [B, P] bool."""
+        positions = prefix_mask.long().cumsum(-1) - 1
+        attn_mask = prefix_mask[:, None, :].expand(-1, prefix.shape[1], -1)  # bidirectional over real tokens
+        keys, values, h = [], [], prefix
+        for layer in self.vlm.layers:
+            h, (k, v) = self._block(layer, h, attn_mask, positions, None)
+            keys.append(k)
+            values.append(v)
+        return PrefixCache(keys, values, prefix_mask, prefix_mask.long().sum(-1))
+
+    def decode_suffix(self, suffix: torch.Tensor, suffix_attn: torch.Tensor, cache: PrefixCache,
+                      cond: torch.Tensor | None) -> torch.Tensor:
+        """Run the expert stream over the suffix, attending to the cached prefix.
+
+        suffix [B, S, expert_width]; suffix_attn [S, S] bool (which suffix token sees which).
+        """
+        b, s, _ = suffix.shape
+        positions = cache.next_position[:, None] + torch.arange(s, device=suffix.device)
+        mask = torch.cat([cache.mask[:, None, :].expand(-1, s, -1), suffix_attn[None].expand(b, -1, -1)], dim=-1)
+        h = suffix
+        for layer, k, v in zip(self.expert.layers, cache.keys, cache.values):
+            h, _ = self._block(layer, h, mask, positions, cond, past_kv=(k, v))
+        return self.expert.norm(h, cond)[0]
