@@ -118,8 +118,12 @@ class FlowVLAPolicy(nn.Module):
         return self.transformer.encode_prefix(prefix, prefix_mask), self.state_proj(state)[:, None]
 
     # ------------------------------------------------------------- denoiser
-    def velocity(self, cache: PrefixCache, state_token: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """v(x_t, t | obs) for a normalised action chunk x_t [B, H, A] and times t [B]."""
+    def velocity(self, cache: PrefixCache, state_token: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                 return_hidden: bool = False):
+        """v(x_t, t | obs) for a normalised action chunk x_t [B, H, A] and times t [B].
+
+        With return_hidden, also the expert's final features at the action tokens [B, H, expert_width]
+        (a learned noise head for RL reads them)."""
         w = self.config.expert_width
         time_emb = sinusoidal_time_embedding(t, w).to(x_t.dtype)
         actions = self.action_in_proj(x_t)
@@ -130,8 +134,9 @@ class FlowVLAPolicy(nn.Module):
             fused = torch.cat([actions, time_emb[:, None].expand_as(actions)], dim=-1)
             actions = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(fused)))
         suffix = torch.cat([state_token, actions], dim=1)
-        out = self.transformer.decode_suffix(suffix, self.suffix_attn, cache, cond)
-        return self.action_out_proj(out[:, 1:])
+        out = self.transformer.decode_suffix(suffix, self.suffix_attn, cache, cond)[:, 1:]
+        v = self.action_out_proj(out)
+        return (v, out) if return_hidden else v
 
     # ------------------------------------------------------------- training
     def sample_time(self, n: int) -> torch.Tensor:

@@ -136,11 +136,17 @@ class PrefixCache:
     values: list[torch.Tensor]
     mask: torch.Tensor  # [B, P] bool, True = real token
     next_position: torch.Tensor  # [B] first position id of the suffix
+    hidden: torch.Tensor | None = None  # [B, P, width] final prefix features (value heads read these)
 
     def repeat_interleave(self, n: int) -> "PrefixCache":
         rep = lambda t: t.repeat_interleave(n, dim=0)
         return PrefixCache([rep(k) for k in self.keys], [rep(v) for v in self.values],
-                           rep(self.mask), rep(self.next_position))
+                           rep(self.mask), rep(self.next_position), None if self.hidden is None else rep(self.hidden))
+
+    def pooled(self) -> torch.Tensor:
+        """Masked mean of the final prefix features, [B, width]."""
+        m = self.mask[..., None].to(self.hidden.dtype)
+        return (self.hidden * m).sum(1) / m.sum(1).clamp(min=1)
 
 
 class MixtureTransformer(nn.Module):
@@ -191,7 +197,8 @@ class MixtureTransformer(nn.Module):
             h, (k, v) = self._block(layer, h, attn_mask, positions, None)
             keys.append(k)
             values.append(v)
-        return PrefixCache(keys, values, prefix_mask, prefix_mask.long().sum(-1))
+        hidden = self.vlm.norm(h)[0]
+        return PrefixCache(keys, values, prefix_mask, prefix_mask.long().sum(-1), hidden)
 
     def decode_suffix(self, suffix: torch.Tensor, suffix_attn: torch.Tensor, cache: PrefixCache,
                       cond: torch.Tensor | None) -> torch.Tensor:

@@ -1,0 +1,10 @@
+"""Errors raised by the dataset layer."""
+
+from __future__ import annotations
+
+
+class DatasetError(ValueError):
+    """A dataset on disk is missing, malformed or inconsistent.
+
+    The message always names the offending path so a user can find the file.
+    """
