@@ -116,7 +116,18 @@ def parse_config(cls: type[T], argv: list[str]) -> T:
     except SystemExit as exc:  # argparse exits on unknown flags after printing the reason
         raise ConfigError(f"bad command-line arguments {argv} for {cls.__name__} (see the message above)") from exc
     except Exception as exc:  # draccus raises several types; the message names the key
-        raise ConfigError(f"{source}: {exc}") from exc
+        raise ConfigError(f"{source}: {_explain(exc)}") from exc
+
+
+def _explain(exc: BaseException) -> str:
+    """draccus wraps errors raised in __post_init__; surface the innermost reason too."""
+    messages, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if str(exc) and str(exc) not in messages:
+            messages.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return " <- ".join(reversed(messages)) if len(messages) > 1 else (messages[0] if messages else "invalid config")
 
 
 def write_resolved_config(config, directory: str | os.PathLike, name: str = "config.yaml") -> Path:
