@@ -36,7 +36,13 @@ from vla.data.schema import (
 from vla.data.stats import FeatureStats, stats_from_json
 
 _REQUIRED_INFO_KEYS = ("codebase_version", "fps", "features", "total_frames", "total_episodes", "data_path")
-_REQUIRED_EPISODE_COLUMNS = ("episode_index", "dataset_from_index", "dataset_to_index", "data/chunk_index", "data/file_index")
+_REQUIRED_EPISODE_COLUMNS = (
+    "episode_index",
+    "dataset_from_index",
+    "dataset_to_index",
+    "data/chunk_index",
+    "data/file_index",
+)
 # Returned as float32 whatever the file stores: the policy normalises in float32.
 _FLOAT32_KEYS = ("observation.state", "action")
 
@@ -71,7 +77,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
         episodes = self._load_episodes()
         table = self._load_data(episodes)
         self._check_frames(table, episodes)
-        self._episode_ranges = [(int(a), int(b)) for a, b in zip(episodes["dataset_from_index"], episodes["dataset_to_index"])]
+        self._check_stats_cover_features()
+        self._episode_ranges = [
+            (int(a), int(b)) for a, b in zip(episodes["dataset_from_index"], episodes["dataset_to_index"], strict=True)
+        ]
         self._unpack(table)
 
     # -- loading and validation ---------------------------------------------
@@ -103,7 +112,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
             if not isinstance(ft, dict) or "dtype" not in ft or "shape" not in ft:
                 raise self._fail(INFO_PATH, f"feature {name!r} needs 'dtype' and 'shape'")
             if ft["dtype"] == "video":
-                raise self._fail(INFO_PATH, f"feature {name!r} is stored as video; this reader supports images in parquet only")
+                raise self._fail(
+                    INFO_PATH, f"feature {name!r} is stored as video; this reader supports images in parquet only"
+                )
             if ft["dtype"] != IMAGE_DTYPE and ft["dtype"] not in NUMERIC_DTYPES and ft["dtype"] != "string":
                 raise self._fail(INFO_PATH, f"feature {name!r} has unsupported dtype {ft['dtype']!r}")
             ft["shape"] = [int(d) for d in ft["shape"]]
@@ -135,6 +146,16 @@ class LeRobotDataset(torch.utils.data.Dataset):
         except (OSError, UnicodeDecodeError, ValueError) as err:
             raise self._fail(STATS_PATH, f"unreadable ({err})") from err
 
+    def _check_stats_cover_features(self) -> None:
+        # Normalisation needs these for every numeric and image feature.
+        needed = ("min", "max", "mean", "std")
+        for name, ft in self._features.items():
+            if ft["dtype"] == "string":
+                continue
+            missing = [k for k in needed if k not in self._stats.get(name, {})]
+            if missing:
+                raise self._fail(STATS_PATH, f"no {missing} statistics for feature {name!r}")
+
     def _read_parquet(self, path: Path, what: str) -> pa.Table:
         try:
             return pq.read_table(path)
@@ -158,7 +179,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
         episodes = {c: v[order] for c, v in episodes.items()}
         n = len(order)
         if n != self.info["total_episodes"]:
-            raise self._fail(EPISODES_DIR, f"{n} episodes listed, info.json says total_episodes={self.info['total_episodes']}")
+            raise self._fail(
+                EPISODES_DIR, f"{n} episodes listed, info.json says total_episodes={self.info['total_episodes']}"
+            )
         if not np.array_equal(episodes["episode_index"], np.arange(n)):
             raise self._fail(EPISODES_DIR, "episode_index values must be 0..N-1 without gaps or repeats")
         starts, ends = episodes["dataset_from_index"], episodes["dataset_to_index"]
@@ -169,7 +192,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
     def _load_data(self, episodes: dict[str, np.ndarray]) -> pa.Table:
         template = self.info["data_path"]
-        referenced = sorted(set(zip(episodes["data/chunk_index"].tolist(), episodes["data/file_index"].tolist())))
+        referenced = sorted(
+            set(zip(episodes["data/chunk_index"].tolist(), episodes["data/file_index"].tolist(), strict=True))
+        )
         for chunk, file in referenced:
             relative = template.format(chunk_index=chunk, file_index=file)
             if not (self.root / relative).is_file():
@@ -190,7 +215,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
         if missing:
             raise self._fail(DATA_DIR, f"features listed in info.json are missing from the data: {missing}")
         if int(episodes["dataset_to_index"][-1]) != total:
-            raise self._fail(EPISODES_DIR, f"episodes cover {int(episodes['dataset_to_index'][-1])} frames, total_frames={total}")
+            raise self._fail(
+                EPISODES_DIR, f"episodes cover {int(episodes['dataset_to_index'][-1])} frames, total_frames={total}"
+            )
         index = table.column("index").to_numpy()
         if not np.array_equal(index, np.arange(total)):
             raise self._fail(DATA_DIR, "the 'index' column must run 0..total_frames-1 in file order")
@@ -229,13 +256,15 @@ class LeRobotDataset(torch.utils.data.Dataset):
         # Frame -> one past the last frame of its episode, for action chunks.
         ends = np.array([b for _, b in self._episode_ranges], dtype=np.int64)
         self._episode_end = ends[self._episode_index]
-        self._vector_keys = [
-            k for k in self._columns if k not in STANDARD_FEATURES and k != "action"
-        ]
+        self._vector_keys = [k for k in self._columns if k not in STANDARD_FEATURES and k != "action"]
 
     def _numeric(self, name: str, column: pa.Array, ft: dict[str, Any], n: int) -> np.ndarray:
         shape = ft["shape"]
-        if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type) or pa.types.is_large_list(column.type):
+        if (
+            pa.types.is_list(column.type)
+            or pa.types.is_fixed_size_list(column.type)
+            or pa.types.is_large_list(column.type)
+        ):
             values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
         else:
             values = column.to_numpy(zero_copy_only=False)
@@ -310,7 +339,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
         except (OSError, ValueError) as err:
             raise self._fail(DATA_DIR, f"{source}: undecodable image ({err})") from err
         if array.shape != self._image_cache[key].shape[1:]:
-            raise self._fail(DATA_DIR, f"{source}: image shape {array.shape}, info.json says {self._features[key]['shape']}")
+            raise self._fail(
+                DATA_DIR, f"{source}: image shape {array.shape}, info.json says {self._features[key]['shape']}"
+            )
         return array
 
     def __getitem__(self, index: int) -> dict[str, Any]:

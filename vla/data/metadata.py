@@ -52,7 +52,6 @@ def write_tasks(path: Path, tasks: list[str]) -> None:
         ],
         "attributes": {},
         "creator": {"library": "pyarrow", "version": pa.__version__},
-        "pandas_version": "2.2.0",
     }
     schema = pa.schema(
         [pa.field("task_index", pa.int64()), pa.field(TASKS_INDEX_COLUMN, pa.string())],
@@ -82,7 +81,7 @@ def read_tasks(path: Path) -> list[str]:
     if sorted(indices) != list(range(len(indices))):
         raise ValueError(f"task_index values must be 0..{len(indices) - 1}, got {sorted(indices)}")
     ordered = [""] * len(indices)
-    for i, text in zip(indices, texts):
+    for i, text in zip(indices, texts, strict=True):
         if not isinstance(text, str):
             raise ValueError(f"task {i} is not a string: {text!r}")
         ordered[i] = text

@@ -96,7 +96,8 @@ class LeRobotDatasetWriter:
         self._task_index: dict[str, int] = {}
         self._episode_rows: list[dict[str, Any]] = []
         self._dataset_stats = {
-            name: FeatureStatsAccumulator(is_image=ft["dtype"] == IMAGE_DTYPE) for name, ft in self._all_features.items()
+            name: FeatureStatsAccumulator(is_image=ft["dtype"] == IMAGE_DTYPE)
+            for name, ft in self._all_features.items()
         }
         self._total_frames = 0
         self._data_writer: pq.ParquetWriter | None = None
@@ -181,7 +182,9 @@ class LeRobotDatasetWriter:
         for name in self.features:  # the stacked arrays must match the declared features exactly
             expected = (n, *self.features[name]["shape"])
             if columns[name].shape != expected:
-                raise ValueError(f"feature {name!r}: episode array has shape {columns[name].shape}, expected {expected}")
+                raise ValueError(
+                    f"feature {name!r}: episode array has shape {columns[name].shape}, expected {expected}"
+                )
 
         table = self._episode_table(columns, n)
         chunk_index, file_index = self._write_data(table)
