@@ -16,6 +16,7 @@ commands:
   train        supervised flow-matching training on a dataset
   eval         evaluate a policy checkpoint: success table, eval_info.json, plot, videos
   quickstart   collect + train + eval on the default config (the whole main job)
+  rl           RL post-training of a policy in simulation: `vla rl --algo grpo|ppo --policy PATH --task lift`
   bench        benchmarks: `vla bench kernels`
 
 `vla <command> --help` lists a command's options."""
@@ -49,13 +50,27 @@ def _quickstart(argv):
     run_quickstart(parse_config(QuickstartConfig, argv))
 
 
+def _rl(argv):
+    from vla.config import RLConfig, parse_config
+    from vla.rl.losses import NonFiniteError
+    from vla.rl.trainer import train_rl
+
+    try:
+        train_rl(parse_config(RLConfig, argv))
+    except NonFiniteError as exc:
+        raise SystemExit(f"vla rl: stopped: {exc}") from exc
+
+
 def _bench(argv):
     if not argv or argv[0] != "kernels":
-        raise SystemExit("usage: vla bench kernels [options]")
-    from benchmarks_kernels_entry import main  # noqa: F401  (replaced when the kernels land)
+        raise SystemExit("usage: vla bench kernels [options]   (`vla bench kernels --help` lists them)")
+    from vla.kernels.benchmark import main
+
+    main(argv[1:])
 
 
-COMMANDS = {"collect": _collect, "train": _train, "eval": _eval, "quickstart": _quickstart, "bench": _bench}
+COMMANDS = {"collect": _collect, "train": _train, "eval": _eval, "quickstart": _quickstart, "rl": _rl,
+            "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> int:
