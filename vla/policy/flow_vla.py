@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
+from vla.kernels import flow_interpolate, flow_matching_loss
 from vla.policy.config import PolicyConfig
 from vla.policy.language import FrozenLanguageEncoder
 from vla.policy.normalize import Normalizer
@@ -151,14 +152,12 @@ class FlowVLAPolicy(nn.Module):
         b = actions.shape[0]
         noise = torch.randn_like(actions) if noise is None else noise.to(actions)
         t = self.sample_time(b) if time is None else time.to(actions)
-        x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
-        target = noise - actions
+        x_t = flow_interpolate(actions, noise, t)
         cache, state_token = self.encode_observation(batch)
         v = self.velocity(cache, state_token, x_t, t)
-        per_step = (v.float() - target).pow(2).mean(-1)  # [B, H]
-        valid = ~batch[PAD_KEY].to(self.device) if PAD_KEY in batch else torch.ones_like(per_step, dtype=torch.bool)
-        loss = (per_step * valid).sum() / valid.sum().clamp(min=1)
-        return loss, {"loss": loss.item(), "valid_fraction": valid.float().mean().item()}
+        valid = ~batch[PAD_KEY].to(self.device) if PAD_KEY in batch else None
+        loss = flow_matching_loss(v, actions, noise, valid)  # target u = noise - actions, padded steps left out
+        return loss, {"loss": loss.item()}
 
     # ------------------------------------------------------------- sampling
     def sample_actions(self, batch: dict, noise: torch.Tensor | None = None, num_steps: int | None = None,

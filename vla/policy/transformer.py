@@ -22,15 +22,7 @@ from torch import nn
 
 
 
-def ada_rms_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
-    """rmsnorm(x) * (1 + scale) + shift, scale and shift [B, D] broadcast over tokens."""
-    x32 = x.float()
-    y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return (y * (1.0 + scale[:, None].float()) + shift[:, None].float()).to(x.dtype)
-
-
-def gated_residual(residual: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    return residual + gate[:, None] * y
+from vla.kernels import ada_rms_norm, gated_residual
 
 
 class RMSNorm(nn.Module):
@@ -42,9 +34,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
-        x32 = x.float()
-        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * (1.0 + self.weight.float())).to(x.dtype), None
+        return ada_rms_norm(x, self.weight, eps=self.eps, weight_offset=1.0), None
 
 
 class AdaRMSNorm(nn.Module):
@@ -71,7 +61,7 @@ class AdaRMSNorm(nn.Module):
             scale, shift, gate = mod.chunk(3, dim=-1)
         else:
             (scale, shift), gate = mod.chunk(2, dim=-1), None
-        return ada_rms_norm(x, scale, shift, self.eps), gate
+        return ada_rms_norm(x, scale=scale, shift=shift, eps=self.eps), gate
 
 
 class GemmaMLP(nn.Module):
