@@ -1,0 +1,30 @@
+"""Simulation: robosuite tasks as gymnasium envs, cheap rendering, scripted experts, vector envs."""
+
+import os
+
+# mujoco chooses its OpenGL backend when first imported; EGL renders headless
+# (on CPU through Mesa llvmpipe, or on a GPU). Users may still pick osmesa.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from .render import CameraRenderer, RenderBackendError  # noqa: E402  (after MUJOCO_GL)
+from .tasks import TASKS, TaskSpec, get_task, list_tasks  # noqa: E402
+from .robosuite_env import RobosuiteEnv, make_env  # noqa: E402
+from .expert_lift import LiftExpert  # noqa: E402
+from .experts import EXPERTS, make_expert  # noqa: E402
+from .vector_env import VectorEnv, VectorEnvError  # noqa: E402
+
+__all__ = [
+    "CameraRenderer",
+    "EXPERTS",
+    "LiftExpert",
+    "make_expert",
+    "RenderBackendError",
+    "RobosuiteEnv",
+    "TASKS",
+    "TaskSpec",
+    "VectorEnv",
+    "VectorEnvError",
+    "get_task",
+    "list_tasks",
+    "make_env",
+]
