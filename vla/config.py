@@ -68,7 +68,7 @@ class TrainConfig:
     log_every: int = 25
     save_every: int = 1000
     device: str = "cpu"
-    # 0 lets torch decide.
+    # 0 = half the cores (see resolve_threads).
     num_threads: int = 0
 
 
@@ -85,6 +85,8 @@ class EvalConfig:
     device: str = "cpu"
     # Override the policy's n_action_steps (actions executed per predicted chunk); 0 keeps it.
     n_action_steps: int = 0
+    # 0 = half the cores (see resolve_threads).
+    num_threads: int = 0
 
 
 @dataclass
@@ -142,12 +144,115 @@ def write_resolved_config(config, directory: str | os.PathLike, name: str = "con
     return path
 
 
-def resolve_threads(num_threads: int) -> None:
+def resolve_threads(num_threads: int) -> int:
+    """Set torch's intra-op threads; 0 means half the cores.
+
+    Measured on the 2-core machine: with both cores busy (env workers, another
+    job), 2 torch threads made an SFT step 80x slower than 1 thread (9.3 s vs
+    112 ms) because OpenMP barriers wait for descheduled threads. Leaving a
+    core free is the safer default.
+    """
     import torch
 
-    if num_threads > 0:
-        torch.set_num_threads(num_threads)
+    n = num_threads if num_threads > 0 else max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(n)
+    return n
 
 
 def print_err(msg: str) -> None:
     print(msg, file=sys.stderr)
+
+
+# ----------------------------------------------------------------- RL post-training
+@dataclass
+class SamplingConfig:
+    """Stochastic flow sampling for RL (ALGORITHMS.md section 1)."""
+
+    # "sde" (Flow-SDE) or "noise" (Flow-Noise: learned std, bounded, dropped at deployment).
+    mode: str = "sde"
+    # "mixed": one random stochastic denoising step per rollout (pi-RL's default); "joint": every step.
+    sde_mode: str = "mixed"
+    # Flow-SDE noise level a; 0 gives the deterministic Euler ODE.
+    noise_level: float = 0.5
+    # Flow-Noise std bounds (pi-RL's).
+    noise_std_min: float = 0.08
+    noise_std_max: float = 0.16
+
+
+@dataclass
+class RLEvalConfig:
+    # Deterministic (ODE) evaluation of the deployed policy at the end of training; 0 skips it.
+    n_episodes: int = 50
+    # Episode i starts from the initial state of seed + i (disjoint from training seeds).
+    seed: int = 100_000
+    n_videos: int = 0
+    # Also evaluate every this many iterations (n_episodes_periodic episodes each); 0 = only at the end.
+    every: int = 0
+    n_episodes_periodic: int = 20
+
+
+@dataclass
+class RLConfig:
+    """`vla rl`: policy-gradient post-training of a flow policy in simulation.
+
+    Sized so one Lift iteration takes about a minute on 2 CPU cores."""
+
+    # "grpo" or "ppo" (the trainer lists the valid names).
+    algo: str = "grpo"
+    # Supervised policy checkpoint to start from (also the KL reference).
+    policy: str = "outputs/quickstart/train/policy"
+    output_dir: str = "outputs/rl/lift"
+    # Shorthand for env.task (`vla rl --task lift`).
+    task: str | None = None
+    env: EnvConfig = field(default_factory=EnvConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    eval: RLEvalConfig = field(default_factory=RLEvalConfig)
+    iterations: int = 30
+    # Rollouts per iteration = n_groups * group_size; a group shares its initial state.
+    n_groups: int = 4
+    group_size: int = 4
+    # Parallel env workers (processes).
+    n_envs: int = 4
+    # Group g of iteration i resets from train_seed + i * n_groups + g (disjoint from eval seeds).
+    train_seed: int = 1_000_000
+    # Optimisation.
+    lr: float = 1e-5
+    noise_head_lr: float = 1e-4
+    value_lr: float = 1e-4
+    weight_decay: float = 0.0
+    # "constant" or "cosine" (per iteration, after warmup_iterations of linear warmup).
+    schedule: str = "constant"
+    warmup_iterations: int = 0
+    grad_clip: float = 1.0
+    epochs: int = 2
+    # Decisions (chunk boundaries) per optimizer step.
+    minibatch_size: int = 64
+    # Policy loss: ratio clipped to [1 - clip_low, 1 + clip_high]; dual_clip > 1 enables dual clip (0 = off).
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    dual_clip: float = 0.0
+    # Weight of the k3 KL to the initial policy (0 = no reference policy is kept).
+    kl_coef: float = 0.0
+    # GRPO: keep groups whose success rate is in [low, high].
+    dynamic_sampling: bool = True
+    dynamic_sampling_low: float = 0.1
+    dynamic_sampling_high: float = 0.9
+    # PPO: GAE over decisions, value head.
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    value_coef: float = 1.0
+    value_hidden: int = 256
+    normalize_advantages: bool = True
+    # Reproducibility and checkpoints.
+    seed: int = 0
+    save_every: int = 1
+    # Continue from output_dir/checkpoints/last.
+    resume: bool = False
+    # Stop (checkpointed, resumable) after this many iterations in this invocation; 0 = run to the end.
+    stop_after: int = 0
+    device: str = "cpu"
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task:
+            self.env.task = self.task

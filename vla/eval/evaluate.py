@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-from vla.config import EvalConfig, write_resolved_config
+from vla.config import EvalConfig, resolve_threads, write_resolved_config
 from vla.eval.report import build_eval_info, format_table, plot_results, write_json_atomic, write_videos
 from vla.eval.runner import evaluate_policy
 from vla.policy.flow_vla import FlowVLAPolicy
@@ -22,6 +22,7 @@ def check_compatible(policy, env_kwargs: dict) -> None:
 
 def run_eval(cfg: EvalConfig, progress: bool = True, policy=None) -> dict:
     out = Path(cfg.output_dir)
+    resolve_threads(cfg.num_threads)
     write_resolved_config(cfg, out)
     policy = policy or FlowVLAPolicy.from_pretrained(cfg.policy, map_location=cfg.device)
     env_kwargs = cfg.env.env_kwargs()
