@@ -85,12 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vla: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     from vla.config import ConfigError
-    from vla.data.errors import DatasetError
     from vla.policy.checkpoint import CheckpointError
 
+    user_errors: tuple[type[BaseException], ...] = (ConfigError, CheckpointError)
+    try:  # the dataset layer needs pyarrow, which an evaluation-only install does not have
+        from vla.data.errors import DatasetError
+
+        user_errors += (DatasetError,)
+    except ImportError:
+        pass
     try:
         COMMANDS[command](rest)
-    except (ConfigError, DatasetError, CheckpointError) as exc:
+    except user_errors as exc:
         print(f"vla {command}: error: {exc}", file=sys.stderr)
         return 2
     return 0
