@@ -23,7 +23,8 @@ def test_quickstart_writes_dataset_policy_and_report(tmp_path, capsys):
     assert dataset.num_episodes == 2
     assert (out / "train" / "policy" / "model.safetensors").is_file()
     assert list((out / "train" / "tb").glob("events.out.tfevents.*"))
-    for d in (out, out / "train", out / "eval"):
+    assert list((out / "demos.logs" / "tb").glob("events.out.tfevents.*"))
+    for d in (out, out / "demos.logs", out / "train", out / "eval"):
         assert (d / "config.yaml").is_file()
 
     info = json.loads((out / "eval" / "eval_info.json").read_text())

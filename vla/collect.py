@@ -37,6 +37,11 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     writer = LeRobotDatasetWriter(out, fps=cfg.env.control_freq, robot_type="panda",
                                   features=dataset_features(cfg.env.cameras, cfg.env.image_size),
                                   overwrite=cfg.overwrite)
+    from torch.utils.tensorboard import SummaryWriter
+
+    # Logs sit beside the dataset (not inside it: the dataset folder holds only the format's files).
+    log_dir = out.with_name(out.name + ".logs")
+    tb = SummaryWriter(str(log_dir / "tb"))
     kept, tried, lengths = 0, 0, []
     bar = tqdm(total=cfg.num_episodes, desc="collect", disable=not progress, dynamic_ncols=True)
     try:
@@ -59,6 +64,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
                     success |= bool(info["is_success"])
                     done = terminated or truncated
                     steps += 1
+                tb.add_scalar("collect/expert_success", float(success), tried)
+                tb.add_scalar("collect/episode_steps", steps, tried)
                 if success or not cfg.only_successful:
                     writer.save_episode()
                     lengths.append(steps)
@@ -69,10 +76,12 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
             path = writer.finalize()
     finally:
         bar.close()
+        tb.close()
         env.close()
-    write_resolved_config(cfg, path, name="collect_config.yaml")
+    write_resolved_config(cfg, log_dir)
     summary = {"episodes": kept, "attempts": tried, "expert_success_rate": kept / tried if cfg.only_successful else None,
                "mean_length": float(np.mean(lengths)) if lengths else 0.0}
-    print(f"collected {kept} episodes ({sum(lengths)} frames) in {tried} attempts; dataset written to {path}")
+    print(f"collected {kept} episodes ({sum(lengths)} frames) in {tried} attempts; dataset written to {path}; "
+          f"config and TensorBoard logs in {log_dir}")
     print(json.dumps(summary))
     return path
