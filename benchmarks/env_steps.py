@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import os
 import platform
 import subprocess
@@ -20,20 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vla.sim import CameraRenderer, LiftExpert, RobosuiteEnv, VectorEnv
+from vla.eval.stats import wilson_interval
+from vla.sim import LiftExpert, RobosuiteEnv, VectorEnv
 
 RESULTS = Path(__file__).resolve().parent / "results" / "env_steps.md"
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial proportion."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _actions(n: int) -> np.ndarray:
