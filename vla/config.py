@@ -251,7 +251,9 @@ class RLConfig:
     # Stop (checkpointed, resumable) after this many iterations in this invocation; 0 = run to the end.
     stop_after: int = 0
     device: str = "cpu"
-    num_threads: int = 0
+    # Torch threads in the learner. 1 by default: the env workers need the other cores, and OpenMP
+    # threads competing with them made CPU updates 10x slower on a 2-core machine. 0 lets torch decide.
+    num_threads: int = 1
 
     def __post_init__(self) -> None:
         if self.task:

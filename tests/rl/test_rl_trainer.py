@@ -1,0 +1,150 @@
+"""The RL loop: exact resume, NaN stop with the last good checkpoint intact, outputs, bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.policy.helpers import make_policy
+from tests.rl.fake_env import FakeVectorEnv
+from vla.cli import main as cli_main
+from vla.config import ConfigError, RLConfig, parse_config
+from vla.rl.losses import NonFiniteError
+from vla.rl.trainer import train_rl, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TIMING_KEYS = {"rollout_s", "logprob_s", "update_s", "iteration_s"}
+
+
+@pytest.fixture(scope="module")
+def sft_policy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sft") / "policy"
+    make_policy(seed=0).save_pretrained(path)
+    return path
+
+
+def make_config(policy, out, algo="grpo", **overrides) -> RLConfig:
+    cfg = RLConfig(algo=algo, policy=str(policy), output_dir=str(out), iterations=4, n_groups=2, group_size=3,
+                   n_envs=3, lr=3e-4, epochs=2, minibatch_size=8, seed=123)
+    cfg.env.max_episode_steps = 6
+    cfg.eval.n_episodes = 0
+    for key, value in overrides.items():
+        target = cfg
+        *path, name = key.split(".")
+        for p in path:
+            target = getattr(target, p)
+        setattr(target, name, value)
+    return cfg
+
+
+def fake_env(n, kwargs):
+    return FakeVectorEnv(n, kwargs)
+
+
+def run(cfg):
+    return train_rl(cfg, progress=False, make_vec_env=fake_env)
+
+
+def history(out):
+    return [{k: v for k, v in h.items() if k not in TIMING_KEYS}
+            for h in json.loads((out / "history.json").read_text())["history"]]
+
+
+def final_state(out):
+    last = out / "checkpoints" / "last"
+    return load_file(str(last / "policy" / "model.safetensors")), load_file(str(last / "optimizer.safetensors"))
+
+
+@pytest.mark.parametrize("algo,mode", [("grpo", "sde"), ("ppo", "noise")])
+def test_resume_reproduces_an_uninterrupted_run(sft_policy, tmp_path, algo, mode):
+    straight = tmp_path / "straight"
+    run(make_config(sft_policy, straight, algo, **{"sampling.mode": mode, "dynamic_sampling": False}))
+    resumed = tmp_path / "resumed"
+    run(make_config(sft_policy, resumed, algo, stop_after=2, **{"sampling.mode": mode, "dynamic_sampling": False}))
+    assert json.loads((resumed / "checkpoints/last/trainer_state.json").read_text())["iteration"] == 2
+    assert not (resumed / "policy").exists()  # not finished yet
+    run(make_config(sft_policy, resumed, algo, resume=True, **{"sampling.mode": mode, "dynamic_sampling": False}))
+
+    h_straight, h_resumed = history(straight), history(resumed)
+    assert len(h_straight) == 4
+    assert h_straight == h_resumed  # losses, KL, clip fraction, success, env steps: identical numbers
+    assert any(h["policy_loss"] != 0 for h in h_straight)
+    (w1, o1), (w2, o2) = final_state(straight), final_state(resumed)
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert o1.keys() == o2.keys() and all(torch.equal(o1[k], o2[k]) for k in o1)
+    initial = load_file(str(sft_policy / "model.safetensors"))
+    assert any(not torch.equal(initial[k], w1[k]) for k in w1), "training should have changed the weights"
+    head = "value_head" if algo == "ppo" else None
+    if head:
+        assert (straight / "policy" / f"{head}.safetensors").is_file()
+    if mode == "noise":
+        assert (straight / "policy" / "noise_head.safetensors").is_file()
+
+
+def test_outputs_and_final_evaluation(sft_policy, tmp_path, capsys):
+    out = tmp_path / "run"
+    summary = run(make_config(sft_policy, out, "ppo", iterations=2, **{"eval.n_episodes": 3}))
+    assert "has no value head: PPO created one" in capsys.readouterr().out
+    assert (out / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
+    assert (out / "config.yaml").is_file()
+    info = json.loads((out / "eval" / "eval_info.json").read_text())
+    assert info["aggregated"]["n_episodes"] == 3
+    assert summary["eval_pc_success"] == info["aggregated"]["pc_success"]
+    h = json.loads((out / "history.json").read_text())["history"]
+    for key in ("success_rate", "reward", "approx_kl", "clip_fraction", "entropy", "std", "value_loss",
+                "rollout_s", "logprob_s", "update_s", "env_steps"):
+        assert key in h[0], key
+    assert h[1]["env_steps"] > h[0]["env_steps"] > 0
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(sft_policy, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    run(make_config(sft_policy, out, stop_after=1))
+    last = out / "checkpoints" / "last"
+    weights_before = (last / "policy" / "model.safetensors").read_bytes()
+
+    import vla.rl.rollout as rollout_module
+
+    real = rollout_module.sample_chain
+
+    def poisoned(*args, **kwargs):
+        sample = real(*args, **kwargs)
+        sample.log_prob[0] = float("nan")
+        return sample
+
+    monkeypatch.setattr(rollout_module, "sample_chain", poisoned)
+    with pytest.raises(NonFiniteError, match=r"old log-prob has NaN at iteration 1.*last good checkpoint is .*after iteration 1\)"):
+        run(make_config(sft_policy, out, resume=True))
+    assert (last / "policy" / "model.safetensors").read_bytes() == weights_before
+    assert json.loads((last / "trainer_state.json").read_text())["iteration"] == 1
+
+
+def test_bad_input_is_explained(sft_policy, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="unknown algorithm 'dqn'; valid algorithms: grpo, ppo"):
+        run(make_config(sft_policy, tmp_path / "a", "dqn"))
+    assert cli_main(["rl", "--algo", "dqn", "--policy", str(sft_policy)]) == 2
+    assert "valid algorithms: grpo, ppo" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        run(make_config(sft_policy, tmp_path / "b", resume=True))
+    run(make_config(sft_policy, tmp_path / "c", iterations=1))
+    with pytest.raises(ConfigError, match="already holds an RL run"):
+        run(make_config(sft_policy, tmp_path / "c", iterations=1))
+    with pytest.raises(ConfigError, match="was trained with --algo grpo"):
+        run(make_config(sft_policy, tmp_path / "c", "ppo", resume=True))
+    with pytest.raises(ConfigError, match="group_size must be >= 2 for GRPO"):
+        run(make_config(sft_policy, tmp_path / "d", group_size=1))
+    with pytest.raises(ConfigError, match="missing"):
+        run(make_config(sft_policy, tmp_path / "e", **{"env.cameras": ["frontview"]}))
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "rl").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_rl_configs_parse_and_validate(path):
+    cfg = parse_config(RLConfig, ["--config", str(path), "--task", "lift"])
+    validate(cfg)
+    assert cfg.algo in path.name and cfg.env.task == "lift"
+    assert cfg.n_groups * cfg.group_size == 16  # the CPU-sized default: about a minute per Lift iteration

@@ -1,0 +1,112 @@
+"""GRPO and PPO updates on rollouts from the toy env."""
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tests.policy.helpers import make_policy
+from tests.rl.fake_env import FakeVectorEnv
+from vla.config import RLConfig
+from vla.policy.sampling import chain_log_prob
+from vla.rl.grpo import grpo_update
+from vla.rl.heads import ValueHead, value_inputs
+from vla.rl.losses import NonFiniteError
+from vla.rl.ppo import ppo_update
+from vla.rl.rollout import RolloutEngine, SamplingSpec
+from vla.rl.update import UpdateContext
+
+SAMPLING = SamplingSpec("sde", "mixed", 0.5)
+
+
+def rollouts_for(policy, value_head=None, seeds=(11, 22, 33, 44), group_size=4):
+    engine = RolloutEngine(policy.eval(), FakeVectorEnv(4, {"max_episode_steps": 8}), SAMPLING, value_head=value_head)
+    return engine.collect(list(seeds), group_size, torch.Generator().manual_seed(0))
+
+
+def context(policy, lr=1e-3, value_head=None, iteration=0):
+    params = list(policy.parameters()) + (list(value_head.parameters()) if value_head is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    return UpdateContext(policy.train(), optimizer, params, SAMPLING, iteration, torch.Generator().manual_seed(1),
+                         value_head=value_head)
+
+
+def config(**overrides):
+    cfg = RLConfig(epochs=1, minibatch_size=1000)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_grpo_raises_the_likelihood_of_successes_and_lowers_failures():
+    policy = make_policy(seed=0)
+    rollouts = rollouts_for(policy)
+    trajs = rollouts.trajectories
+    assert any(t.success for t in trajs) and not all(t.success for t in trajs)
+    idx = torch.arange(len(rollouts))
+    batch = rollouts.observation_batch(idx)
+    stats = grpo_update(context(policy, lr=3e-4), rollouts, config(dynamic_sampling=False))
+    with torch.no_grad():
+        after = chain_log_prob(policy, batch, rollouts.chains, rollouts.step_masks, "sde", 0.5)
+    delta = after - rollouts.log_probs
+    success = rollouts.trajectory_success()[rollouts.traj_ids].bool()
+    groups = rollouts.trajectory_groups()[rollouts.traj_ids]
+    informative = torch.tensor([0 < rollouts.trajectory_success()[rollouts.trajectory_groups() == g].mean() < 1
+                                for g in groups])
+    assert delta[success & informative].mean() > 0 > delta[~success & informative].mean()
+    assert stats["skipped_update"] == 0 and stats["clip_fraction"] == 0  # one on-policy step: ratio 1
+
+
+def test_dynamic_sampling_skips_groups_without_signal():
+    policy = make_policy(seed=0)
+    rollouts = rollouts_for(policy)
+    # Make every trajectory a success: all groups are outside [0.1, 0.9].
+    for t in rollouts.trajectories:
+        t.success = True
+    before = copy.deepcopy(policy.state_dict())
+    stats = grpo_update(context(policy), rollouts, config())
+    assert stats["skipped_update"] == 1 and stats["kept_groups"] == 0
+    assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
+
+
+def test_nan_stops_the_update_before_the_weights_change():
+    policy = make_policy(seed=0)
+    rollouts = rollouts_for(policy)
+    rollouts.log_probs[3] = float("nan")
+    before = copy.deepcopy(policy.state_dict())
+    with pytest.raises(NonFiniteError, match="old log-prob has NaN at iteration 7"):
+        grpo_update(context(policy, iteration=7), rollouts, config(dynamic_sampling=False))
+    assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
+
+
+def test_nan_in_the_recomputed_log_prob_is_caught():
+    policy = make_policy(seed=0)
+    rollouts = rollouts_for(policy)
+    rollouts.chains[0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"log-prob \(recomputed\) has NaN at iteration 2"):
+        grpo_update(context(policy, iteration=2), rollouts, config(dynamic_sampling=False))
+
+
+def test_ppo_fits_the_value_head_and_updates_the_policy():
+    policy = make_policy(seed=0)
+    head = ValueHead(policy.config.width, policy.config.state_dim, hidden=64)
+    rollouts = rollouts_for(policy, value_head=head)
+    before = policy.action_out_proj.weight.detach().clone()
+    ctx = context(policy, lr=1e-3, value_head=head)
+    losses = [ppo_update(ctx, rollouts, config(epochs=1, minibatch_size=32))["value_loss"] for _ in range(15)]
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert not torch.equal(before, policy.action_out_proj.weight)
+    # The critic reads detached features: a value-loss gradient never reaches the policy.
+    policy.zero_grad()
+    idx = torch.arange(4)
+    batch = rollouts.observation_batch(idx)
+    cache, _ = policy.encode_observation(batch)
+    head(*value_inputs(policy, batch, cache.pooled())).sum().backward()
+    assert all(p.grad is None for p in policy.parameters())
+
+
+def test_ppo_needs_a_value_head():
+    policy = make_policy(seed=0)
+    with pytest.raises(ValueError, match="value head"):
+        ppo_update(context(policy), SimpleNamespace(), config())

@@ -1,0 +1,57 @@
+"""GRPO on a flow policy: binary reward, group-normalised advantage, clip-higher, dynamic sampling.
+
+ALGORITHMS.md section 2. One update, top to bottom:
+1. reward per trajectory = 1 on success else 0;
+2. A_i = (r_i - mean_G r) / (std_G r + 1e-6) within each group of G rollouts
+   that started from the same initial state, broadcast to every decision;
+3. dynamic sampling: drop groups whose success rate is outside [low, high]
+   (they have A = 0 everywhere: no signal, only dilution);
+4. for each epoch and shuffled minibatch of decisions: recompute the chain
+   log-probs under the current weights, clipped loss
+   -E[min(r A, clip(r, 1 - 0.2, 1 + 0.28) A)] (+ k3 KL to the reference), one
+   optimizer step with gradient clipping.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vla.rl.advantages import dynamic_sampling_keep, group_normalized_advantages
+from vla.rl.losses import check_finite, policy_loss
+from vla.rl.rollout import Rollouts
+from vla.rl.update import UpdateContext, mean_stats, minibatches, optimizer_step, recompute_log_prob
+
+
+def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
+    """One GRPO update from a batch of grouped rollouts; cfg is an RLConfig. Returns statistics."""
+    # 1-2. binary reward and group-normalised advantage per trajectory
+    success = rollouts.trajectory_success()
+    groups = rollouts.trajectory_groups()
+    traj_adv = group_normalized_advantages(success, groups)
+    check_finite("advantages", traj_adv, ctx.iteration)
+    check_finite("old log-prob", rollouts.log_probs, ctx.iteration)
+
+    # 3. dynamic sampling
+    if cfg.dynamic_sampling:
+        keep_traj = dynamic_sampling_keep(success, groups, cfg.dynamic_sampling_low, cfg.dynamic_sampling_high)
+    else:
+        keep_traj = torch.ones_like(success, dtype=torch.bool)
+    advantages = traj_adv[rollouts.traj_ids]
+    decisions = keep_traj[rollouts.traj_ids].nonzero().squeeze(1)
+    n_groups = int(groups.unique().numel())
+    kept_groups = int(groups[keep_traj].unique().numel())
+    stats = {"kept_groups": float(kept_groups), "kept_group_fraction": kept_groups / n_groups,
+             "kept_decisions": float(decisions.numel())}
+    if decisions.numel() == 0:
+        return {**stats, "skipped_update": 1.0}
+
+    # 4. clipped policy-gradient epochs over minibatches of decisions
+    rows = []
+    for epoch in range(cfg.epochs):
+        for i, idx in enumerate(minibatches(decisions, cfg.minibatch_size, ctx.generator)):
+            new = recompute_log_prob(ctx, rollouts, idx)
+            loss, loss_stats = policy_loss(new.log_prob, rollouts.log_probs[idx], advantages[idx], cfg.clip_low,
+                                           cfg.clip_high, cfg.dual_clip, cfg.kl_coef, new.ref_log_prob)
+            grad_norm = optimizer_step(ctx, loss, cfg.grad_clip, f"epoch {epoch}, minibatch {i}")
+            rows.append({"policy_loss": float(loss.detach()), "grad_norm": grad_norm, **loss_stats})
+    return {**stats, "skipped_update": 0.0, **mean_stats(rows)}

@@ -1,0 +1,56 @@
+"""PPO on a flow policy with a value head and GAE over decisions.
+
+One update, top to bottom:
+1. reward per decision = 1 if its chunk reached success else 0; the episode end
+   (success or time limit) is terminal;
+2. GAE(gamma 0.99, lambda 0.95) over each trajectory's decisions with the
+   values stored at rollout time; returns = advantages + values; advantages
+   normalised over the batch (optional);
+3. for each epoch and shuffled minibatch: encode the observations once, recompute
+   the chain log-probs (policy) and the values (critic on the same pooled prefix
+   features + state, detached from the policy), clipped policy loss
+   (clip-higher, optional dual clip and k3 KL to the reference) + value_coef *
+   0.5 * MSE(value, return), one optimizer step with gradient clipping.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vla.rl.advantages import gae
+from vla.rl.heads import value_inputs
+from vla.rl.losses import check_finite, policy_loss, value_loss
+from vla.rl.rollout import Rollouts
+from vla.rl.update import UpdateContext, mean_stats, minibatches, optimizer_step, recompute_log_prob
+
+
+def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
+    """One PPO update; cfg is an RLConfig. Needs ctx.value_head. Returns statistics."""
+    if ctx.value_head is None:
+        raise ValueError("PPO needs a value head (UpdateContext.value_head)")
+    # 1-2. GAE over each trajectory's decisions
+    check_finite("old log-prob", rollouts.log_probs, ctx.iteration)
+    check_finite("values", rollouts.values, ctx.iteration)
+    advantages, returns = gae(rollouts.rewards, rollouts.values, rollouts.dones,
+                              [t.decisions for t in rollouts.trajectories], cfg.gamma, cfg.gae_lambda)
+    if cfg.normalize_advantages and advantages.numel() > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    check_finite("advantages", advantages, ctx.iteration)
+
+    # 3. clipped policy loss + value loss over minibatches
+    rows = []
+    decisions = torch.arange(len(rollouts))
+    for epoch in range(cfg.epochs):
+        for i, idx in enumerate(minibatches(decisions, cfg.minibatch_size, ctx.generator)):
+            new = recompute_log_prob(ctx, rollouts, idx)
+            values = ctx.value_head(*value_inputs(ctx.policy, new.batch, new.encoded[0].pooled()))
+            pg_loss, loss_stats = policy_loss(new.log_prob, rollouts.log_probs[idx], advantages[idx], cfg.clip_low,
+                                              cfg.clip_high, cfg.dual_clip, cfg.kl_coef, new.ref_log_prob)
+            v_loss = value_loss(values, returns[idx])
+            loss = pg_loss + cfg.value_coef * v_loss
+            grad_norm = optimizer_step(ctx, loss, cfg.grad_clip, f"epoch {epoch}, minibatch {i}")
+            rows.append({"policy_loss": float(pg_loss.detach()), "value_loss": float(v_loss.detach()), "grad_norm": grad_norm,
+                         **loss_stats})
+    explained = 1.0 - float((returns - rollouts.values).var() / returns.var().clamp(min=1e-8))
+    return {"skipped_update": 0.0, "explained_variance": explained, "return_mean": float(returns.mean()),
+            **mean_stats(rows)}

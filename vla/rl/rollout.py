@@ -1,0 +1,184 @@
+"""Rollout engine: run a stochastic flow policy in a vector env and store what RL needs.
+
+The policy looks only at chunk boundaries ("decisions"): all active envs are
+batched into one sampling call, each env executes the first n_action_steps
+actions of its chunk, and the engine stores per decision the observation
+(images included), the denoising chain, its step mask and old log-prob, the
+value (PPO), the binary reward and done flag. Per trajectory it keeps the
+first camera's frame at every chunk boundary (initial and final observation
+included), for methods that embed trajectories (SRPO).
+
+Rollouts come in groups: the G rollouts of a group start from the same
+initial state (the same reset seed), as GRPO's baseline needs. Episodes run
+in waves of ``vec_env.num_envs``; a partial last wave pads the reset with
+inactive envs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from vla.policy.flow_vla import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
+from vla.policy.observation import observations_to_batch
+from vla.policy.sampling import NoiseHead, sample_chain
+
+
+@dataclass
+class SamplingSpec:
+    """How rollouts sample actions (vla.policy.sampling.sample_chain's arguments)."""
+
+    mode: str = "sde"
+    sde_mode: str = "mixed"
+    noise_level: float = 0.5
+
+
+@dataclass
+class Trajectory:
+    index: int
+    group: int
+    seed: int
+    task: str
+    success: bool = False
+    steps: int = 0
+    env_reward: float = 0.0
+    decisions: list[int] = field(default_factory=list)  # indices into the Rollouts' per-decision arrays
+    frames: list[np.ndarray] = field(default_factory=list, repr=False)  # first camera at chunk boundaries
+
+
+@dataclass
+class Rollouts:
+    """Per-decision tensors (N decisions, leading dim) plus the trajectories they belong to."""
+
+    observations: dict  # observations_to_batch layout: images uint8 [N, h, w, 3], state [N, D], task list
+    chains: torch.Tensor  # [N, K + 1, H, A]
+    step_masks: torch.Tensor  # [N, K] bool
+    log_probs: torch.Tensor  # [N] at rollout time
+    values: torch.Tensor  # [N] (zeros without a value head)
+    rewards: torch.Tensor  # [N] binary: 1 for the decision whose chunk reached success
+    env_rewards: torch.Tensor  # [N] the env's reward summed over the chunk
+    dones: torch.Tensor  # [N] bool: the episode ended after this decision (success or time limit)
+    entropy: torch.Tensor  # [N]
+    std_mean: torch.Tensor  # [N]
+    traj_ids: torch.Tensor  # [N] long
+    trajectories: list[Trajectory]
+
+    def __len__(self) -> int:
+        return self.chains.shape[0]
+
+    @property
+    def env_steps(self) -> int:
+        return sum(t.steps for t in self.trajectories)
+
+    def trajectory_success(self) -> torch.Tensor:
+        return torch.tensor([float(t.success) for t in self.trajectories])
+
+    def trajectory_groups(self) -> torch.Tensor:
+        return torch.tensor([t.group for t in self.trajectories], dtype=torch.long)
+
+    def observation_batch(self, idx: torch.Tensor) -> dict:
+        """The policy batch of the given decisions."""
+        idx_list = idx.tolist()
+        out = {}
+        for key, value in self.observations.items():
+            out[key] = [value[i] for i in idx_list] if key == "task" else value.index_select(0, idx)
+        return out
+
+
+class RolloutEngine:
+    """Collects grouped rollouts of a policy in a vector env (see the module docstring)."""
+
+    def __init__(self, policy, vec_env, sampling: SamplingSpec, noise_head: NoiseHead | None = None,
+                 value_head=None, n_action_steps: int | None = None):
+        self.policy, self.vec_env, self.sampling = policy, vec_env, sampling
+        self.noise_head, self.value_head = noise_head, value_head
+        self.n_exec = n_action_steps or policy.config.n_action_steps
+        self.cameras = list(policy.config.cameras)
+
+    @torch.no_grad()
+    def collect(self, group_seeds: list[int], group_size: int, generator: torch.Generator,
+                progress=None) -> Rollouts:
+        """len(group_seeds) groups of group_size rollouts; group g resets from group_seeds[g]."""
+        if group_size < 1 or not group_seeds:
+            raise ValueError(f"need at least one group of at least one rollout, got {len(group_seeds)} x {group_size}")
+        from vla.rl.heads import value_inputs
+
+        policy, n_envs = self.policy, self.vec_env.num_envs
+        plan = [(g, s) for g, s in enumerate(group_seeds) for _ in range(group_size)]
+        trajectories: list[Trajectory] = []
+        store: dict[str, list] = {k: [] for k in ("obs", "chain", "mask", "logp", "value", "reward", "env_reward",
+                                                  "done", "entropy", "std", "traj")}
+        for wave_start in range(0, len(plan), n_envs):
+            wave = plan[wave_start: wave_start + n_envs]
+            n = len(wave)
+            seeds = [s for _, s in wave]
+            obs = self.vec_env.reset(seeds + [seeds[-1]] * (n_envs - n))
+            trajs = [Trajectory(len(trajectories) + i, g, s, obs[i]["task"]) for i, (g, s) in enumerate(wave)]
+            trajectories.extend(trajs)
+            for i in range(n):
+                trajs[i].frames.append(np.array(obs[i]["images"][self.cameras[0]], copy=True))
+            active = [True] * n + [False] * (n_envs - n)
+            while any(active):
+                idx = [k for k in range(n_envs) if active[k]]
+                batch = observations_to_batch([obs[k] for k in idx], self.cameras)
+                sample = sample_chain(policy, batch, self.sampling.mode, self.sampling.sde_mode,
+                                      self.sampling.noise_level, self.noise_head, generator, self.n_exec)
+                if self.value_head is not None:
+                    values = self.value_head(*value_inputs(policy, batch, sample.pooled)).float().cpu()
+                else:
+                    values = torch.zeros(len(idx))
+                chunk = policy.normalizer.unnormalize(ACTION_KEY, sample.actions)[:, : self.n_exec]
+                actions = np.zeros((n_envs, self.n_exec, chunk.shape[-1]), dtype=np.float32)
+                actions[idx] = chunk.float().cpu().numpy()
+                outs = self.vec_env.step_chunk(actions, record=None, active=active)
+                for j, k in enumerate(idx):
+                    o, reward, terminated, truncated, info = outs[k]
+                    traj = trajs[k]
+                    success = bool(info["is_success"])
+                    done = bool(terminated or truncated)
+                    traj.decisions.append(len(store["traj"]))
+                    traj.steps += int(info["steps"])
+                    traj.env_reward += float(reward)
+                    traj.success |= success
+                    traj.frames.append(np.array(o["images"][self.cameras[0]], copy=True))
+                    store["obs"].append((batch, j))
+                    store["chain"].append(sample.chain[j].cpu())
+                    store["mask"].append(sample.step_mask[j].cpu())
+                    store["logp"].append(sample.log_prob[j].cpu())
+                    store["value"].append(values[j])
+                    store["reward"].append(float(success))
+                    store["env_reward"].append(float(reward))
+                    store["done"].append(done)
+                    store["entropy"].append(sample.entropy[j].cpu())
+                    store["std"].append(sample.std_mean[j].cpu())
+                    store["traj"].append(traj.index)
+                    obs[k] = o
+                    if done:
+                        active[k] = False
+                        if progress is not None:
+                            progress()
+        return Rollouts(
+            observations=_stack_observations(store["obs"], self.cameras),
+            chains=torch.stack(store["chain"]),
+            step_masks=torch.stack(store["mask"]),
+            log_probs=torch.stack(store["logp"]).float(),
+            values=torch.stack(store["value"]).float(),
+            rewards=torch.tensor(store["reward"], dtype=torch.float32),
+            env_rewards=torch.tensor(store["env_reward"], dtype=torch.float32),
+            dones=torch.tensor(store["done"], dtype=torch.bool),
+            entropy=torch.stack(store["entropy"]).float(),
+            std_mean=torch.stack(store["std"]).float(),
+            traj_ids=torch.tensor(store["traj"], dtype=torch.long),
+            trajectories=trajectories,
+        )
+
+
+def _stack_observations(rows: list[tuple[dict, int]], cameras: list[str]) -> dict:
+    """Per-decision (batch, row) references -> one batch dict in decision order."""
+    out: dict = {}
+    for key in [IMAGE_PREFIX + c for c in cameras] + [STATE_KEY]:
+        out[key] = torch.stack([batch[key][j] for batch, j in rows])
+    out["task"] = [batch["task"][j] for batch, j in rows]
+    return out

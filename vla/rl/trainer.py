@@ -1,0 +1,282 @@
+"""`vla rl`: the RL training loop around the algorithms.
+
+Per iteration: grouped rollouts with stochastic flow sampling -> the
+algorithm's update (GRPO or PPO) -> LR schedule step -> TensorBoard scalars,
+history.json and the success plot -> an atomic checkpoint with optimizer,
+scheduler and RNG states. At the end: the final policy and an evaluation of
+the deployed (deterministic ODE) policy with the eval runner.
+
+Resume (`--resume=true`) restores everything from output_dir/checkpoints/last
+and continues with the same numbers as a run that was never interrupted.
+NaN or Inf in a loss, an advantage or a log-prob stops the run before the
+weights change; the last good checkpoint stays as it was.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from vla.config import ConfigError, RLConfig, resolve_threads, write_resolved_config
+from vla.eval.evaluate import check_compatible
+from vla.eval.report import build_eval_info, format_table, plot_results, write_json_atomic, write_videos
+from vla.eval.runner import run_episodes
+from vla.policy.flow_vla import FlowVLAPolicy
+from vla.policy.sampling import MODES, SDE_MODES, NoiseHead
+from vla.rl.checkpoint import POLICY_DIR, read_training_state, restore_training_state, save_training_checkpoint
+from vla.rl.grpo import grpo_update
+from vla.rl.heads import NOISE_HEAD, VALUE_HEAD, ValueHead, has_head, load_head, save_head
+from vla.rl.losses import NonFiniteError
+from vla.rl.plots import plot_success
+from vla.rl.ppo import ppo_update
+from vla.rl.rollout import RolloutEngine, Rollouts, SamplingSpec
+from vla.rl.update import UpdateContext
+from vla.train.sft import cosine_with_warmup, seed_everything
+
+# name -> (update function, needs a value head)
+ALGORITHMS: dict[str, tuple[Callable, bool]] = {"grpo": (grpo_update, False), "ppo": (ppo_update, True)}
+SCHEDULES = ("constant", "cosine")
+
+VecEnvFactory = Callable[[int, dict], object]
+
+
+def validate(cfg: RLConfig) -> None:
+    """Refuse a bad config before anything is loaded; messages name the flag."""
+    if cfg.algo not in ALGORITHMS:
+        raise ConfigError(f"--algo: unknown algorithm {cfg.algo!r}; valid algorithms: {', '.join(ALGORITHMS)}")
+    s = cfg.sampling
+    if s.mode not in MODES or s.mode == "ode":
+        raise ConfigError(f"--sampling.mode: {s.mode!r} is not a stochastic mode; valid: sde, noise")
+    if s.sde_mode not in SDE_MODES:
+        raise ConfigError(f"--sampling.sde_mode: {s.sde_mode!r} is not one of {', '.join(SDE_MODES)}")
+    if s.mode == "sde" and not s.noise_level > 0:
+        raise ConfigError(f"--sampling.noise_level must be > 0 for RL (0 is the deterministic ODE), got {s.noise_level}")
+    if cfg.schedule not in SCHEDULES:
+        raise ConfigError(f"--schedule: {cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    for name in ("iterations", "n_groups", "group_size", "n_envs", "epochs", "minibatch_size"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.algo == "grpo" and cfg.group_size < 2:
+        raise ConfigError("--group_size must be >= 2 for GRPO (a group of one has no baseline)")
+    if not 0 <= cfg.clip_low < 1 or cfg.clip_high < 0:
+        raise ConfigError(f"--clip_low must be in [0, 1) and --clip_high >= 0, got {cfg.clip_low}, {cfg.clip_high}")
+    if cfg.dual_clip and cfg.dual_clip <= 1:
+        raise ConfigError(f"--dual_clip must be > 1 (or 0 = off), got {cfg.dual_clip}")
+
+
+def group_seeds(cfg: RLConfig, iteration: int) -> list[int]:
+    return [cfg.train_seed + iteration * cfg.n_groups + g for g in range(cfg.n_groups)]
+
+
+def _make_heads(cfg: RLConfig, policy, source: Path, needs_value: bool):
+    """Load the heads the run needs from the policy directory, or create them (and say so)."""
+    noise_head = value_head = None
+    if cfg.sampling.mode == "noise":
+        if has_head(source, NOISE_HEAD):
+            noise_head = load_head(source, NOISE_HEAD)
+        else:
+            noise_head = NoiseHead(policy.config.expert_width, policy.config.action_dim,
+                                   std_min=cfg.sampling.noise_std_min, std_max=cfg.sampling.noise_std_max)
+            print(f"{source} has no Flow-Noise head: created one (std in [{noise_head.std_min}, "
+                  f"{noise_head.std_max}], trained with lr {cfg.noise_head_lr}, dropped at deployment)")
+    if needs_value:
+        if has_head(source, VALUE_HEAD):
+            value_head = load_head(source, VALUE_HEAD)
+        else:
+            value_head = ValueHead(policy.config.width, policy.config.state_dim, cfg.value_hidden)
+            print(f"{source} has no value head: {cfg.algo.upper()} created one (MLP, width {cfg.value_hidden}, "
+                  f"on the pooled prefix features + state, lr {cfg.value_lr})")
+    device = policy.device
+    return (None if noise_head is None else noise_head.to(device)), (None if value_head is None else value_head.to(device))
+
+
+def _optimizer(cfg: RLConfig, policy, noise_head, value_head):
+    groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.lr}]
+    if noise_head is not None:
+        groups.append({"params": list(noise_head.parameters()), "lr": cfg.noise_head_lr})
+    if value_head is not None:
+        groups.append({"params": list(value_head.parameters()), "lr": cfg.value_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "constant":
+        schedule = lambda it: min(1.0, (it + 1) / cfg.warmup_iterations) if cfg.warmup_iterations else 1.0
+    else:
+        schedule = lambda it: cosine_with_warmup(it, cfg.warmup_iterations, cfg.iterations)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return optimizer, scheduler, [p for g in groups for p in g["params"]]
+
+
+def _rollout_stats(rollouts: Rollouts) -> dict[str, float]:
+    trajs = rollouts.trajectories
+    return {
+        "success_rate": float(np.mean([t.success for t in trajs])),
+        "reward": float(np.mean([t.env_reward for t in trajs])),
+        "episode_steps": float(np.mean([t.steps for t in trajs])),
+        "decisions": float(len(rollouts)),
+        "entropy": float(rollouts.entropy.mean()),
+        "std": float(rollouts.std_mean.mean()),
+        "old_log_prob": float(rollouts.log_probs.mean()),
+    }
+
+
+def _evaluate(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0, progress: bool = False):
+    start = time.time()
+    policy.eval()
+    episodes = run_episodes(policy, vec_env, n_episodes, seed, n_videos=n_videos, progress=progress, desc="rl eval")
+    return episodes, time.time() - start
+
+
+def _default_vec_env(n_envs: int, env_kwargs: dict):
+    from vla.sim import VectorEnv
+
+    return VectorEnv(n_envs, env_kwargs)
+
+
+def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory | None = None) -> dict:
+    """Run (or resume) RL post-training; returns a summary dict (also written to rl_summary.json)."""
+    validate(cfg)
+    update_fn, needs_value = ALGORITHMS[cfg.algo]
+    resolve_threads(cfg.num_threads)
+    out = Path(cfg.output_dir)
+    last = out / "checkpoints" / "last"
+    if cfg.resume and not last.is_dir():
+        raise ConfigError(f"--resume=true but {last} does not exist: nothing to resume")
+    if not cfg.resume and last.is_dir():
+        raise ConfigError(f"{out} already holds an RL run ({last}); pass --resume=true to continue it "
+                          "or choose another --output_dir")
+    if cfg.resume:
+        saved_algo = read_training_state(last).get("algo")
+        if saved_algo != cfg.algo:
+            raise ConfigError(f"--resume: {last} was trained with --algo {saved_algo}, this run asks for {cfg.algo}")
+    seed_everything(cfg.seed)
+
+    # ---- policy, heads, reference, optimizer (RNG states are restored after all modules are built)
+    source = last / POLICY_DIR if cfg.resume else Path(cfg.policy)
+    policy = FlowVLAPolicy.from_pretrained(source, map_location=cfg.device)
+    env_kwargs = cfg.env.env_kwargs()
+    try:
+        check_compatible(policy, env_kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    write_resolved_config(cfg, out)
+    noise_head, value_head = _make_heads(cfg, policy, source, needs_value)
+    ref_policy = None
+    if cfg.kl_coef > 0:
+        ref_policy = FlowVLAPolicy.from_pretrained(cfg.policy, map_location=cfg.device).requires_grad_(False)
+    optimizer, scheduler, params = _optimizer(cfg, policy, noise_head, value_head)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    start, history = 0, []
+    if cfg.resume:
+        state = restore_training_state(last, optimizer, scheduler, generator)
+        start, history = state["iteration"], state["history"]
+        print(f"resuming {cfg.algo} from {last} after iteration {start}")
+    n_params = sum(p.numel() for p in params)
+    print(f"{cfg.algo.upper()} on {cfg.env.task}: {cfg.n_groups} groups x {cfg.group_size} rollouts per iteration, "
+          f"{cfg.iterations} iterations, {n_params / 1e6:.2f}M trainable parameters, sampling "
+          f"{cfg.sampling.mode}/{cfg.sampling.sde_mode}")
+
+    sampling = SamplingSpec(cfg.sampling.mode, cfg.sampling.sde_mode, cfg.sampling.noise_level)
+    writer = SummaryWriter(str(out / "tb"), purge_step=start)
+    env_steps = int(history[-1]["env_steps"]) if history else 0
+    summary: dict = {}
+    factory = make_vec_env or _default_vec_env
+    stopped_early = False
+    saved_at = start  # iterations covered by the checkpoint on disk (0: none)
+    try:
+        with factory(cfg.n_envs, env_kwargs) as vec_env:
+            engine = RolloutEngine(policy, vec_env, sampling, noise_head, value_head)
+            bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=f"rl {cfg.algo}",
+                       disable=not progress, dynamic_ncols=True)
+            for it in bar:
+                # -- rollouts
+                t0 = time.perf_counter()
+                policy.eval()
+                rollouts = engine.collect(group_seeds(cfg, it), cfg.group_size, generator)
+                rollout_s = time.perf_counter() - t0
+                env_steps += rollouts.env_steps
+                # -- update
+                policy.train()
+                ctx = UpdateContext(policy, optimizer, params, sampling, it, generator, noise_head, value_head,
+                                    ref_policy)
+                try:
+                    stats = update_fn(ctx, rollouts, cfg)
+                except NonFiniteError as exc:
+                    kept = (f"the last good checkpoint is {last} (after iteration {saved_at})" if saved_at
+                            else "no checkpoint had been written yet")
+                    raise NonFiniteError(f"{exc}. Training stopped without saving; {kept}") from exc
+                lr = scheduler.get_last_lr()[0]
+                with warnings.catch_warnings():  # a skipped update (no optimizer step) still advances the schedule
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                    scheduler.step()
+                record = {"iteration": it, "env_steps": env_steps, "lr": lr, **_rollout_stats(rollouts),
+                          "rollout_s": rollout_s, **ctx.timings, **stats}
+                if cfg.eval.every and (it + 1) % cfg.eval.every == 0 and it + 1 < cfg.iterations:
+                    episodes, _ = _evaluate(policy, vec_env, cfg.eval.n_episodes_periodic, cfg.eval.seed)
+                    record["eval_success_rate"] = float(np.mean([e.success for e in episodes]))
+                record["iteration_s"] = time.perf_counter() - t0
+                history.append(record)
+                _log(writer, record, it)
+                write_json_atomic(out / "history.json", {"algo": cfg.algo, "history": history})
+                plot_success(history, out / "success.png", title=f"{cfg.algo.upper()} on {cfg.env.task}")
+                bar.set_postfix(success=f"{record['success_rate']:.2f}", kl=f"{record.get('approx_kl', 0):.1e}",
+                                clip=f"{record.get('clip_fraction', 0):.2f}")
+                finished = it + 1 == cfg.iterations
+                stop_now = cfg.stop_after and it + 1 - start >= cfg.stop_after and not finished
+                if finished or stop_now or (cfg.save_every and (it + 1) % cfg.save_every == 0):
+                    save_training_checkpoint(last, policy, optimizer, scheduler, generator, it + 1, history,
+                                             noise_head, value_head, extra={"algo": cfg.algo})
+                    saved_at = it + 1
+                if stop_now:
+                    stopped_early = True
+                    print(f"stopping after {it + 1 - start} iterations (--stop_after); resume with --resume=true")
+                    break
+            bar.close()
+            if not stopped_early:
+                summary = _finish(cfg, out, policy, noise_head, value_head, vec_env, history, progress)
+    finally:
+        writer.close()
+    return summary
+
+
+def _log(writer: SummaryWriter, record: dict, it: int) -> None:
+    groups = {"success_rate": "rollout", "reward": "rollout", "episode_steps": "rollout", "env_steps": "rollout",
+              "eval_success_rate": "eval", "rollout_s": "time", "logprob_s": "time", "update_s": "time",
+              "iteration_s": "time"}
+    for key, value in record.items():
+        if key != "iteration" and isinstance(value, (int, float)):
+            writer.add_scalar(f"{groups.get(key, 'train')}/{key}", value, it)
+    writer.flush()
+
+
+def _finish(cfg: RLConfig, out: Path, policy, noise_head, value_head, vec_env, history, progress) -> dict:
+    """Save the final policy, evaluate it (deterministic ODE sampling, the deployed behaviour), summarise."""
+    final = out / "policy"
+    policy.save_pretrained(final)
+    if value_head is not None:  # kept beside the policy for further PPO; deployment ignores it
+        save_head(value_head, final, VALUE_HEAD)
+    if noise_head is not None:
+        save_head(noise_head, final, NOISE_HEAD)
+    summary = {"algo": cfg.algo, "iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0,
+               "success_rate_first": history[0]["success_rate"] if history else None,
+               "success_rate_last": history[-1]["success_rate"] if history else None,
+               "policy": str(final)}
+    if cfg.eval.n_episodes > 0:
+        episodes, seconds = _evaluate(policy, vec_env, cfg.eval.n_episodes, cfg.eval.seed, cfg.eval.n_videos, progress)
+        videos = write_videos([e for e in episodes if e.frames], out / "eval" / "videos", fps=cfg.env.control_freq)
+        info = build_eval_info(episodes, seconds, cfg.eval.seed, videos)
+        (out / "eval").mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "eval" / "eval_info.json", info)
+        plot_results(info, out / "eval" / "eval_report.png", title=f"{cfg.env.task}: {cfg.algo} {final}")
+        print(format_table(info))
+        summary["eval_pc_success"] = info["aggregated"]["pc_success"]
+        summary["eval_pc_success_ci95"] = info["aggregated"]["pc_success_ci95"]
+    write_json_atomic(out / "rl_summary.json", summary)
+    print(f"RL finished: policy {final}, success plot {out / 'success.png'}, history {out / 'history.json'}, "
+          f"TensorBoard: tensorboard --logdir {out / 'tb'}")
+    return summary

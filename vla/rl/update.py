@@ -1,0 +1,96 @@
+"""Pieces every policy-gradient update shares: minibatches, the log-prob recompute, one optimizer step.
+
+The algorithms (grpo.py, ppo.py, and the latent-space methods built on them)
+call these so that each algorithm file reads as its own update, top to bottom.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from vla.policy.sampling import NoiseHead, chain_log_prob
+from vla.rl.losses import check_finite
+from vla.rl.rollout import Rollouts, SamplingSpec
+
+
+@dataclass
+class UpdateContext:
+    """What an update works on; built by the trainer once per iteration."""
+
+    policy: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]  # every trainable parameter (clipped together)
+    sampling: SamplingSpec
+    iteration: int
+    generator: torch.Generator  # minibatch shuffles draw from it (resume reproduces them)
+    noise_head: NoiseHead | None = None
+    value_head: torch.nn.Module | None = None
+    ref_policy: torch.nn.Module | None = None  # frozen initial policy, for the KL term
+    n_action_steps: int | None = None
+    timings: dict[str, float] = field(default_factory=lambda: {"logprob_s": 0.0, "update_s": 0.0})
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # honest timings: wait for queued kernels
+        torch.cuda.synchronize(device)
+
+
+def minibatches(indices: torch.Tensor, size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffle the decision indices and split them into minibatches of at most `size`."""
+    if size < 1:
+        raise ValueError(f"minibatch_size must be >= 1, got {size}")
+    order = indices[torch.randperm(indices.numel(), generator=generator)]
+    return list(order.split(size))
+
+
+@dataclass
+class Recomputed:
+    """A minibatch's log-probs under the current weights, and what was computed on the way."""
+
+    log_prob: torch.Tensor  # [M], with gradients
+    ref_log_prob: torch.Tensor | None  # [M] under the frozen reference policy, or None
+    batch: dict  # the observation batch
+    encoded: tuple  # policy.encode_observation(batch): (PrefixCache, state token); value heads read it
+
+
+def recompute_log_prob(ctx: UpdateContext, rollouts: Rollouts, idx: torch.Tensor) -> Recomputed:
+    """Encode the observations of decisions idx and recompute their chains' log-probs (timed as logprob_s)."""
+    start = time.perf_counter()
+    batch = rollouts.observation_batch(idx)
+    encoded = ctx.policy.encode_observation(batch)
+    s = ctx.sampling
+    chains, masks = rollouts.chains[idx], rollouts.step_masks[idx]
+    logp = chain_log_prob(ctx.policy, batch, chains, masks, s.mode, s.noise_level, ctx.noise_head,
+                          ctx.n_action_steps, encoded)
+    logp_ref = None
+    if ctx.ref_policy is not None:
+        with torch.no_grad():
+            logp_ref = chain_log_prob(ctx.ref_policy, batch, chains, masks, s.mode, s.noise_level, ctx.noise_head,
+                                      ctx.n_action_steps)
+    check_finite("log-prob (recomputed)", logp, ctx.iteration)
+    _sync(logp.device)
+    ctx.timings["logprob_s"] += time.perf_counter() - start
+    return Recomputed(logp, logp_ref, batch, encoded)
+
+
+def optimizer_step(ctx: UpdateContext, loss: torch.Tensor, grad_clip: float, where: str = "") -> float:
+    """Backward, clip, step; stops (NonFiniteError) before the step if the loss or gradients are not finite."""
+    start = time.perf_counter()
+    check_finite("loss", loss.detach(), ctx.iteration, where)
+    ctx.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(ctx.params, grad_clip if grad_clip > 0 else float("inf"))
+    check_finite("gradient norm", grad_norm.detach(), ctx.iteration, where)
+    ctx.optimizer.step()
+    _sync(loss.device)
+    ctx.timings["update_s"] += time.perf_counter() - start
+    return float(grad_norm)
+
+
+def mean_stats(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Average per-minibatch statistics key by key."""
+    keys = {k for r in rows for k in r}
+    return {k: sum(r[k] for r in rows if k in r) / sum(1 for r in rows if k in r) for k in sorted(keys)}
