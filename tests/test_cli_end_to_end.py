@@ -40,6 +40,21 @@ def test_quickstart_writes_dataset_policy_and_report(tmp_path, capsys):
     assert summary["n_episodes"] == 2
 
 
+def test_quickstart_with_a_short_rl_phase_reports_before_and_after(tmp_path, capsys):
+    out = tmp_path / "qs"
+    args = ["quickstart", f"--output_dir={out}", "--collect.num_episodes=1", "--collect.env.max_episode_steps=60",
+            "--train.steps=2", "--train.batch_size=2", "--train.policy.depth=1", "--train.policy.vision_layers=1",
+            "--eval.n_episodes=2", "--eval.n_videos=0", "--eval.n_envs=2", "--rl.iterations=1", "--rl.n_groups=1",
+            "--rl.group_size=2", "--rl.n_envs=2"]
+    assert main(args) == 0
+    summary = json.loads((out / "quickstart_summary.json").read_text())
+    assert summary["rl_pc_success"] is not None and "rl_s" in summary
+    assert "success before RL" in capsys.readouterr().out
+    rl_info = json.loads((out / "rl" / "eval" / "eval_info.json").read_text())
+    assert [e["seed"] for e in rl_info["per_episode"]] == [100000, 100001]  # same protocol as the SFT evaluation
+    assert main(args) == 0  # a rerun replaces the quickstart's own RL run instead of refusing
+
+
 def test_eval_is_reproducible_and_refuses_camera_mismatch(tmp_path):
     """Two evaluations with the same seed give identical episodes; a camera the env lacks is refused first."""
     out = tmp_path / "qs"

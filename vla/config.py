@@ -89,14 +89,6 @@ class EvalConfig:
     num_threads: int = 0
 
 
-@dataclass
-class QuickstartConfig:
-    output_dir: str = "outputs/quickstart"
-    collect: CollectConfig = field(default_factory=CollectConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-
 def parse_config(cls: type[T], argv: list[str]) -> T:
     """Parse `--config FILE` plus dotted overrides into cls; errors name the key and the file."""
     argv = list(argv)
@@ -258,3 +250,13 @@ class RLConfig:
     def __post_init__(self) -> None:
         if self.task:
             self.env.task = self.task
+
+
+@dataclass
+class QuickstartConfig:
+    output_dir: str = "outputs/quickstart"
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # A short RL phase after SFT (rl.iterations = 0 skips it); its policy and output paths are derived.
+    rl: RLConfig = field(default_factory=lambda: RLConfig(iterations=0))

@@ -1,4 +1,5 @@
-"""`vla quickstart`: demos -> LeRobot dataset -> supervised flow matching -> evaluation report.
+"""`vla quickstart`: demos -> LeRobot dataset -> supervised flow matching -> evaluation report
+-> (optionally) a short RL phase, evaluated with the same protocol.
 
 All outputs go under `output_dir` (the sub-commands' own output paths are
 derived from it, so one flag moves the whole run).
@@ -26,26 +27,46 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict:
     cfg.eval.policy = str(out / "train" / "policy")
     cfg.eval.output_dir = str(out / "eval")
     cfg.eval.env = cfg.collect.env
+    cfg.rl.policy = cfg.eval.policy
+    cfg.rl.output_dir = str(out / "rl")
+    cfg.rl.env = cfg.collect.env
+    cfg.rl.eval.n_episodes, cfg.rl.eval.seed = cfg.eval.n_episodes, cfg.eval.seed  # same protocol as SFT eval
     write_resolved_config(cfg, out)
+    stages = 4 if cfg.rl.iterations > 0 else 3
     timings = {}
     start = time.time()
-    print(f"[1/3] collecting {cfg.collect.num_episodes} scripted demonstrations on {cfg.collect.env.task}")
+    print(f"[1/{stages}] collecting {cfg.collect.num_episodes} scripted demonstrations on {cfg.collect.env.task}")
     collect(cfg.collect, progress)
     timings["collect_s"] = time.time() - start
-    print(f"[2/3] training a {cfg.train.policy.preset} flow-matching policy for {cfg.train.steps} steps")
+    print(f"[2/{stages}] training a {cfg.train.policy.preset} flow-matching policy for {cfg.train.steps} steps")
     t = time.time()
     train(cfg.train, progress)
     timings["train_s"] = time.time() - t
-    print(f"[3/3] evaluating on {cfg.eval.n_episodes} episodes")
+    print(f"[3/{stages}] evaluating on {cfg.eval.n_episodes} episodes")
     t = time.time()
     info = run_eval(cfg.eval, progress)
     timings["eval_s"] = time.time() - t
-    timings["total_s"] = time.time() - start
     summary = {"pc_success": info["aggregated"]["pc_success"], "pc_success_ci95": info["aggregated"]["pc_success_ci95"],
-               "n_episodes": info["aggregated"]["n_episodes"], **timings}
+               "n_episodes": info["aggregated"]["n_episodes"]}
+    if cfg.rl.iterations > 0:
+        import shutil
+
+        from vla.rl.trainer import train_rl
+
+        shutil.rmtree(cfg.rl.output_dir, ignore_errors=True)  # the quickstart owns its output tree, as with the demos
+
+        print(f"[4/{stages}] RL post-training ({cfg.rl.algo}, {cfg.rl.iterations} iterations), then the same evaluation")
+        t = time.time()
+        rl = train_rl(cfg.rl, progress)
+        timings["rl_s"] = time.time() - t
+        summary.update(rl_pc_success=rl.get("eval_pc_success"), rl_pc_success_ci95=rl.get("eval_pc_success_ci95"))
+        print(f"success before RL {summary['pc_success']:.1f}% -> after RL {summary['rl_pc_success']:.1f}% "
+              f"({summary['n_episodes']} episodes each, same initial states)")
+    timings["total_s"] = time.time() - start
+    summary.update(timings)
     (out / "quickstart_summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"quickstart finished in {timings['total_s'] / 60:.1f} min "
-          f"(collect {timings['collect_s']:.0f} s, train {timings['train_s']:.0f} s, eval {timings['eval_s']:.0f} s)")
+    print(f"quickstart finished in {timings['total_s'] / 60:.1f} min ("
+          + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in timings.items() if k != "total_s") + ")")
     print(f"report: {out / 'eval' / 'eval_report.png'}, videos: {out / 'eval' / 'videos'}, "
           f"TensorBoard: tensorboard --logdir {out}")
     return summary
