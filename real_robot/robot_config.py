@@ -1,0 +1,140 @@
+"""Typed robot description for the ROS 2 bridge, loaded strictly from YAML.
+
+An unknown key anywhere in the file is an error at start-up that names the key
+and the file: a misspelt limit must never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import draccus
+import yaml
+
+OUTPUT_MODES = ("joint_trajectory", "forward_position")
+
+
+class RobotConfigError(ValueError):
+    """A robot config file is missing, malformed, or names an unknown key."""
+
+
+@dataclass
+class CameraConfig:
+    topic: str
+    height: int
+    width: int
+    # True: sensor_msgs/CompressedImage (jpeg/png); False: raw sensor_msgs/Image.
+    compressed: bool = False
+
+
+@dataclass
+class WorkspaceBox:
+    """Axis-aligned box (metres, robot base frame) the end effector must stay in."""
+
+    min: list[float]
+    max: list[float]
+
+
+@dataclass
+class TopicsConfig:
+    joint_states: str = "/joint_states"
+    instruction: str = "/instruction"
+    joint_trajectory: str = "/joint_trajectory_controller/joint_trajectory"
+    forward_position: str = "/forward_position_controller/commands"
+    emergency_stop: str = "~/emergency_stop"
+    resume: str = "~/resume"
+    enable: str = "~/enable_motion"
+
+
+@dataclass
+class RobotConfig:
+    name: str
+    joint_names: list[str]
+    joint_position_min: list[float]  # rad
+    joint_position_max: list[float]  # rad
+    joint_velocity_max: list[float]  # rad/s
+    joint_acceleration_max: list[float]  # rad/s^2
+    workspace: WorkspaceBox
+    control_rate_hz: float = 50.0
+    max_observation_age_s: float = 0.1
+    cameras: dict[str, CameraConfig] = field(default_factory=dict)
+    output_mode: str = "joint_trajectory"
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+
+    def __post_init__(self) -> None:
+        n = len(self.joint_names)
+        if n == 0:
+            raise RobotConfigError("joint_names is empty")
+        if len(set(self.joint_names)) != n:
+            raise RobotConfigError(f"joint_names has duplicates: {self.joint_names}")
+        for key in ("joint_position_min", "joint_position_max", "joint_velocity_max", "joint_acceleration_max"):
+            values = getattr(self, key)
+            if len(values) != n:
+                raise RobotConfigError(f"{key} has {len(values)} entries but there are {n} joint_names")
+            if not all(math.isfinite(v) for v in values):
+                raise RobotConfigError(f"{key} has a non-finite entry: {values}")
+        for i, (lo, hi) in enumerate(zip(self.joint_position_min, self.joint_position_max)):
+            if not lo < hi:
+                raise RobotConfigError(f"joint {self.joint_names[i]}: joint_position_min {lo} is not below max {hi}")
+        for key in ("joint_velocity_max", "joint_acceleration_max"):
+            if not all(v > 0 for v in getattr(self, key)):
+                raise RobotConfigError(f"{key} must be positive: {getattr(self, key)}")
+        box = self.workspace
+        if len(box.min) != 3 or len(box.max) != 3:
+            raise RobotConfigError("workspace.min and workspace.max need 3 entries (x, y, z)")
+        if not all(lo < hi for lo, hi in zip(box.min, box.max)):
+            raise RobotConfigError(f"workspace.min {box.min} must be below workspace.max {box.max} on every axis")
+        if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz > 0):
+            raise RobotConfigError(f"control_rate_hz must be positive, got {self.control_rate_hz}")
+        if not (math.isfinite(self.max_observation_age_s) and self.max_observation_age_s > 0):
+            raise RobotConfigError(f"max_observation_age_s must be positive, got {self.max_observation_age_s}")
+        if self.output_mode not in OUTPUT_MODES:
+            raise RobotConfigError(f"output_mode {self.output_mode!r} is not one of {OUTPUT_MODES}")
+        for cam_name, cam in self.cameras.items():
+            if cam.height <= 0 or cam.width <= 0:
+                raise RobotConfigError(f"camera {cam_name}: height and width must be positive")
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def control_period_s(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+
+def load_robot_config(path: str | os.PathLike) -> RobotConfig:
+    """Read a robot config; every problem is raised as RobotConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RobotConfigError(f"robot config {path} does not exist")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise RobotConfigError(f"robot config {path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise RobotConfigError(f"robot config {path}: the top level must be a mapping")
+    try:
+        # draccus.decode rejects unknown fields at every level and names them.
+        return draccus.decode(RobotConfig, raw)
+    except RobotConfigError as exc:
+        raise RobotConfigError(f"robot config {path}: {exc}") from exc
+    except Exception as exc:
+        raise RobotConfigError(f"robot config {path}: {_innermost(exc)}") from exc
+
+
+def _innermost(exc: BaseException) -> str:
+    """draccus wraps __post_init__ errors; show the chain so the real reason is visible."""
+    messages: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if str(cur) and str(cur) not in messages:
+            messages.append(str(cur))
+        cur = cur.__cause__ or cur.__context__
+    return " <- ".join(reversed(messages)) if messages else type(exc).__name__
