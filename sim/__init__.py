@@ -10,6 +10,7 @@ from .render import CameraRenderer, RenderBackendError  # noqa: E402  (after MUJ
 from .tasks import TASKS, TaskSpec, get_task, list_tasks  # noqa: E402
 from .robosuite_env import RobosuiteEnv, make_env  # noqa: E402
 from .expert_lift import LiftExpert  # noqa: E402
+from .expert_pick_place import PickPlaceCanExpert, PickPlaceExpert, StackExpert  # noqa: E402
 from .experts import EXPERTS, make_expert  # noqa: E402
 from .vector_env import VectorEnv, VectorEnvError  # noqa: E402
 
@@ -18,6 +19,9 @@ __all__ = [
     "EXPERTS",
     "LiftExpert",
     "make_expert",
+    "PickPlaceCanExpert",
+    "PickPlaceExpert",
+    "StackExpert",
     "RenderBackendError",
     "RobosuiteEnv",
     "TASKS",

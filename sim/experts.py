@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Callable
 
 from .expert_lift import LiftExpert
+from .expert_pick_place import PickPlaceCanExpert, StackExpert
 
-EXPERTS: dict[str, Callable[..., object]] = {"lift": LiftExpert}
+EXPERTS: dict[str, Callable[..., object]] = {
+    "lift": LiftExpert,
+    "pick_place_can": PickPlaceCanExpert,
+    "stack": StackExpert,
+}
 
 
 def make_expert(task: str, noise_std: float = 0.0, seed: int | None = None):

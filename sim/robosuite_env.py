@@ -227,6 +227,8 @@ class RobosuiteEnv(gym.Env):
             "gripper_qpos": raw["robot0_gripper_qpos"],
         }
         state.update({key: raw[key] for key in self.task_spec.object_obs_keys})
+        if self.task_spec.privileged_extras is not None:
+            state.update(self.task_spec.privileged_extras(self._env))
         return {k: np.array(v, dtype=np.float64) for k, v in state.items()}
 
     # ----- internals -----

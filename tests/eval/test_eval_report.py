@@ -28,9 +28,26 @@ def test_eval_info_has_lerobot_keys_per_task_and_ci():
     tasks = {t["task"]: t for t in info["per_task"]}
     assert tasks["lift the red cube"]["n_successes"] == 2 and tasks["open the door"]["n_episodes"] == 2
     assert info["per_episode"][1] == {"episode_ix": 1, "seed": 11, "task": "lift the red cube", "sum_reward": 1.0,
-                                      "max_reward": 1.0, "success": False, "steps": 41}
+                                      "max_reward": 1.0, "success": False, "steps": 41,
+                                      "infra_failure": False}
     table = format_table(info)
     assert "open the door" in table and "overall" in table and "60.0" in table
+
+
+def test_infra_failures_are_counted_not_scored():
+    episodes = _episodes()
+    episodes[1].infra_failure = True  # a failure, but the worker's fault: left out of the rate
+    episodes[2].infra_failure = True  # even a success before the crash is not scored
+    episodes[2].success = True
+    info = build_eval_info(episodes, eval_seconds=10.0, seed=10, video_paths=[])
+    agg = info["aggregated"]
+    assert agg["n_episodes"] == 3 and agg["n_infra_failures"] == 2 and agg["n_successes"] == 2
+    assert agg["pc_success"] == pytest.approx(200.0 / 3)
+    tasks = {t["task"]: t for t in info["per_task"]}
+    assert tasks["lift the red cube"]["n_episodes"] == 1 and tasks["lift the red cube"]["n_infra_failures"] == 2
+    assert [e["infra_failure"] for e in info["per_episode"]] == [False, True, True, False, False]
+    assert info["protocol"]["n_episodes"] == 5
+    assert "infra failures" in format_table(info)
 
 
 def test_videos_written_atomically(tmp_path):

@@ -1,21 +1,9 @@
 """VectorEnv: same results as a single env, masks, and worker failures named by index."""
 
-import os
-import signal
-
 import numpy as np
 import pytest
 
 from vla.sim import VectorEnv, VectorEnvError
-
-ENV_KWARGS = {"task": "lift", "cameras": ("agentview",), "image_size": 64, "max_episode_steps": 200}
-
-
-@pytest.fixture(scope="module")
-def vec_env():
-    with VectorEnv(2, ENV_KWARGS) as env:
-        yield env
-
 
 def test_matches_single_env(vec_env, lift_env):
     seeds = [11, 12]
@@ -70,11 +58,8 @@ def test_bad_arguments_are_rejected_in_the_parent(vec_env):
         VectorEnv(1, {"task": "nope"})
 
 
-def test_start_failure_and_dead_worker_are_named():
+def test_start_failure_is_named():
     with pytest.raises(VectorEnvError, match=r"env 0 failed to start: ValueError: unknown camera"):
         VectorEnv(1, {"cameras": ("no_such_cam",)}, start_method="spawn")
-    with VectorEnv(1, {"image_size": 16}) as env:
-        os.kill(env._procs[0].pid, signal.SIGKILL)
-        env._procs[0].join(timeout=10)
-        with pytest.raises(VectorEnvError, match=r"env 0 worker process is gone during 'reset'"):
-            env.reset([0])
+    with pytest.raises(ValueError, match="step_timeout_s"):
+        VectorEnv(1, {}, step_timeout_s=0)

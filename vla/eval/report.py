@@ -13,7 +13,9 @@ from vla.eval.runner import EpisodeResult
 from vla.eval.stats import wilson_interval
 
 
-def _aggregate(episodes: list[EpisodeResult]) -> dict:
+def _aggregate(all_episodes: list[EpisodeResult]) -> dict:
+    # Infrastructure failures (crashed or hung workers) say nothing about the policy: counted, not scored.
+    episodes = [e for e in all_episodes if not e.infra_failure]
     n = len(episodes)
     successes = sum(e.success for e in episodes)
     lo, hi = wilson_interval(successes, n)
@@ -25,6 +27,7 @@ def _aggregate(episodes: list[EpisodeResult]) -> dict:
         "n_episodes": n,
         "n_successes": successes,
         "avg_episode_steps": float(np.mean([e.steps for e in episodes])) if n else 0.0,
+        "n_infra_failures": len(all_episodes) - n,
     }
 
 
@@ -37,7 +40,7 @@ def build_eval_info(episodes: list[EpisodeResult], eval_seconds: float, seed: in
     return {
         "per_episode": [
             {"episode_ix": e.episode_index, "seed": e.seed, "task": e.task, "sum_reward": e.sum_reward,
-             "max_reward": e.max_reward, "success": e.success, "steps": e.steps}
+             "max_reward": e.max_reward, "success": e.success, "steps": e.steps, "infra_failure": e.infra_failure}
             for e in episodes
         ],
         "per_task": [{"task": task, **_aggregate(eps)} for task, eps in sorted(by_task.items())],
@@ -49,11 +52,11 @@ def build_eval_info(episodes: list[EpisodeResult], eval_seconds: float, seed: in
 
 
 def format_table(info: dict) -> str:
-    rows = [("task", "episodes", "success %", "95% CI", "avg steps")]
+    rows = [("task", "episodes", "success %", "95% CI", "avg steps", "infra failures")]
     for t in info["per_task"] + [{"task": "overall", **info["aggregated"]}]:
         lo, hi = t["pc_success_ci95"]
         rows.append((t["task"], str(t["n_episodes"]), f"{t['pc_success']:.1f}", f"[{lo:.1f}, {hi:.1f}]",
-                     f"{t['avg_episode_steps']:.0f}"))
+                     f"{t['avg_episode_steps']:.0f}", str(t["n_infra_failures"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

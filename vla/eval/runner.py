@@ -28,6 +28,8 @@ class EpisodeResult:
     sum_reward: float
     max_reward: float
     frames: list[np.ndarray] = field(default_factory=list, repr=False)
+    # The worker crashed or hung (VectorEnv watchdog): says nothing about the policy.
+    infra_failure: bool = False
 
 
 def run_episodes(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0, n_action_steps: int = 0,
@@ -63,6 +65,7 @@ def run_episodes(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0,
                 ep.sum_reward += float(reward)
                 ep.max_reward = max(ep.max_reward, max(info["rewards"], default=0.0))
                 ep.success |= bool(info["is_success"])
+                ep.infra_failure |= bool(info.get("infra_failure", False))
                 if record[k]:
                     ep.frames.extend(info["frames"])
                 if terminated or truncated:
