@@ -84,3 +84,34 @@ def test_values_come_from_the_value_head(policy):
     torch.testing.assert_close(rollouts.values, torch.full((len(rollouts),), 0.25))
     without, _ = collect(policy)
     assert torch.all(without.values == 0)
+
+
+class _LosesOneEpisode(FakeVectorEnv):
+    """Env 1's worker is 'lost' on its second chunk of the first wave (as VectorEnv's watchdog reports it)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.chunks = 0
+
+    def step_chunk(self, actions, record=None, active=None):
+        outs = super().step_chunk(actions, record, active)
+        self.chunks += 1
+        if self.chunks == 2 and outs[1] is not None:
+            obs = outs[1][0]
+            outs[1] = (obs, 0.0, True, True, {"is_success": False, "steps": 0, "rewards": [],
+                                              "infra_failure": True, "infra_reason": "worker killed (test)"})
+        return outs
+
+
+def test_lost_episodes_are_dropped_not_scored_as_failures(policy):
+    env = _LosesOneEpisode(4, {"max_episode_steps": 8, "goal": 5.0})  # unreachable goal: episodes run 4 chunks
+    env.goal = 5.0
+    engine = RolloutEngine(policy, env, SamplingSpec("sde", "mixed", 0.5))
+    rollouts = engine.collect([11, 22], 2, torch.Generator().manual_seed(0))
+    trajs = rollouts.trajectories
+    assert len(trajs) == 3  # rollout 1 (group 0) was lost
+    assert [t.group for t in trajs] == [0, 1, 1]
+    assert [t.index for t in trajs] == [0, 1, 2]
+    assert sorted(i for t in trajs for i in t.decisions) == list(range(len(rollouts)))
+    for t in trajs:
+        assert torch.all(rollouts.traj_ids[torch.tensor(t.decisions)] == t.index)

@@ -46,6 +46,7 @@ class Trajectory:
     env_reward: float = 0.0
     decisions: list[int] = field(default_factory=list)  # indices into the Rollouts' per-decision arrays
     frames: list[np.ndarray] = field(default_factory=list, repr=False)  # first camera at chunk boundaries
+    infra_failure: bool = False  # its env worker crashed or hung: the episode says nothing about the policy
 
 
 @dataclass
@@ -136,6 +137,12 @@ class RolloutEngine:
                 for j, k in enumerate(idx):
                     o, reward, terminated, truncated, info = outs[k]
                     traj = trajs[k]
+                    if info.get("infra_failure"):  # dropped below, never scored as a task failure
+                        traj.infra_failure = True
+                        active[k] = False
+                        if progress is not None:
+                            progress()
+                        continue
                     success = bool(info["is_success"])
                     done = bool(terminated or truncated)
                     traj.decisions.append(len(store["traj"]))
@@ -159,6 +166,7 @@ class RolloutEngine:
                         active[k] = False
                         if progress is not None:
                             progress()
+        trajectories = _drop_lost_episodes(trajectories, store)
         return Rollouts(
             observations=_stack_observations(store["obs"], self.cameras),
             chains=torch.stack(store["chain"]),
@@ -173,6 +181,24 @@ class RolloutEngine:
             traj_ids=torch.tensor(store["traj"], dtype=torch.long),
             trajectories=trajectories,
         )
+
+
+def _drop_lost_episodes(trajectories: list[Trajectory], store: dict[str, list]) -> list[Trajectory]:
+    """Remove trajectories whose worker was lost (and their decisions); renumber the rest in place."""
+    lost = {t.index for t in trajectories if t.infra_failure}
+    if not lost:
+        return trajectories
+    keep = [i for i, ti in enumerate(store["traj"]) if ti not in lost]
+    for key in store:
+        store[key] = [store[key][i] for i in keep]
+    kept = [t for t in trajectories if not t.infra_failure]
+    new_index = {t.index: n for n, t in enumerate(kept)}
+    store["traj"] = [new_index[ti] for ti in store["traj"]]
+    for t in kept:
+        t.index, t.decisions = new_index[t.index], []
+    for pos, ti in enumerate(store["traj"]):
+        kept[ti].decisions.append(pos)
+    return kept
 
 
 def _stack_observations(rows: list[tuple[dict, int]], cameras: list[str]) -> dict:
