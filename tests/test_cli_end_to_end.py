@@ -93,3 +93,11 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert not (tmp_path / "out" / "policy").exists()
     assert main(["eval", f"--policy={tmp_path / 'missing'}", f"--output_dir={tmp_path / 'e'}"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_robot_commands_refuse_bad_robot_config_clearly(tmp_path, capsys):
+    bad = tmp_path / "arm.yaml"
+    bad.write_text((Path("configs/robot/panda.yaml")).read_text() + "\nturbo_mode: true\n")
+    assert main(["sim-arm", f"--robot={bad}"]) == 2
+    err = capsys.readouterr().err
+    assert "turbo_mode" in err and str(bad) in err

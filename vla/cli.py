@@ -17,6 +17,9 @@ commands:
   eval         evaluate a policy checkpoint: success table, eval_info.json, plot, videos
   quickstart   collect + train + eval on the default config (the whole main job)
   rl           RL post-training of a policy in simulation: `vla rl --algo grpo|ppo --policy PATH --task lift`
+  rl           RL post-training (GRPO, PPO) of a policy in simulation
+  serve-ros    run a policy on an arm through ROS 2 (needs the [ros] extra)
+  sim-arm      a MuJoCo simulated arm on the same ROS 2 topics (needs the [ros] extra)
   bench        benchmarks: `vla bench kernels`
 
 `vla <command> --help` lists a command's options."""
@@ -69,8 +72,26 @@ def _bench(argv):
     main(argv[1:])
 
 
+def _serve_ros(argv):
+    import dataclasses
+
+    from vla.config import ServeRosConfig, parse_config
+    from vla.real_robot.ros_serve import serve_ros
+
+    serve_ros(**dataclasses.asdict(parse_config(ServeRosConfig, argv)))
+
+
+def _sim_arm(argv):
+    import dataclasses
+
+    from vla.config import SimArmConfig, parse_config
+    from vla.real_robot.ros_serve import run_sim_arm
+
+    run_sim_arm(**dataclasses.asdict(parse_config(SimArmConfig, argv)))
+
+
 COMMANDS = {"collect": _collect, "train": _train, "eval": _eval, "quickstart": _quickstart, "rl": _rl,
-            "bench": _bench}
+            "serve-ros": _serve_ros, "sim-arm": _sim_arm, "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         user_errors += (DatasetError,)
     except ImportError:
         pass
+    from vla.real_robot.robot_config import RobotConfigError
+    from vla.real_robot.ros_env import RosUnavailableError
+
+    user_errors += (RobotConfigError, RosUnavailableError)
     try:
         COMMANDS[command](rest)
     except user_errors as exc:

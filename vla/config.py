@@ -260,3 +260,30 @@ class QuickstartConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     # A short RL phase after SFT (rl.iterations = 0 skips it); its policy and output paths are derived.
     rl: RLConfig = field(default_factory=lambda: RLConfig(iterations=0))
+
+
+@dataclass
+class ServeRosConfig:
+    """`vla serve-ros`: run a policy on an arm through ROS 2 (real_robot/ros_serve.py)."""
+
+    # A policy checkpoint directory, or ws://host:port of a `PolicyServer`.
+    policy: str = "outputs/quickstart/train/policy"
+    robot: str = "configs/robot/panda.yaml"
+    # "end_effector_delta" (turned into joints by the arm's kinematics) or "joint".
+    action_space: str = "end_effector_delta"
+    policy_rate_hz: float = 20.0
+    device: str = "cpu"
+    domain_id: int | None = None
+    # Simulation only: skip the operator's enable step.
+    enable_on_start: bool = False
+
+
+@dataclass
+class SimArmConfig:
+    """`vla sim-arm`: a MuJoCo arm that speaks the robot's ROS 2 topics."""
+
+    robot: str = "configs/robot/panda.yaml"
+    task: str = "lift"
+    state_rate_hz: float = 100.0
+    image_rate_hz: float = 10.0
+    domain_id: int | None = None

@@ -1,0 +1,163 @@
+"""Timing of the ROS 2 loop over DDS on loopback: sim arm (own process) <-> policy node.
+
+Measures, with a zero-cost policy so only the bridge is timed (inference excluded):
+- added latency = joint-state stamp -> node callback, + control tick (wake-up -> publish
+  returned), + command stamp -> sim arm callback; p50 / p99 of each and of the sum of p99s;
+- control period jitter: |period between wake-ups - nominal|, p50 / p99 / max;
+- time to hold after observations stop: last joint-state stamp -> first stale-observation hold.
+Usage: python benchmarks/ros_loop.py [--seconds 8] [--rates 50 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PANDA = ROOT / "configs" / "robot" / "panda.yaml"
+
+
+def _sim_arm_process(config_path: str, domain_id: int, stats_path: str) -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from vla.real_robot.robot_config import load_robot_config
+    from vla.real_robot.ros_env import import_rclpy, prepare_ros_environment
+
+    prepare_ros_environment(domain_id, localhost_only=True)
+    rclpy = import_rclpy()
+    from vla.real_robot.sim_arm import SimArmNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    arm = SimArmNode(load_robot_config(config_path), context=context).start()
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    while not stopping:
+        time.sleep(0.05)
+    stats = list(arm.command_transport_s)
+    arm.close()
+    rclpy.shutdown(context=context)
+    tmp = stats_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(stats, f)
+    os.replace(tmp, stats_path)
+
+
+class WigglePolicy:
+    """Joint targets: the observed joints plus a slow wiggle, instantly."""
+
+    def predict_action_chunk(self, batch):
+        q = np.asarray(batch["state"], dtype=np.float64)
+        phase = time.time()
+        rows = [q + 0.05 * np.sin(phase + 0.05 * k) for k in range(1, 11)]
+        return np.stack(rows)[None]
+
+
+def pct(values, q) -> float:
+    return float(np.percentile(np.asarray(values) * 1e3, q)) if len(values) else float("nan")
+
+
+def run(rate_hz: float, seconds: float) -> dict:
+    from vla.real_robot.robot_config import load_robot_config
+    from vla.real_robot.ros_env import import_rclpy, prepare_ros_environment
+
+    raw = yaml.safe_load(PANDA.read_text())
+    raw["control_rate_hz"] = rate_hz
+    raw["max_observation_age_s"] = 0.25  # images come at 10 Hz from a CPU renderer
+    tmpdir = Path(tempfile.mkdtemp(prefix="ros_loop_"))
+    config_path = tmpdir / "robot.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    config = load_robot_config(config_path)
+    domain_id = random.randint(100, 200)
+    stats_path = str(tmpdir / "arm_stats.json")
+    arm = mp.get_context("spawn").Process(target=_sim_arm_process, args=(str(config_path), domain_id, stats_path))
+    arm.start()
+
+    prepare_ros_environment(domain_id, localhost_only=True)
+    rclpy = import_rclpy()
+    from std_msgs.msg import String
+
+    from vla.real_robot.ros_kinematics import JointActionBridge
+    from vla.real_robot.ros_node import COMMAND_QOS, PolicyNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PolicyNode(config, WigglePolicy(), JointActionBridge(7, 20.0, rate_hz), context=context,
+                      batch_builder=lambda obs, cams: obs).start()
+    pub = node.create_publisher(String, config.topics.instruction, COMMAND_QOS)
+    try:
+        deadline = time.monotonic() + 60
+        while node.safety.counts["no_observation"] == 0 or node.safety.counts["not_enabled"] == 0:
+            if time.monotonic() > deadline or not arm.is_alive():
+                raise RuntimeError("the sim arm's observations never reached the node")
+            time.sleep(0.05)
+        pub.publish(String(data="wiggle"))
+        time.sleep(0.2)
+        pub.publish(String(data="wiggle"))
+        node.safety.enable()
+        time.sleep(1.0)  # settle
+        for d in (node.tick_starts, node.tick_compute_s, node.obs_transport_s):
+            d.clear()
+        time.sleep(seconds)
+        ticks = np.diff(np.array(node.tick_starts))
+        compute, transport = list(node.tick_compute_s), list(node.obs_transport_s)
+        stale_before = node.safety.counts["stale_observation"]
+        published = node.commands_published
+        # Stop the observations: the arm process ends; time until the first stale hold.
+        os.kill(arm.pid, signal.SIGTERM)
+        last_stamp = None
+        hold_at = None
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            if node.safety.counts["stale_observation"] > stale_before:
+                hold_at = time.time()
+                break
+            time.sleep(0.0005)
+        with node._lock:
+            last_stamp = node._joints[2]
+        arm.join(20)
+        command_transport = json.loads(Path(stats_path).read_text()) if Path(stats_path).exists() else []
+    finally:
+        node.close()
+        rclpy.shutdown(context=context)
+        if arm.is_alive():
+            arm.kill()
+    period = 1.0 / rate_hz
+    jitter = np.abs(ticks - period)
+    return {
+        "rate_hz": rate_hz,
+        "ticks": int(len(ticks)),
+        "commands_published": published,
+        "stale_holds_during_run": stale_before,
+        "jitter_ms": {"p50": pct(jitter, 50), "p99": pct(jitter, 99), "max": pct(jitter, 100)},
+        "obs_transport_ms": {"p50": pct(transport, 50), "p99": pct(transport, 99)},
+        "tick_compute_ms": {"p50": pct(compute, 50), "p99": pct(compute, 99)},
+        "command_transport_ms": {"p50": pct(command_transport, 50), "p99": pct(command_transport, 99)},
+        "added_latency_p99_sum_ms": pct(transport, 99) + pct(compute, 99) + pct(command_transport, 99),
+        "hold_after_obs_stop_ms": None if hold_at is None else (hold_at - last_stamp) * 1e3,
+        "max_observation_age_ms": config.max_observation_age_s * 1e3,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rates", type=float, nargs="+", default=[50.0, 100.0])
+    args = parser.parse_args(argv)
+    results = [run(rate, args.seconds) for rate in args.rates]
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""The policy node: ROS 2 observations in, safe joint commands out at a steady control rate.
+
+Threads, so the control loop never waits on inference or on DDS:
+- the rclpy executor thread runs subscription and service callbacks (cheap: parse,
+  validate, store the latest message);
+- the inference thread turns the latest complete observation into an action
+  chunk, converts it to joint waypoints (ros_kinematics) and hands it to ChunkExecutor;
+- the control thread wakes at absolute deadlines (config control_rate_hz), takes
+  ChunkExecutor.next_action, passes it through SafetyLayer.filter and publishes
+  the SafeCommand as a JointTrajectory or Float64MultiArray (config output_mode).
+
+A malformed message is dropped with one rate-limited log line per kind of fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from vla.real_robot.ros_env import import_rclpy
+
+rclpy = import_rclpy()
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray, String  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from vla.real_robot.chunk_executor import ChunkExecutor  # noqa: E402
+from vla.real_robot.rate_limited_log import RateLimitedLog  # noqa: E402
+from vla.real_robot.robot_config import RobotConfig  # noqa: E402
+from vla.real_robot.ros_messages import (MessageRejected, forward_position_msg, image_from_compressed,  # noqa: E402
+                                         image_from_msg, joint_positions_from_msg, joint_trajectory_msg,
+                                         named_positions, stamp_to_seconds)
+from vla.real_robot.safety import SafeCommand, SafetyLayer  # noqa: E402
+
+_log = logging.getLogger("vla.real_robot.ros_node")
+# Latest-value topics: a late sample is worth less than the next one.
+SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
+COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+FINGER_JOINTS = ["panda_finger_joint1", "panda_finger_joint2"]
+
+
+@dataclass
+class PolicyNodeOptions:
+    node_name: str = "vla_policy"
+    # Finger joints read into an end-effector policy's state when the JointState carries them.
+    finger_joint_names: tuple[str, ...] = tuple(FINGER_JOINTS)
+    ensemble_decay: float = 0.01
+    temporal_ensembling: bool = True
+    # Least time between two inferences (0: back to back); keeps CPU for the control loop.
+    min_inference_interval_s: float = 0.0
+    stats_window: int = 10_000
+
+
+class PolicyNode(Node):
+    """See the module docstring. `bridge` is a JointActionBridge or EndEffectorDeltaBridge."""
+
+    def __init__(self, config: RobotConfig, policy: Any, bridge: Any, options: PolicyNodeOptions | None = None,
+                 safety: SafetyLayer | None = None, batch_builder: Callable[[dict, list[str]], dict] | None = None,
+                 clock: Callable[[], float] = time.time, context=None) -> None:
+        self.options = options or PolicyNodeOptions()
+        super().__init__(self.options.node_name, context=context)
+        self.config = config
+        self.policy = policy
+        self.bridge = bridge
+        self.clock = clock
+        self.rlog = RateLimitedLog(_log)
+        self.safety = safety or SafetyLayer(config, log=self.rlog)
+        self.executor_buffer = ChunkExecutor(config.control_rate_hz, config.num_joints, self.options.ensemble_decay,
+                                             self.options.temporal_ensembling)
+        if batch_builder is None:
+            # Import torch now: a first import inside the inference thread would stall it for seconds.
+            from vla.policy.observation import observations_to_batch  # noqa: F401
+
+            batch_builder = _torch_batch
+        self.batch_builder = batch_builder
+        self.rejected: dict[str, int] = {}
+        self.commands_published = 0
+        self.chunks_submitted = 0
+        self.inference_errors = 0
+        window = self.options.stats_window
+        self.tick_starts: deque[float] = deque(maxlen=window)  # perf_counter at each control wake-up
+        self.tick_compute_s: deque[float] = deque(maxlen=window)  # wake-up to publish returned
+        self.obs_transport_s: deque[float] = deque(maxlen=window)  # joint state stamp to callback
+        self.inference_s: deque[float] = deque(maxlen=window)
+
+        self._lock = threading.Lock()
+        self._joints: tuple[np.ndarray, np.ndarray | None, float] | None = None
+        self._images: dict[str, tuple[np.ndarray, float]] = {}
+        self._instruction: str | None = None
+        self._new_observation = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._ros_executor: SingleThreadedExecutor | None = None
+
+        sensors = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(JointState, config.topics.joint_states, self._on_joint_state, SENSOR_QOS,
+                                 callback_group=sensors)
+        for cam, cam_cfg in config.cameras.items():
+            msg_type = CompressedImage if cam_cfg.compressed else Image
+            topic = cam_cfg.topic + "/compressed" if cam_cfg.compressed and not cam_cfg.topic.endswith(
+                "/compressed") else cam_cfg.topic
+            self.create_subscription(msg_type, topic, lambda msg, cam=cam: self._on_image(cam, msg), SENSOR_QOS,
+                                     callback_group=sensors)
+        self.create_subscription(String, config.topics.instruction, self._on_instruction, COMMAND_QOS,
+                                 callback_group=sensors)
+        if config.output_mode == "joint_trajectory":
+            self._publisher = self.create_publisher(JointTrajectory, config.topics.joint_trajectory, COMMAND_QOS)
+        else:
+            self._publisher = self.create_publisher(Float64MultiArray, config.topics.forward_position, COMMAND_QOS)
+        self.create_service(Trigger, config.topics.emergency_stop, self._srv_emergency_stop)
+        self.create_service(Trigger, config.topics.resume, self._srv_resume)
+        self.create_service(Trigger, config.topics.enable, self._srv_enable)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> "PolicyNode":
+        """Spin callbacks, run inference and the control loop, each in its own daemon thread."""
+        self._ros_executor = SingleThreadedExecutor(context=self.context)
+        self._ros_executor.add_node(self)
+        for target, name in ((self._spin, "ros-spin"), (self._inference_loop, "inference"),
+                             (self._control_loop, "control")):
+            thread = threading.Thread(target=target, name=f"{self.get_name()}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._new_observation.set()
+        if self._ros_executor is not None:
+            self._ros_executor.shutdown(timeout_sec=timeout_s)
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self._threads.clear()
+        self.destroy_node()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.context.ok():
+            try:
+                self._ros_executor.spin_once(timeout_sec=0.05)
+            except Exception as exc:  # shutting down, or a callback raised: keep the node alive
+                if self._stop.is_set():
+                    return
+                self.rlog.log("spin_error", f"executor: {type(exc).__name__}: {exc}", logging.ERROR)
+
+    # ------------------------------------------------------------ inputs
+    def _reject(self, exc: MessageRejected) -> None:
+        with self._lock:
+            self.rejected[exc.kind] = self.rejected.get(exc.kind, 0) + 1
+        self.rlog.log(exc.kind, f"dropped message: {exc}")
+
+    def _message_time(self, header) -> float:
+        stamp = stamp_to_seconds(header.stamp)
+        return stamp if stamp > 0 else self.clock()  # an unstamped message counts as taken on arrival
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            q = joint_positions_from_msg(msg, self.config.joint_names)
+        except MessageRejected as exc:
+            self._reject(exc)
+            return
+        stamp = self._message_time(msg.header)
+        self.obs_transport_s.append(self.clock() - stamp)
+        fingers = named_positions(msg, list(self.options.finger_joint_names))
+        with self._lock:
+            self._joints = (q, fingers, stamp)
+            image_stamps = [s for _, s in self._images.values()]
+            complete = len(self._images) == len(self.config.cameras)
+        if complete:
+            # The oldest input the policy needs decides staleness (SafetyLayer.observe's contract).
+            if self.safety.observe(q, min([stamp, *image_stamps])):
+                self._new_observation.set()
+
+    def _on_image(self, camera: str, msg) -> None:
+        cam_cfg = self.config.cameras[camera]
+        try:
+            if isinstance(msg, CompressedImage):
+                image = image_from_compressed(msg, camera, cam_cfg)
+            else:
+                image = image_from_msg(msg, camera, cam_cfg)
+        except MessageRejected as exc:
+            self._reject(exc)
+            return
+        with self._lock:
+            self._images[camera] = (image, self._message_time(msg.header))
+
+    def _on_instruction(self, msg: String) -> None:
+        text = msg.data.strip()
+        if not text:
+            self._reject(MessageRejected("instruction_empty", "instruction is empty"))
+            return
+        with self._lock:
+            changed = text != self._instruction
+            self._instruction = text
+        if changed:
+            self.executor_buffer.clear()  # chunks for the old task must not play on
+            self.rlog.log("instruction", f"instruction: {text!r}", logging.INFO)
+
+    # ------------------------------------------------------------ services
+    def _srv_emergency_stop(self, request, response):
+        response.success, response.message = self.safety.emergency_stop("service call")
+        self.executor_buffer.clear()
+        return response
+
+    def _srv_resume(self, request, response):
+        self.executor_buffer.clear()  # plan afresh from where the arm stands now
+        response.success, response.message = self.safety.resume()
+        return response
+
+    def _srv_enable(self, request, response):
+        response.success, response.message = self.safety.enable()
+        return response
+
+    # ------------------------------------------------------------ inference
+    def _snapshot(self) -> tuple[dict, np.ndarray, float] | None:
+        """The latest complete observation for the policy, its joints and its (joint) stamp."""
+        with self._lock:
+            if self._joints is None or self._instruction is None or len(self._images) < len(self.config.cameras):
+                return None
+            q, fingers, stamp = self._joints
+            images = {cam: image for cam, (image, _) in self._images.items()}
+            instruction = self._instruction
+        state = self.bridge.policy_state(q, fingers)
+        return {"images": images, "state": state, "task": instruction}, q, stamp
+
+    def _inference_loop(self) -> None:
+        last = 0.0
+        while not self._stop.is_set():
+            if not self._new_observation.wait(timeout=0.1):
+                continue
+            self._new_observation.clear()
+            if self._stop.is_set():
+                return
+            if not self.safety.enabled or self.safety.estopped:
+                continue  # nothing may move: spare the CPU
+            wait = self.options.min_inference_interval_s - (time.monotonic() - last)
+            if wait > 0 and self._stop.wait(wait):
+                return
+            snapshot = self._snapshot()
+            if snapshot is None:
+                continue
+            observation, q, stamp = snapshot
+            last = time.monotonic()
+            try:
+                batch = self.batch_builder(observation, list(self.config.cameras))
+                start = time.perf_counter()
+                chunk = self.policy.predict_action_chunk(batch)
+                self.inference_s.append(time.perf_counter() - start)
+                chunk = _to_numpy(chunk)
+                if chunk.ndim == 3:
+                    chunk = chunk[0]
+                if not np.all(np.isfinite(chunk)):
+                    raise ValueError("policy returned NaN/Inf actions")
+                self.executor_buffer.submit_chunk(self.bridge.joint_chunk(chunk, q), stamp)
+                self.chunks_submitted += 1
+            except Exception as exc:  # a failed inference holds the arm (no chunk), never kills the node
+                self.inference_errors += 1
+                self.rlog.log("inference_error", f"inference failed: {type(exc).__name__}: {exc}", logging.ERROR)
+
+    # ------------------------------------------------------------ control
+    def _control_loop(self) -> None:
+        period = self.config.control_period_s
+        deadline = time.perf_counter()
+        while not self._stop.is_set():
+            deadline += period
+            delay = deadline - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                deadline = time.perf_counter()  # overran: restart the grid instead of bursting
+            woke = time.perf_counter()
+            self.tick_starts.append(woke)
+            try:
+                self.control_tick(self.clock())
+            except Exception as exc:  # the loop must outlive any single tick
+                self.rlog.log("control_error", f"control tick failed: {type(exc).__name__}: {exc}", logging.ERROR)
+            self.tick_compute_s.append(time.perf_counter() - woke)
+
+    def control_tick(self, now: float) -> SafeCommand:
+        """One control step: next buffered action -> safety filter -> publish. Returns what was decided."""
+        target = self.executor_buffer.next_action(now)
+        command = self.safety.filter(target, now)
+        if command.positions is not None:
+            self._publish(command, now)
+        return command
+
+    def _publish(self, command: SafeCommand, now: float) -> None:
+        if self.config.output_mode == "joint_trajectory":
+            msg = joint_trajectory_msg(self.config.joint_names, command.positions, command.velocities,
+                                       self.config.control_period_s, now)
+        else:
+            msg = forward_position_msg(command.positions)
+        self._publisher.publish(msg)
+        self.commands_published += 1
+
+
+def _to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _torch_batch(observation: dict, cameras: list[str]) -> dict:
+    from vla.policy.observation import observations_to_batch
+
+    return observations_to_batch([observation], cameras)
