@@ -13,10 +13,18 @@ from .expert_lift import LiftExpert  # noqa: E402
 from .expert_pick_place import PickPlaceCanExpert, PickPlaceExpert, StackExpert  # noqa: E402
 from .experts import EXPERTS, make_expert  # noqa: E402
 from .vector_env import VectorEnv, VectorEnvError  # noqa: E402
+from .libero_env import (  # noqa: E402  (imports LIBERO itself only on first use)
+    SUITE_MAX_STEPS,
+    LiberoEnv,
+    get_libero_task,
+    list_libero_suites,
+    list_libero_tasks,
+)
 
 __all__ = [
     "CameraRenderer",
     "EXPERTS",
+    "LiberoEnv",
     "LiftExpert",
     "make_expert",
     "PickPlaceCanExpert",
@@ -24,11 +32,15 @@ __all__ = [
     "StackExpert",
     "RenderBackendError",
     "RobosuiteEnv",
+    "SUITE_MAX_STEPS",
     "TASKS",
     "TaskSpec",
     "VectorEnv",
     "VectorEnvError",
+    "get_libero_task",
     "get_task",
+    "list_libero_suites",
+    "list_libero_tasks",
     "list_tasks",
     "make_env",
 ]

