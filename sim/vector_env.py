@@ -48,9 +48,9 @@ def _worker_main(conn: Connection, env_kwargs: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     env = None
     try:
-        from .robosuite_env import RobosuiteEnv
+        from .robosuite_env import make_env
 
-        env = RobosuiteEnv(**env_kwargs)
+        env = make_env(**env_kwargs)  # a robosuite task, or a LIBERO "<suite>/<task>"
         conn.send(("ok", None))
     except Exception:  # noqa: BLE001 - reported to the parent verbatim
         conn.send(("error", traceback.format_exc()))
@@ -71,7 +71,7 @@ def _worker_main(conn: Connection, env_kwargs: dict[str, Any]) -> None:
         fault["sleep_s"] = float(sleep_s)
 
     handlers: dict[str, Callable[[Any], Any]] = {
-        "reset": lambda seed: env.reset(seed=seed)[0],
+        "reset": lambda args: env.reset(seed=args[0], options=args[1])[0],
         "step_chunk": step_chunk,
         "privileged_state": lambda _: env.privileged_state(),
         "inject_fault": inject_fault,
@@ -125,7 +125,13 @@ class VectorEnv:
         self.step_timeout_s = step_timeout_s
         self.start_timeout_s = start_timeout_s
         self.restarts = 0
-        get_task(self.env_kwargs.get("task", "lift"))  # fail fast, before any process starts
+        task = self.env_kwargs.get("task", "lift")
+        if isinstance(task, str) and "/" in task:  # fail fast, before any process starts
+            from .libero_env import get_libero_task
+
+            get_libero_task(task)
+        else:
+            get_task(task)
         self._closed = False
         self._ctx = mp.get_context(start_method)
         self._conns: list[Connection] = []
@@ -145,8 +151,8 @@ class VectorEnv:
 
     # ----- public API -----
 
-    def reset(self, seeds: list[int | None]) -> list[dict[str, Any]]:
-        """Reset every env, env ``i`` with ``seeds[i]``; the observations in order.
+    def reset(self, seeds: list[int | None], options: list[dict | None] | None = None) -> list[dict[str, Any]]:
+        """Reset every env, env ``i`` with ``seeds[i]`` (and ``options[i]``); the observations in order.
 
         A worker lost during reset is replaced and the reset retried, up to
         ``RESET_ATTEMPTS`` tries; reset(seed) alone decides the episode, so the
@@ -156,10 +162,13 @@ class VectorEnv:
         if len(seeds) != self.num_envs:
             raise ValueError(f"need {self.num_envs} seeds, got {len(seeds)}")
         seeds = [None if seed is None else int(seed) for seed in seeds]
+        options = list(options) if options is not None else [None] * self.num_envs
+        if len(options) != self.num_envs:
+            raise ValueError(f"need {self.num_envs} reset options, got {len(options)}")
         pending = list(range(self.num_envs))
         obs: list[Any] = [None] * self.num_envs
         for attempt in range(1, RESET_ATTEMPTS + 1):
-            sent = [i for i in pending if self._try_send(i, "reset", seeds[i])]
+            sent = [i for i in pending if self._try_send(i, "reset", (seeds[i], options[i]))]
             answers = self._gather_lossy(sent, "reset", self.step_timeout_s)
             failed = [i for i in pending if i not in sent or isinstance(answers.get(i), WorkerLost)]
             for i in pending:

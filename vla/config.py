@@ -87,6 +87,14 @@ class EvalConfig:
     n_action_steps: int = 0
     # 0 = half the cores (see resolve_threads).
     num_threads: int = 0
+    # A LIBERO suite (libero_spatial, libero_object, libero_goal, libero_10, libero_90, or a LIBERO-PRO
+    # variant) instead of env.task: every task of the suite, episode i from the suite's initial state i,
+    # the suite's step limit (ALGORITHMS.md section 6). n_episodes is then per task (protocol: 50).
+    suite: str = ""
+    # Only these task indices of the suite (empty = all).
+    task_ids: list[int] = field(default_factory=list)
+    # Step limit override for suites (0 = the suite's protocol limit).
+    suite_max_steps: int = 0
 
 
 def parse_config(cls: type[T], argv: list[str]) -> T:

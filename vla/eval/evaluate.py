@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-from vla.config import EvalConfig, resolve_threads, write_resolved_config
+from vla.config import ConfigError, EvalConfig, resolve_threads, write_resolved_config
 from vla.eval.report import build_eval_info, format_table, plot_results, write_json_atomic, write_videos
 from vla.eval.runner import evaluate_policy
 from vla.policy.flow_vla import FlowVLAPolicy
@@ -16,8 +16,33 @@ def check_compatible(policy, env_kwargs: dict) -> None:
     """Refuse before any episode starts if the policy cannot see what the env shows."""
     missing = [c for c in policy.config.cameras if c not in env_kwargs["cameras"]]
     if missing:
-        raise ValueError(f"policy needs cameras {policy.config.cameras}; the env config provides {list(env_kwargs['cameras'])} "
+        raise ConfigError(f"policy needs cameras {policy.config.cameras}; the env config provides {list(env_kwargs['cameras'])} "
                          f"(missing {missing}): set --env.cameras")
+
+
+def _evaluate_suite(cfg: EvalConfig, policy, env_kwargs: dict, progress: bool):
+    """Every (selected) task of a LIBERO suite, each from the suite's fixed initial states."""
+    import time
+
+    from vla.sim import list_libero_suites, list_libero_tasks
+
+    suites = list_libero_suites()
+    if cfg.suite not in suites:
+        raise ConfigError(f"unknown suite {cfg.suite!r}; valid suites: {', '.join(suites)}")
+    names = list_libero_tasks(cfg.suite)
+    bad = [i for i in cfg.task_ids if not 0 <= i < len(names)]
+    if bad:
+        raise ConfigError(f"task_ids {bad} out of range for {cfg.suite} (tasks 0..{len(names) - 1})")
+    env_kwargs = dict(env_kwargs, max_episode_steps=cfg.suite_max_steps or None)
+    start, episodes = time.time(), []
+    for i in cfg.task_ids or range(len(names)):
+        task_episodes, _ = evaluate_policy(policy, dict(env_kwargs, task=f"{cfg.suite}/{i}"), cfg.n_episodes,
+                                           cfg.n_envs, cfg.seed, cfg.n_videos, cfg.n_action_steps, progress,
+                                           fixed_init_states=True, desc=f"{cfg.suite}/{i}")
+        for e in task_episodes:
+            e.episode_index += len(episodes)  # unique across the run; the task field tells them apart
+        episodes.extend(task_episodes)
+    return episodes, time.time() - start
 
 
 def run_eval(cfg: EvalConfig, progress: bool = True, policy=None) -> dict:
@@ -27,10 +52,17 @@ def run_eval(cfg: EvalConfig, progress: bool = True, policy=None) -> dict:
     policy = policy or FlowVLAPolicy.from_pretrained(cfg.policy, map_location=cfg.device)
     env_kwargs = cfg.env.env_kwargs()
     check_compatible(policy, env_kwargs)
-    episodes, seconds = evaluate_policy(policy, env_kwargs, cfg.n_episodes, cfg.n_envs, cfg.seed, cfg.n_videos,
-                                        cfg.n_action_steps, progress)
+    if cfg.suite:
+        episodes, seconds = _evaluate_suite(cfg, policy, env_kwargs, progress)
+    else:
+        episodes, seconds = evaluate_policy(policy, env_kwargs, cfg.n_episodes, cfg.n_envs, cfg.seed, cfg.n_videos,
+                                            cfg.n_action_steps, progress)
     videos = write_videos([e for e in episodes if e.frames], out / "videos", fps=cfg.env.control_freq)
     info = build_eval_info(episodes, seconds, cfg.seed, videos)
+    if cfg.suite:
+        info["protocol"].update(suite=cfg.suite, init_states="the suite's own, episode i = state i",
+                                noop_steps_after_reset=10, episodes_per_task=cfg.n_episodes,
+                                max_episode_steps=env_kwargs["max_episode_steps"] or "suite limit")
     write_json_atomic(out / "eval_info.json", info)
     plot_results(info, out / "eval_report.png", title=f"{cfg.env.task}: {cfg.policy}")
     with SummaryWriter(str(out / "tb")) as writer:

@@ -33,8 +33,10 @@ class EpisodeResult:
 
 
 def run_episodes(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0, n_action_steps: int = 0,
-                 progress: bool = True, desc: str = "eval") -> list[EpisodeResult]:
-    """Evaluate `policy` on `n_episodes` episodes in waves of `vec_env.num_envs`."""
+                 progress: bool = True, desc: str = "eval", fixed_init_states: bool = False) -> list[EpisodeResult]:
+    """Evaluate `policy` on `n_episodes` episodes in waves of `vec_env.num_envs`.
+
+    With fixed_init_states (LIBERO), episode i starts from the suite's initial state i."""
     cameras = policy.config.cameras
     execute = n_action_steps or policy.config.n_action_steps
     results: list[EpisodeResult] = []
@@ -45,7 +47,10 @@ def run_episodes(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0,
         n = len(ids)
         # A partial last wave still resets every worker; the extra ones simply stay inactive.
         pad_seeds = seeds + [seeds[-1]] * (vec_env.num_envs - n)
-        obs = vec_env.reset(pad_seeds)
+        options = None
+        if fixed_init_states:
+            options = [{"init_state_index": i} for i in ids] + [{"init_state_index": ids[-1]}] * (vec_env.num_envs - n)
+        obs = vec_env.reset(pad_seeds, options) if options else vec_env.reset(pad_seeds)
         record = [i < n_videos for i in ids] + [False] * (vec_env.num_envs - n)
         active = [True] * n + [False] * (vec_env.num_envs - n)
         eps = [EpisodeResult(i, s, obs[k]["task"], False, 0, 0.0, 0.0) for k, (i, s) in enumerate(zip(ids, seeds))]
@@ -77,10 +82,12 @@ def run_episodes(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0,
 
 
 def evaluate_policy(policy, env_kwargs: dict, n_episodes: int, n_envs: int, seed: int, n_videos: int = 0,
-                    n_action_steps: int = 0, progress: bool = True):
+                    n_action_steps: int = 0, progress: bool = True, fixed_init_states: bool = False,
+                    desc: str = "eval"):
     from vla.sim import VectorEnv
 
     start = time.time()
     with VectorEnv(min(n_envs, n_episodes), env_kwargs) as vec_env:
-        results = run_episodes(policy, vec_env, n_episodes, seed, n_videos, n_action_steps, progress)
+        results = run_episodes(policy, vec_env, n_episodes, seed, n_videos, n_action_steps, progress, desc,
+                               fixed_init_states)
     return results, time.time() - start
