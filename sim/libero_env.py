@@ -28,10 +28,9 @@ from typing import Any, Mapping
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 from .render import CameraRenderer
-from .robosuite_env import _TEXT_CHARSET, ACTION_DIM, MODEL_SEED, STATE_DIM, RobosuiteEnv, _global_numpy_seed
+from .robosuite_env import MODEL_SEED, RobosuiteEnv, _global_numpy_seed
 from .tasks import TaskSpec
 
 # Steps a policy gets per episode, after the no-op steps. The first four are
@@ -228,15 +227,7 @@ class LiberoEnv(RobosuiteEnv):
             self._env.close()
             raise
 
-        image_space = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
-        self.observation_space = spaces.Dict(
-            {
-                "images": spaces.Dict({cam: image_space for cam in self.cameras}),
-                "state": spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
-                "task": spaces.Text(max_length=256, charset=_TEXT_CHARSET),
-            }
-        )
-        self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self._build_spaces()
         self._raw: dict[str, np.ndarray] | None = None
         self._steps = 0
         self._done = True

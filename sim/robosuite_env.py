@@ -114,15 +114,7 @@ class RobosuiteEnv(gym.Env):
             self._env.close()
             raise
 
-        image_space = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
-        self.observation_space = spaces.Dict(
-            {
-                "images": spaces.Dict({cam: image_space for cam in self.cameras}),
-                "state": spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
-                "task": spaces.Text(max_length=256, charset=_TEXT_CHARSET),
-            }
-        )
-        self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self._build_spaces()
 
         self._raw: dict[str, np.ndarray] | None = None  # robosuite's latest observation
         self._steps = 0
@@ -232,6 +224,18 @@ class RobosuiteEnv(gym.Env):
         return {k: np.array(v, dtype=np.float64) for k, v in state.items()}
 
     # ----- internals -----
+
+    def _build_spaces(self) -> None:
+        """The gymnasium spaces of DESIGN.md's observation and action conventions."""
+        image_space = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+        self.observation_space = spaces.Dict(
+            {
+                "images": spaces.Dict({cam: image_space for cam in self.cameras}),
+                "state": spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+                "task": spaces.Text(max_length=256, charset=_TEXT_CHARSET),
+            }
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
 
     def _make_robosuite_env(self, control_freq: int):
         return robosuite.make(
