@@ -13,13 +13,8 @@ from enum import Enum
 
 import numpy as np
 
-from .rotations import matrix_to_rotvec, quat_xyzw_to_matrix
+from .expert_base import WaypointExpert
 
-# OSC_POSE maps an action of 1 to 5 cm / 0.5 rad of commanded motion per step.
-_POS_SCALE = 0.05
-_ROT_SCALE = 0.5
-# Gripper pointing down: a half turn about world x.
-_DOWN = np.diag([1.0, -1.0, -1.0])
 
 
 class Phase(Enum):
@@ -29,7 +24,7 @@ class Phase(Enum):
     LIFT = "lift"  # raise the cube
 
 
-class LiftExpert:
+class LiftExpert(WaypointExpert):
     """Waypoint controller for robosuite Lift.
 
     ``act(privileged_state)`` takes ``RobosuiteEnv.privileged_state()`` and
@@ -45,13 +40,6 @@ class LiftExpert:
     rot_gain = 1.0
     close_steps = 8  # control steps to close the fingers (~0.4 s)
 
-    def __init__(self, noise_std: float = 0.0, seed: int | None = None) -> None:
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
-        self.noise_std = float(noise_std)
-        self._rng = np.random.default_rng(seed)
-        self.reset()
-
     def reset(self) -> None:
         """Start a new episode (the noise stream continues)."""
         self.phase = Phase.APPROACH
@@ -65,15 +53,7 @@ class LiftExpert:
             self._rest_z = float(cube[2])
         target, gripper = self._waypoint(eef, cube)
 
-        action = np.zeros(7)
-        action[:3] = self.pos_gain * (target - eef) / _POS_SCALE
-        rot_err = matrix_to_rotvec(_DOWN @ quat_xyzw_to_matrix(privileged_state["eef_quat"]).T)
-        action[3:6] = self.rot_gain * rot_err / _ROT_SCALE
-        action[:6] = np.clip(action[:6], -self.max_arm_action, self.max_arm_action)
-        if self.noise_std > 0:
-            action[:6] += self._rng.normal(0.0, self.noise_std, 6)
-        action[6] = gripper
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+        return self._action(eef, target, privileged_state["eef_quat"], gripper, self.max_arm_action)
 
     def _waypoint(self, eef: np.ndarray, cube: np.ndarray) -> tuple[np.ndarray, float]:
         """Target eef position and gripper command; advances the phase."""

@@ -13,8 +13,7 @@ from enum import Enum
 
 import numpy as np
 
-from .expert_lift import _DOWN, _POS_SCALE, _ROT_SCALE
-from .rotations import matrix_to_rotvec, quat_xyzw_to_matrix
+from .expert_base import WaypointExpert
 
 
 class Phase(Enum):
@@ -28,7 +27,7 @@ class Phase(Enum):
     RETREAT = "retreat"  # back up, gripper open, and stay
 
 
-class PickPlaceExpert:
+class PickPlaceExpert(WaypointExpert):
     """Waypoint controller for one object and one place target (see subclasses).
 
     ``act(privileged_state)`` returns a float32 [7] action; ``noise_std`` adds
@@ -47,13 +46,6 @@ class PickPlaceExpert:
     close_steps = 8
     open_steps = 6
 
-    def __init__(self, noise_std: float = 0.0, seed: int | None = None) -> None:
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
-        self.noise_std = float(noise_std)
-        self._rng = np.random.default_rng(seed)
-        self.reset()
-
     def reset(self) -> None:
         """Start a new episode (the noise stream continues)."""
         self.phase = Phase.APPROACH
@@ -70,16 +62,8 @@ class PickPlaceExpert:
         goal = np.asarray(self.place_target(privileged_state), dtype=np.float64)
         target, gripper = self._waypoint(eef, obj, goal)
 
-        action = np.zeros(7)
-        action[:3] = self.pos_gain * (target - eef) / _POS_SCALE
-        rot_err = matrix_to_rotvec(_DOWN @ quat_xyzw_to_matrix(privileged_state["eef_quat"]).T)
-        action[3:6] = self.rot_gain * rot_err / _ROT_SCALE
         limit = self.max_carry_action if self.phase is Phase.CARRY else self.max_arm_action
-        action[:6] = np.clip(action[:6], -limit, limit)
-        if self.noise_std > 0:
-            action[:6] += self._rng.normal(0.0, self.noise_std, 6)
-        action[6] = gripper
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+        return self._action(eef, target, privileged_state["eef_quat"], gripper, limit)
 
     def _enter(self, phase: Phase) -> None:
         self.phase = phase
