@@ -192,23 +192,12 @@ class LiberoEnv(RobosuiteEnv):
         self.cameras = tuple(cameras)
         if not self.cameras:
             raise ValueError("cameras must name at least one camera")
-        if int(image_size) != image_size or image_size < 1:
-            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
         if max_episode_steps is None:
             max_episode_steps = self.libero_task.max_episode_steps
-        if int(max_episode_steps) != max_episode_steps or max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be a positive int, got {max_episode_steps!r}")
         if int(num_noop_steps) != num_noop_steps or num_noop_steps < 0:
             raise ValueError(f"num_noop_steps must be a non-negative int, got {num_noop_steps!r}")
-        if control_freq <= 0:
-            raise ValueError(f"control_freq must be positive, got {control_freq!r}")
-        self.image_size = int(image_size)
-        self.max_episode_steps = int(max_episode_steps)
+        self._set_episode_args(image_size, max_episode_steps, control_freq, seed)
         self.num_noop_steps = int(num_noop_steps)
-        self.control_freq = control_freq
-        self.render_mode = "rgb_array"
-        self.metadata = {"render_modes": ["rgb_array"], "render_fps": control_freq}
-        self._pending_seed = seed
         self._env = None
         self._renderer: CameraRenderer | None = None
 

@@ -86,18 +86,7 @@ class RobosuiteEnv(gym.Env):
         self.cameras = tuple(cameras)
         if not self.cameras:
             raise ValueError("cameras must name at least one camera")
-        if int(image_size) != image_size or image_size < 1:
-            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-        if int(max_episode_steps) != max_episode_steps or max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be a positive int, got {max_episode_steps!r}")
-        if control_freq <= 0:
-            raise ValueError(f"control_freq must be positive, got {control_freq!r}")
-        self.image_size = int(image_size)
-        self.max_episode_steps = int(max_episode_steps)
-        self.control_freq = control_freq
-        self.render_mode = "rgb_array"
-        self.metadata = {"render_modes": ["rgb_array"], "render_fps": control_freq}
-        self._pending_seed = seed
+        self._set_episode_args(image_size, max_episode_steps, control_freq, seed)
 
         # robosuite draws model properties (Lift's cube size) from np.random while
         # building the model. A fixed seed gives every instance, in every worker
@@ -224,6 +213,22 @@ class RobosuiteEnv(gym.Env):
         return {k: np.array(v, dtype=np.float64) for k, v in state.items()}
 
     # ----- internals -----
+
+    def _set_episode_args(self, image_size: int, max_episode_steps: int, control_freq: float,
+                          seed: int | None) -> None:
+        """Validate and store the arguments every env of this family takes."""
+        if int(image_size) != image_size or image_size < 1:
+            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        if int(max_episode_steps) != max_episode_steps or max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be a positive int, got {max_episode_steps!r}")
+        if control_freq <= 0:
+            raise ValueError(f"control_freq must be positive, got {control_freq!r}")
+        self.image_size = int(image_size)
+        self.max_episode_steps = int(max_episode_steps)
+        self.control_freq = control_freq
+        self.render_mode = "rgb_array"
+        self.metadata = {"render_modes": ["rgb_array"], "render_fps": control_freq}
+        self._pending_seed = seed
 
     def _build_spaces(self) -> None:
         """The gymnasium spaces of DESIGN.md's observation and action conventions."""
