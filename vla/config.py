@@ -231,6 +231,8 @@ class RLConfig:
     clip_low: float = 0.2
     clip_high: float = 0.28
     dual_clip: float = 0.0
+    # Stop an update's epochs once a minibatch's approximate KL to the rollout policy exceeds this (0 = off).
+    target_kl: float = 0.0
     # Weight of the k3 KL to the initial policy (0 = no reference policy is kept).
     kl_coef: float = 0.0
     # GRPO: keep groups whose success rate is in [low, high].
@@ -284,6 +286,16 @@ class ServeRosConfig:
     domain_id: int | None = None
     # Simulation only: skip the operator's enable step.
     enable_on_start: bool = False
+
+
+@dataclass
+class ServePolicyConfig:
+    """`vla serve-policy`: a checkpoint behind a websocket PolicyServer (real_robot/serve_policy.py)."""
+
+    policy: str = "outputs/quickstart/train/policy"
+    host: str = "0.0.0.0"
+    port: int = 8000
+    device: str = "cpu"
 
 
 @dataclass

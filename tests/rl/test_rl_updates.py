@@ -110,3 +110,20 @@ def test_ppo_needs_a_value_head():
     policy = make_policy(seed=0)
     with pytest.raises(ValueError, match="value head"):
         ppo_update(context(policy), SimpleNamespace(), config())
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_target_kl_stops_the_epochs_once_the_policy_has_moved_that_far(algo):
+    def run(target_kl):
+        policy = make_policy(seed=0)
+        value_head = ValueHead(policy.config.width, policy.config.state_dim, 32) if algo == "ppo" else None
+        rollouts = rollouts_for(policy, value_head=value_head)
+        update = grpo_update if algo == "grpo" else ppo_update
+        cfg = config(dynamic_sampling=False, epochs=8, minibatch_size=16, target_kl=target_kl)
+        return update(context(policy, lr=3e-3, value_head=value_head), rollouts, cfg)
+
+    free, bounded = run(0.0), run(1e-3)
+    assert free["kl_stopped"] == 0 and bounded["kl_stopped"] == 1
+    assert 1 <= bounded["optimizer_steps"] < free["optimizer_steps"]
+    # every step that ran was taken from a minibatch still within the bound
+    assert bounded["approx_kl"] <= 1e-3 < free["approx_kl"]

@@ -9,7 +9,8 @@ ALGORITHMS.md section 2. One update, top to bottom:
 4. for each epoch and shuffled minibatch of decisions: recompute the chain
    log-probs under the current weights, clipped loss
    -E[min(r A, clip(r, 1 - 0.2, 1 + 0.28) A)] (+ k3 KL to the reference), one
-   optimizer step with gradient clipping.
+   optimizer step with gradient clipping; the epochs stop early when a
+   minibatch's approximate KL to the rollout policy exceeds target_kl.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from vla.rl.advantages import dynamic_sampling_keep, group_normalized_advantages
 from vla.rl.losses import check_finite, policy_loss
 from vla.rl.rollout import Rollouts
-from vla.rl.update import UpdateContext, mean_stats, minibatches, optimizer_step, recompute_log_prob
+from vla.rl.update import UpdateContext, kl_exceeded, minibatches, optimizer_step, recompute_log_prob, update_summary
 
 
 def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
@@ -46,12 +47,18 @@ def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]
         return {**stats, "skipped_update": 1.0}
 
     # 4. clipped policy-gradient epochs over minibatches of decisions
-    rows = []
+    #    (stopping early once the policy has moved target_kl away from the rollout policy)
+    rows, stopped = [], False
     for epoch in range(cfg.epochs):
         for i, idx in enumerate(minibatches(decisions, cfg.minibatch_size, ctx.generator)):
             new = recompute_log_prob(ctx, rollouts, idx)
             loss, loss_stats = policy_loss(new.log_prob, rollouts.log_probs[idx], advantages[idx], cfg.clip_low,
                                            cfg.clip_high, cfg.dual_clip, cfg.kl_coef, new.ref_log_prob)
+            if kl_exceeded(loss_stats, cfg.target_kl):
+                stopped = True
+                break
             grad_norm = optimizer_step(ctx, loss, cfg.grad_clip, f"epoch {epoch}, minibatch {i}")
             rows.append({"policy_loss": float(loss.detach()), "grad_norm": grad_norm, **loss_stats})
-    return {**stats, "skipped_update": 0.0, **mean_stats(rows)}
+        if stopped:
+            break
+    return {**stats, "skipped_update": 0.0, **update_summary(rows, stopped)}

@@ -10,7 +10,8 @@ One update, top to bottom:
    the chain log-probs (policy) and the values (critic on the same pooled prefix
    features + state, detached from the policy), clipped policy loss
    (clip-higher, optional dual clip and k3 KL to the reference) + value_coef *
-   0.5 * MSE(value, return), one optimizer step with gradient clipping.
+   0.5 * MSE(value, return), one optimizer step with gradient clipping; stop
+   early when a minibatch's approximate KL to the rollout policy exceeds target_kl.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from vla.rl.advantages import gae
 from vla.rl.heads import value_inputs
 from vla.rl.losses import check_finite, policy_loss, value_loss
 from vla.rl.rollout import Rollouts
-from vla.rl.update import UpdateContext, mean_stats, minibatches, optimizer_step, recompute_log_prob
+from vla.rl.update import UpdateContext, kl_exceeded, minibatches, optimizer_step, recompute_log_prob, update_summary
 
 
 def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
@@ -38,19 +39,24 @@ def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
     check_finite("advantages", advantages, ctx.iteration)
 
     # 3. clipped policy loss + value loss over minibatches
-    rows = []
+    rows, stopped = [], False
     decisions = torch.arange(len(rollouts))
     for epoch in range(cfg.epochs):
         for i, idx in enumerate(minibatches(decisions, cfg.minibatch_size, ctx.generator)):
             new = recompute_log_prob(ctx, rollouts, idx)
-            values = ctx.value_head(*value_inputs(ctx.policy, new.batch, new.encoded[0].pooled()))
             pg_loss, loss_stats = policy_loss(new.log_prob, rollouts.log_probs[idx], advantages[idx], cfg.clip_low,
                                               cfg.clip_high, cfg.dual_clip, cfg.kl_coef, new.ref_log_prob)
+            if kl_exceeded(loss_stats, cfg.target_kl):
+                stopped = True
+                break
+            values = ctx.value_head(*value_inputs(ctx.policy, new.batch, new.encoded[0].pooled()))
             v_loss = value_loss(values, returns[idx])
             loss = pg_loss + cfg.value_coef * v_loss
             grad_norm = optimizer_step(ctx, loss, cfg.grad_clip, f"epoch {epoch}, minibatch {i}")
             rows.append({"policy_loss": float(pg_loss.detach()), "value_loss": float(v_loss.detach()), "grad_norm": grad_norm,
                          **loss_stats})
+        if stopped:
+            break
     explained = 1.0 - float((returns - rollouts.values).var() / returns.var().clamp(min=1e-8))
     return {"skipped_update": 0.0, "explained_variance": explained, "return_mean": float(returns.mean()),
-            **mean_stats(rows)}
+            **update_summary(rows, stopped)}

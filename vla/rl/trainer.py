@@ -67,6 +67,8 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError("--group_size must be >= 2 for GRPO (a group of one has no baseline)")
     if not 0 <= cfg.clip_low < 1 or cfg.clip_high < 0:
         raise ConfigError(f"--clip_low must be in [0, 1) and --clip_high >= 0, got {cfg.clip_low}, {cfg.clip_high}")
+    if cfg.target_kl < 0:
+        raise ConfigError(f"--target_kl must be >= 0 (0 = off), got {cfg.target_kl}")
     if cfg.dual_clip and cfg.dual_clip <= 1:
         raise ConfigError(f"--dual_clip must be > 1 (or 0 = off), got {cfg.dual_clip}")
 

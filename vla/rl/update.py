@@ -94,3 +94,17 @@ def mean_stats(rows: list[dict[str, float]]) -> dict[str, float]:
     """Average per-minibatch statistics key by key."""
     keys = {k for r in rows for k in r}
     return {k: sum(r[k] for r in rows if k in r) / sum(1 for r in rows if k in r) for k in sorted(keys)}
+
+
+def kl_exceeded(loss_stats: dict[str, float], target_kl: float) -> bool:
+    """True when the minibatch's approximate KL(old || new) is above target_kl (0 = no limit).
+
+    Checked before each optimizer step: with a few hundred decisions per iteration the
+    gradient is noisy and Adam turns noise into full-size steps, so without a bound one
+    iteration could move the policy far from the one that collected the data."""
+    return target_kl > 0 and loss_stats["approx_kl"] > target_kl
+
+
+def update_summary(rows: list[dict[str, float]], stopped_early: bool) -> dict[str, float]:
+    """Per-minibatch statistics averaged, plus how many optimizer steps ran and whether target_kl stopped them."""
+    return {**mean_stats(rows), "optimizer_steps": float(len(rows)), "kl_stopped": float(stopped_early)}
