@@ -53,11 +53,18 @@ def save_policy(policy, directory) -> Path:
         raise CheckpointError("refusing to save a policy without normalisation statistics")
 
     def write(tmp: Path) -> None:
-        weights = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items() if not k.startswith("normalizer.")}
+        from vla.policy.finetune import export_state_dict
+
+        weights = {k: v.detach().cpu().contiguous() for k, v in export_state_dict(policy).items()
+                   if not k.startswith("normalizer.")}
         save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         stats = {k: v.cpu().contiguous() for k, v in policy.normalizer.state_dict_stats().items()}
         save_file(stats, str(tmp / STATS_FILE))
-        config = {"type": POLICY_TYPE, **policy.config.to_dict()}
+        config = {"type": POLICY_TYPE, **policy.config.to_dict(), "lora_rank": 0}  # LoRA is saved merged
+        if policy.config.language == "tokens" and policy.config.tokenizer_path:
+            # The token table is only meaningful with its tokenizer: keep them together.
+            shutil.copytree(policy.config.tokenizer_path, tmp / "tokenizer")
+            config["tokenizer_path"] = ""
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
 
     return atomic_directory_write(Path(directory), write)
@@ -73,6 +80,9 @@ def read_config(directory: Path) -> PolicyConfig:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
     kind = data.pop("type", None)
     if kind != POLICY_TYPE:
+        from vla.policy.pretrained import describe_foreign_checkpoint
+
+        describe_foreign_checkpoint(directory, kind)  # raises, naming what the directory holds
         raise CheckpointError(f"{path}: checkpoint type is {kind!r}, this loader reads {POLICY_TYPE!r} policies")
     try:
         return PolicyConfig.from_dict(data, source=str(path))
@@ -97,7 +107,15 @@ def load_policy(directory, map_location="cpu"):
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"policy checkpoint {directory} does not exist or is not a directory")
+    from vla.policy.pretrained import detect_layout, load_pretrained
+
+    if detect_layout(directory) != "flow_vla":  # published pi0 / pi0.5 layouts load through the name mapping
+        return load_pretrained(directory).to(map_location).eval()
     config = read_config(directory)
+    if config.language == "tokens":
+        from vla.policy.token_prompt import resolve_tokenizer_path
+
+        config.tokenizer_path = resolve_tokenizer_path(config.tokenizer_path, directory)
     stats = _load_tensors(directory / STATS_FILE, "stats")
     weights = _load_tensors(directory / WEIGHTS_FILE, "weights")
     policy = FlowVLAPolicy(config)

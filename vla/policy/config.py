@@ -12,6 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field
 
 TIME_CONDITIONING = ("mlp", "adarms")
+LANGUAGE_MODES = ("minilm", "tokens")
+PROMPT_FORMATS = ("plain", "pi0", "pi05")
+IMAGE_RESIZE = ("stretch", "pad")
+DTYPES = ("float32", "bfloat16")
 
 # pi0's module shapes: SigLIP So400m/14 at 224 px, a Gemma-2B prefix stream and
 # a Gemma-300M action expert sharing attention (8 query heads, 1 KV head,
@@ -81,6 +85,32 @@ class PolicyConfig:
     max_language_tokens: int = 32
     # "mean_std" or "min_max" for state and action (images use SigLIP's [-1, 1]).
     normalization: str = "mean_std"
+    normalization_eps: float = 1e-6
+    # --- Published-checkpoint compatibility (docs/PRETRAINED.md); the defaults are our own policy's.
+    # "minilm": frozen sentence encoder + language_proj. "tokens": the checkpoint's own token
+    # embedding (PaliGemma's for pi0 / pi0.5) with the tokenizer in tokenizer_path (a local directory).
+    language: str = "minilm"
+    vocab_size: int = 0
+    tokenizer_path: str = ""
+    # "plain": the instruction as given; "pi0": newline-terminated; "pi05": task plus the
+    # discretised state ("Task: ..., State: ...;\nAction: "), and no state token in the suffix.
+    prompt_format: str = "plain"
+    # Model-side state / action widths (pi0 pads both to 32); 0 = state_dim / action_dim.
+    max_state_dim: int = 0
+    max_action_dim: int = 0
+    # "pad" keeps the aspect ratio and pads with black (pi0's resize_with_pad).
+    image_resize: str = "stretch"
+    image_pad_value: float = -1.0  # in SigLIP's [-1, 1] input range (see flow_vla.resize_with_pad)
+    # PaliGemma divides projected image tokens by sqrt(width) before the language model.
+    image_feature_scale: bool = False
+    # --- Fine-tuning (vla/policy/finetune.py): memory-aware options for 3B checkpoints.
+    init: str = ""  # a checkpoint to start from (ours, lerobot pi0 / pi0.5, or openpi's PyTorch layout)
+    freeze_vision: bool = False
+    train_expert_only: bool = False  # freeze the whole VLM (vision, projector, prefix stream, embedding)
+    gradient_checkpointing: bool = False
+    dtype: str = "float32"
+    lora_rank: int = 0  # > 0: LoRA adapters on the prefix stream's projections (needs peft)
+    lora_alpha: float = 16.0
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -103,6 +133,32 @@ class PolicyConfig:
             raise ValueError(f"policy.n_action_steps {self.n_action_steps} must be in [1, chunk_size={self.chunk_size}]")
         if not self.cameras:
             raise ValueError("policy.cameras is empty: the policy needs at least one camera")
+        for name, value, valid in (("language", self.language, LANGUAGE_MODES),
+                                   ("prompt_format", self.prompt_format, PROMPT_FORMATS),
+                                   ("image_resize", self.image_resize, IMAGE_RESIZE), ("dtype", self.dtype, DTYPES)):
+            if value not in valid:
+                raise ValueError(f"policy.{name}: {value!r} is not one of {valid}")
+        if self.language == "tokens" and self.vocab_size <= 0:
+            raise ValueError("policy.language 'tokens' needs policy.vocab_size > 0")
+        if self.prompt_format == "pi05" and self.language != "tokens":
+            raise ValueError("policy.prompt_format 'pi05' writes the state into the prompt: it needs policy.language 'tokens'")
+        if self.max_state_dim and self.max_state_dim < self.state_dim:
+            raise ValueError(f"policy.max_state_dim {self.max_state_dim} < state_dim {self.state_dim}")
+        if self.max_action_dim and self.max_action_dim < self.action_dim:
+            raise ValueError(f"policy.max_action_dim {self.max_action_dim} < action_dim {self.action_dim}")
+
+    @property
+    def model_state_dim(self) -> int:
+        return self.max_state_dim or self.state_dim
+
+    @property
+    def model_action_dim(self) -> int:
+        return self.max_action_dim or self.action_dim
+
+    @property
+    def state_token(self) -> bool:
+        """pi0.5 reads the state from the prompt; everything else has a state token in the suffix."""
+        return self.prompt_format != "pi05"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

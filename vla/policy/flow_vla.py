@@ -27,6 +27,7 @@ from vla.kernels import flow_interpolate, flow_matching_loss
 from vla.policy.config import PolicyConfig
 from vla.policy.language import FrozenLanguageEncoder
 from vla.policy.normalize import Normalizer
+from vla.policy.token_prompt import TokenPrompt
 from vla.policy.transformer import MixtureTransformer, PrefixCache
 
 STATE_KEY, ACTION_KEY, PAD_KEY = "observation.state", "action", "action_is_pad"
@@ -37,11 +38,38 @@ StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, int], torch.
 
 
 def sinusoidal_time_embedding(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
-    """Sine-cosine embedding of the flow time, periods spread geometrically (pi0's choice)."""
-    fraction = torch.linspace(0.0, 1.0, dim // 2, device=t.device, dtype=torch.float32)
+    """Sine-cosine embedding of the flow time, periods spread geometrically (pi0's choice).
+
+    Angles reach 2*pi/4e-3 ~ 1600 rad, where float32 rounding moves sin/cos by ~1e-4; float64
+    (as the reference computes it) keeps published checkpoints within fp32 parity."""
+    wide = torch.float32 if t.device.type == "mps" else torch.float64
+    fraction = torch.linspace(0.0, 1.0, dim // 2, device=t.device, dtype=wide)
     period = min_period * (max_period / min_period) ** fraction
-    angles = t.float()[:, None] * (2 * math.pi / period)[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+    angles = t.to(wide)[:, None] * (2 * math.pi / period)[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).float()
+
+
+def resize_with_pad(img: torch.Tensor, size: int, pad_value: float = -1.0) -> torch.Tensor:
+    """Fit [B, 3, H, W] in [0, 1] into size x size keeping the aspect ratio (pi0's resize).
+
+    pad_value is in SigLIP's [-1, 1] range: -1 is black (openpi). lerobot 0.4.4 pads its [0, 1]
+    images with -1, which lands at -3 after scaling; its checkpoints get pad_value -3 for parity."""
+    h, w = img.shape[-2:]
+    ratio = max(w / size, h / size)
+    rh, rw = int(h / ratio), int(w / ratio)
+    img = F.interpolate(img, size=(rh, rw), mode="bilinear", align_corners=False)
+    top, left = (size - rh) // 2, (size - rw) // 2
+    return F.pad(img, (left, size - rw - left, top, size - rh - top), value=(pad_value + 1.0) / 2.0)
+
+
+def suffix_attention(n_state: int, chunk: int) -> torch.Tensor:
+    """[S, S] bool: the state token (if any) sees itself; action tokens see the state and each other."""
+    attn = torch.ones(n_state + chunk, n_state + chunk, dtype=torch.bool)
+    attn[:n_state, n_state:] = False
+    return attn
+
+
+EMPTY_CAMERA = "empty_camera_"  # lerobot's name for a camera slot the checkpoint fills with a masked black image
 
 
 def euler_step(x: torch.Tensor, v: torch.Tensor, t: torch.Tensor, dt: float, step: int) -> torch.Tensor:
@@ -60,28 +88,44 @@ class FlowVLAPolicy(nn.Module):
         )
         self.vision = SiglipVisionModel(vision_cfg)
         self.multi_modal_projector = nn.Linear(c.vision_width, c.width)
-        self.language = FrozenLanguageEncoder(c.max_language_tokens)
-        self.language_proj = nn.Linear(FrozenLanguageEncoder.width, c.width)
+        if c.language == "tokens":
+            self.language = TokenPrompt(c.vocab_size, c.width, c.max_language_tokens, c.prompt_format, c.tokenizer_path)
+        else:
+            self.language = FrozenLanguageEncoder(c.max_language_tokens)
+            self.language_proj = nn.Linear(FrozenLanguageEncoder.width, c.width)
         adarms = c.time_conditioning == "adarms"
         self.transformer = MixtureTransformer(
             c.width, c.mlp_dim, c.expert_width, c.expert_mlp_dim, c.depth, c.num_heads, c.num_kv_heads,
             c.head_dim, expert_cond_dim=c.expert_width if adarms else None,
         )
         w = c.expert_width
-        self.state_proj = nn.Linear(c.state_dim, w)
-        self.action_in_proj = nn.Linear(c.action_dim, w)
-        self.action_out_proj = nn.Linear(w, c.action_dim)
+        if c.state_token:
+            self.state_proj = nn.Linear(c.model_state_dim, w)
+        self.action_in_proj = nn.Linear(c.model_action_dim, w)
+        self.action_out_proj = nn.Linear(w, c.model_action_dim)
         if adarms:
             self.time_mlp_in, self.time_mlp_out = nn.Linear(w, w), nn.Linear(w, w)
         else:
             self.action_time_mlp_in, self.action_time_mlp_out = nn.Linear(2 * w, w), nn.Linear(w, w)
-        self.normalizer = Normalizer({STATE_KEY: c.state_dim, ACTION_KEY: c.action_dim}, c.normalization)
-        # Suffix attention: the state token sees itself; action tokens see the state and each other.
-        s = 1 + c.chunk_size
-        suffix_attn = torch.ones(s, s, dtype=torch.bool)
-        suffix_attn[0, 1:] = False
-        self.register_buffer("suffix_attn", suffix_attn, persistent=False)
+        self.normalizer = Normalizer({STATE_KEY: c.state_dim, ACTION_KEY: c.action_dim}, c.normalization,
+                                     eps=c.normalization_eps)
+        self.n_state_tokens = int(c.state_token)
+        self.register_buffer("suffix_attn", suffix_attention(self.n_state_tokens, c.chunk_size), persistent=False)
         self._action_queue: deque[torch.Tensor] = deque()
+
+    def materialize_buffers(self) -> None:
+        """Give real values to the buffers of a policy built on the meta device (pretrained loading)."""
+        c = self.config
+        if self.normalizer.loaded.is_meta:
+            self.normalizer = Normalizer({STATE_KEY: c.state_dim, ACTION_KEY: c.action_dim}, c.normalization,
+                                         eps=c.normalization_eps)
+        self.suffix_attn = suffix_attention(self.n_state_tokens, c.chunk_size)
+        emb = self.vision.embeddings
+        if emb.position_ids.is_meta:
+            emb.position_ids = torch.arange(emb.num_positions).expand((1, -1))
+        left = [n for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_meta]
+        if left:
+            raise RuntimeError(f"tensors still on the meta device after loading: {left[:10]}")
 
     # ----------------------------------------------------------------- inputs
     @property
@@ -98,25 +142,51 @@ class FlowVLAPolicy(nn.Module):
             img = img.permute(0, 3, 1, 2).float() / 255.0
         size = self.config.image_size
         if img.shape[-2:] != (size, size):
-            img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
+            if self.config.image_resize == "pad":
+                img = resize_with_pad(img.float(), size, self.config.image_pad_value)
+            else:
+                img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
         return img * 2.0 - 1.0  # SigLIP's input range
 
-    def embed_prefix(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def normalized_state(self, batch: dict) -> torch.Tensor:
+        """Normalised state, zero-padded to the model's state width [B, model_state_dim]."""
+        state = self.normalizer.normalize(STATE_KEY, batch[STATE_KEY].to(self.device).float())
+        return F.pad(state, (0, self.config.model_state_dim - state.shape[-1]))
+
+    def embed_prefix(self, batch: dict, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, masks = [], []
+        b = len(batch["task"])
+        dtype = self.multi_modal_projector.weight.dtype
         for camera in self.config.cameras:
-            img_tokens = self.multi_modal_projector(self.vision(pixel_values=self._images(batch, camera)).last_hidden_state)
+            empty = camera.startswith(EMPTY_CAMERA) and IMAGE_PREFIX + camera not in batch
+            size = self.config.image_size
+            pixels = (-torch.ones(b, 3, size, size, device=self.device) if empty else self._images(batch, camera))
+            img_tokens = self.multi_modal_projector(self.vision(pixel_values=pixels.to(dtype)).last_hidden_state)
+            if self.config.image_feature_scale:
+                img_tokens = img_tokens / self.config.width ** 0.5
             tokens.append(img_tokens)
-            masks.append(torch.ones(img_tokens.shape[:2], dtype=torch.bool, device=self.device))
-        lang, lang_mask = self.language(list(batch["task"]), self.device)
-        tokens.append(self.language_proj(lang))
+            masks.append(torch.full(img_tokens.shape[:2], not empty, dtype=torch.bool, device=self.device))
+        if self.config.language == "tokens":
+            lang, lang_mask = self.language(list(batch["task"]), self.device, state)
+            tokens.append(lang)
+        else:
+            lang, lang_mask = self.language(list(batch["task"]), self.device)
+            tokens.append(self.language_proj(lang.to(dtype)))
         masks.append(lang_mask)
-        return torch.cat(tokens, dim=1), torch.cat(masks, dim=1)
+        return torch.cat([t.to(dtype) for t in tokens], dim=1), torch.cat(masks, dim=1)
 
     def encode_observation(self, batch: dict) -> tuple[PrefixCache, torch.Tensor]:
-        """Prefix keys/values and the state token: everything the denoiser needs from the observation."""
-        prefix, prefix_mask = self.embed_prefix(batch)
-        state = self.normalizer.normalize(STATE_KEY, batch[STATE_KEY].to(self.device).float())
-        return self.transformer.encode_prefix(prefix, prefix_mask), self.state_proj(state)[:, None]
+        """Prefix keys/values and the state token(s): everything the denoiser needs from the observation.
+
+        For pi0.5-style policies the state is in the prompt and the state token tensor is empty [B, 0, W]."""
+        state = self.normalized_state(batch)
+        prefix, prefix_mask = self.embed_prefix(batch, state)
+        cache = self.transformer.encode_prefix(prefix, prefix_mask)
+        if self.config.state_token:
+            state_token = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]
+        else:
+            state_token = prefix.new_zeros(prefix.shape[0], 0, self.config.expert_width)
+        return cache, state_token
 
     # ------------------------------------------------------------- denoiser
     def velocity(self, cache: PrefixCache, state_token: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
@@ -126,6 +196,8 @@ class FlowVLAPolicy(nn.Module):
         With return_hidden, also the expert's final features at the action tokens [B, H, expert_width]
         (a learned noise head for RL reads them)."""
         w = self.config.expert_width
+        narrow = x_t.shape[-1]  # callers may run in the real action dims; padded dims are then held at zero
+        x_t = F.pad(x_t, (0, self.config.model_action_dim - narrow)).to(self.action_in_proj.weight.dtype)
         time_emb = sinusoidal_time_embedding(t, w).to(x_t.dtype)
         actions = self.action_in_proj(x_t)
         if self.config.time_conditioning == "adarms":
@@ -135,8 +207,8 @@ class FlowVLAPolicy(nn.Module):
             fused = torch.cat([actions, time_emb[:, None].expand_as(actions)], dim=-1)
             actions = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(fused)))
         suffix = torch.cat([state_token, actions], dim=1)
-        out = self.transformer.decode_suffix(suffix, self.suffix_attn, cache, cond)[:, 1:]
-        v = self.action_out_proj(out)
+        out = self.transformer.decode_suffix(suffix, self.suffix_attn, cache, cond)[:, self.n_state_tokens:]
+        v = self.action_out_proj(out).float()[..., :narrow]
         return (v, out) if return_hidden else v
 
     # ------------------------------------------------------------- training
@@ -149,6 +221,8 @@ class FlowVLAPolicy(nn.Module):
     def forward(self, batch: dict, noise: torch.Tensor | None = None, time: torch.Tensor | None = None):
         """Flow-matching loss: mean over action dims of ||v - u||^2, averaged over unpadded chunk steps."""
         actions = self.normalizer.normalize(ACTION_KEY, batch[ACTION_KEY].to(self.device).float())
+        a = actions.shape[-1]
+        actions = F.pad(actions, (0, self.config.model_action_dim - a))  # pi0 pads actions to its width
         b = actions.shape[0]
         noise = torch.randn_like(actions) if noise is None else noise.to(actions)
         t = self.sample_time(b) if time is None else time.to(actions)
@@ -156,23 +230,26 @@ class FlowVLAPolicy(nn.Module):
         cache, state_token = self.encode_observation(batch)
         v = self.velocity(cache, state_token, x_t, t)
         valid = ~batch[PAD_KEY].to(self.device) if PAD_KEY in batch else None
-        loss = flow_matching_loss(v, actions, noise, valid)  # target u = noise - actions, padded steps left out
+        # target u = noise - actions over the real action dims, padded chunk steps left out
+        loss = flow_matching_loss(v[..., :a], actions[..., :a], noise[..., :a], valid)
         return loss, {"loss": loss.item()}
 
     # ------------------------------------------------------------- sampling
     def sample_actions(self, batch: dict, noise: torch.Tensor | None = None, num_steps: int | None = None,
                        step_fn: StepFn = euler_step) -> torch.Tensor:
-        """Integrate from noise at t = 1 to t = 0; returns the normalised chunk [B, H, A]."""
+        """Integrate from noise at t = 1 to t = 0; returns the normalised chunk [B, H, A].
+
+        The chain runs in the model's (padded) action width; noise may be given in it or in A."""
         c = self.config
         cache, state_token = self.encode_observation(batch)
         b = state_token.shape[0]
-        x = torch.randn(b, c.chunk_size, c.action_dim, device=self.device) if noise is None else noise.to(self.device)
+        x = torch.randn(b, c.chunk_size, c.model_action_dim, device=self.device) if noise is None else noise.to(self.device).float()
         k = num_steps or c.num_inference_steps
         dt = 1.0 / k
         for step in range(k):
             t = torch.full((b,), 1.0 - step * dt, device=self.device)
             x = step_fn(x, self.velocity(cache, state_token, x, t), t, dt, step)
-        return x
+        return x[..., : c.action_dim]
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict, noise: torch.Tensor | None = None) -> torch.Tensor:

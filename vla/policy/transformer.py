@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
+from torch.utils.checkpoint import checkpoint
 
 from vla.kernels import ada_rms_norm, gated_residual
 
@@ -147,6 +146,13 @@ class MixtureTransformer(nn.Module):
         self.vlm = Stream(width, mlp_dim, depth, num_heads, num_kv_heads, head_dim)
         self.expert = Stream(expert_width, expert_mlp_dim, depth, num_heads, num_kv_heads, head_dim,
                              cond_dim=expert_cond_dim)
+        # Recompute each block in the backward pass instead of storing its activations (3B fine-tuning).
+        self.gradient_checkpointing = False
+
+    def _run_block(self, *args, **kwargs):
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(self._block, *args, use_reentrant=False, **kwargs)
+        return self._block(*args, **kwargs)
 
     def _qkv(self, layer: DecoderLayer, h: torch.Tensor, positions: torch.Tensor):
         b, t, _ = h.shape
@@ -184,7 +190,7 @@ class MixtureTransformer(nn.Module):
         attn_mask = prefix_mask[:, None, :].expand(-1, prefix.shape[1], -1)  # bidirectional over real tokens
         keys, values, h = [], [], prefix
         for layer in self.vlm.layers:
-            h, (k, v) = self._block(layer, h, attn_mask, positions, None)
+            h, (k, v) = self._run_block(layer, h, attn_mask, positions, None)
             keys.append(k)
             values.append(v)
         hidden = self.vlm.norm(h)[0]
@@ -201,5 +207,5 @@ class MixtureTransformer(nn.Module):
         mask = torch.cat([cache.mask[:, None, :].expand(-1, s, -1), suffix_attn[None].expand(b, -1, -1)], dim=-1)
         h = suffix
         for layer, k, v in zip(self.expert.layers, cache.keys, cache.values):
-            h, _ = self._block(layer, h, mask, positions, cond, past_kv=(k, v))
+            h, _ = self._run_block(layer, h, mask, positions, cond, past_kv=(k, v))
         return self.expert.norm(h, cond)[0]

@@ -21,6 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from vla.config import TrainConfig, resolve_threads, write_resolved_config
+from vla.policy.finetune import apply_finetune_options
 from vla.policy.flow_vla import IMAGE_PREFIX, FlowVLAPolicy
 from vla.train.augment import random_shift
 
@@ -48,8 +49,13 @@ def policy_for_dataset(cfg: TrainConfig, dataset) -> FlowVLAPolicy:
     if missing:
         raise ValueError(f"policy.cameras {pcfg.cameras}: {missing} not in the dataset (it has {cameras})")
     pcfg.validate()
+    if pcfg.init:
+        from vla.policy.pretrained import init_for_dataset
+
+        return init_for_dataset(pcfg, dataset.stats, cameras)
     policy = FlowVLAPolicy(pcfg)
     policy.normalizer.load_stats(dataset.stats)
+    apply_finetune_options(policy)
     return policy
 
 
@@ -59,6 +65,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     resolve_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     out = Path(cfg.output_dir)
+    if cfg.policy.init:  # the chunk length is the checkpoint's: the dataset must cut chunks to match
+        from vla.policy.pretrained import checkpoint_chunking
+
+        cfg.policy.chunk_size, cfg.policy.n_action_steps = checkpoint_chunking(cfg.policy.init)
     dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.policy.chunk_size)
     policy = policy_for_dataset(cfg, dataset).to(cfg.device).train()
     write_resolved_config(cfg, out)

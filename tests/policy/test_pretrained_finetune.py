@@ -1,0 +1,103 @@
+"""Fine-tuning a loaded pi0-layout checkpoint: what trains, LoRA merged on save, bf16, checkpointing,
+and `vla train --policy.init=PATH`."""
+
+import pytest
+import torch
+
+from tests.policy.pretrained_helpers import fixture, lift_checkpoint, reference_batch
+from vla.policy.finetune import apply_finetune_options
+from vla.policy.flow_vla import FlowVLAPolicy
+from vla.policy.pretrained import load_pretrained
+
+
+def loaded(**options):
+    root = fixture("pi0")
+    policy = load_pretrained(root / "checkpoint", tokenizer_path=str(root / "tokenizer"))
+    for key, value in options.items():
+        setattr(policy.config, key, value)
+    apply_finetune_options(policy)
+    batch, ref = reference_batch(root)
+    batch["action"] = ref["train_actions"][..., :5]
+    return policy.train(), batch
+
+
+def grads(policy, batch):
+    torch.manual_seed(0)
+    loss, _ = policy(batch, noise=torch.randn(2, 5, 8), time=torch.tensor([0.3, 0.7]))
+    loss.backward()
+    # The prefix stream's final norm feeds no action (only RL value heads read it): no gradient.
+    return loss, {n: p.grad for n, p in policy.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+@pytest.mark.parametrize("option,frozen,trained", [
+    ({"train_expert_only": True}, ("vision.", "transformer.vlm.", "language."), ("transformer.expert.", "action_in_proj")),
+    ({"freeze_vision": True}, ("vision.",), ("transformer.vlm.", "transformer.expert.", "language.")),
+])
+def test_frozen_parts_get_no_gradient(option, frozen, trained):
+    policy, batch = loaded(**option)
+    _, g = grads(policy, batch)
+    names = [n for n, _ in policy.named_parameters()]
+    assert all(not p.requires_grad for n, p in policy.named_parameters() if n.startswith(frozen))
+    for prefix in trained:
+        assert any(n.startswith(prefix) and g[n].abs().sum() > 0 for n in g), prefix
+    assert len(g) < len(names) and all(g[n].abs().sum() == 0 for n in g if n.startswith(frozen))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    plain, batch = loaded()
+    loss_a, g_a = grads(plain, batch)
+    ckpt, _ = loaded(gradient_checkpointing=True)
+    loss_b, g_b = grads(ckpt, batch)
+    assert torch.allclose(loss_a, loss_b) and g_a.keys() == g_b.keys()
+    for name in g_a:
+        assert torch.allclose(g_a[name], g_b[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_lora_trains_adapters_and_saves_merged(tmp_path):
+    pytest.importorskip("peft")
+    policy, batch = loaded(lora_rank=4)
+    trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
+    assert any("lora_A" in n for n in trainable) and not any(n.startswith("vision.") for n in trainable)
+    assert not any(n.startswith("transformer.vlm.") and "lora_" not in n for n in trainable)
+    opt = torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=0.5)
+    _, g = grads(policy, batch)
+    opt.step()
+    policy.eval()
+    noise = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1))
+    want = policy.predict_action_chunk(batch, noise=noise)
+    policy.save_pretrained(tmp_path / "merged")
+    again = FlowVLAPolicy.from_pretrained(tmp_path / "merged")  # a plain policy: no peft needed to load it
+    assert torch.allclose(again.predict_action_chunk(batch, noise=noise), want, atol=1e-5)
+    base = loaded()[0].eval().predict_action_chunk(batch, noise=noise)
+    assert (base - want).abs().max() > 1e-4  # the adapters did change the policy
+
+
+def test_bf16_training_step_is_finite():
+    policy, batch = loaded(dtype="bfloat16")
+    assert policy.transformer.vlm.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+    assert policy.transformer.vlm.layers[0].input_layernorm.weight.dtype == torch.float32
+    loss, g = grads(policy, batch)
+    assert torch.isfinite(loss) and all(torch.isfinite(v).all() for v in g.values())
+
+
+def test_vla_train_policy_init(tmp_path):
+    pytest.importorskip("pyarrow")
+    from tests.data.helpers import random_episodes, write_dataset
+    from vla.config import TrainConfig
+    from vla.policy.config import PolicyConfig
+    from vla.train.sft import train
+
+    data = write_dataset(tmp_path / "ds", random_episodes(seed=1, lengths=(6, 6)))
+    ck = lift_checkpoint("pi0", tmp_path / "ck")
+    cfg = TrainConfig(dataset=str(data), output_dir=str(tmp_path / "run"), steps=2, batch_size=2, warmup_steps=1,
+                      save_every=0, image_shift=0, num_threads=1,
+                      policy=PolicyConfig(init=str(ck), train_expert_only=True))
+    train(cfg, progress=False)
+    out = FlowVLAPolicy.from_pretrained(tmp_path / "run" / "policy")
+    assert out.config.language == "tokens" and out.config.cameras == ["agentview"]
+    assert (tmp_path / "run" / "policy" / "tokenizer" / "tokenizer.json").is_file()
+    src = FlowVLAPolicy.from_pretrained(ck)
+    # Expert trained, VLM frozen.
+    assert torch.equal(out.transformer.vlm.layers[0].mlp.up_proj.weight, src.transformer.vlm.layers[0].mlp.up_proj.weight)
+    assert not torch.equal(out.transformer.expert.layers[0].mlp.up_proj.weight,
+                           src.transformer.expert.layers[0].mlp.up_proj.weight)
