@@ -87,10 +87,15 @@ class PolicyServer:
 
     # ------------------------------------------------------------ network
     async def _handler(self, connection) -> None:
-        await connection.send(pack({"type": "hello", "protocol": PROTOCOL_VERSION, "metadata": self.metadata}))
-        async for frame in connection:
-            reply = await asyncio.to_thread(self.handle_message, frame)
-            await connection.send(reply)
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await connection.send(pack({"type": "hello", "protocol": PROTOCOL_VERSION, "metadata": self.metadata}))
+            async for frame in connection:
+                reply = await asyncio.to_thread(self.handle_message, frame)
+                await connection.send(reply)
+        except ConnectionClosed:  # the client left, or the server is stopping: nothing to answer
+            pass
 
     async def serve(self, ready: threading.Event | None = None) -> None:
         """Serve until stop(); sets self.port to the bound port (useful with port=0)."""
@@ -120,8 +125,12 @@ class PolicyServer:
         return self.port
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        """Stop serving and close every connection; a second call does nothing."""
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop closed between the check and the call
+                pass
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None

@@ -39,6 +39,20 @@ class WorkspaceBox:
 
 
 @dataclass
+class GripperConfig:
+    """A position-controlled gripper fed std_msgs/Float64MultiArray (e.g. a ros2_control
+    forward_command_controller on the finger joints). See real_robot/gripper.py."""
+
+    topic: str
+    # Finger joints, in the order of the command's entries; also read from JointState for the policy's state.
+    joint_names: list[str]
+    open_positions: list[float]
+    closed_positions: list[float]
+    # The policy's gripper action (robosuite: -1 open, +1 close) above this closes the gripper.
+    close_threshold: float = 0.0
+
+
+@dataclass
 class TopicsConfig:
     joint_states: str = "/joint_states"
     instruction: str = "/instruction"
@@ -63,6 +77,8 @@ class RobotConfig:
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
     output_mode: str = "joint_trajectory"
     topics: TopicsConfig = field(default_factory=TopicsConfig)
+    # None: the policy's gripper action is not sent anywhere (an arm without a gripper).
+    gripper: GripperConfig | None = None
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
@@ -96,6 +112,22 @@ class RobotConfig:
         for cam_name, cam in self.cameras.items():
             if cam.height <= 0 or cam.width <= 0:
                 raise RobotConfigError(f"camera {cam_name}: height and width must be positive")
+        if self.gripper is not None:
+            g = self.gripper
+            if not g.joint_names:
+                raise RobotConfigError("gripper.joint_names is empty")
+            for key in ("open_positions", "closed_positions"):
+                values = getattr(g, key)
+                if len(values) != len(g.joint_names):
+                    raise RobotConfigError(f"gripper.{key} has {len(values)} entries but there are "
+                                           f"{len(g.joint_names)} gripper.joint_names")
+                if not all(math.isfinite(v) for v in values):
+                    raise RobotConfigError(f"gripper.{key} has a non-finite entry: {values}")
+            if not -1.0 < g.close_threshold < 1.0:
+                raise RobotConfigError(f"gripper.close_threshold must be inside (-1, 1), got {g.close_threshold}")
+            clash = set(g.joint_names) & set(self.joint_names)
+            if clash:
+                raise RobotConfigError(f"gripper.joint_names {sorted(clash)} are also arm joint_names")
 
     @property
     def num_joints(self) -> int:

@@ -115,6 +115,11 @@ class JointActionBridge:
     def state_dim(self) -> int:
         return self.num_joints
 
+    @property
+    def gripper_index(self) -> int:
+        """Column of the gripper action, when the policy has one: right after the joints."""
+        return self.num_joints
+
     def policy_state(self, q: np.ndarray, fingers: np.ndarray | None) -> np.ndarray:
         return np.asarray(q, dtype=np.float32)
 
@@ -135,6 +140,7 @@ class EndEffectorDeltaBridge:
     rot_scale: float = 0.5
 
     state_dim: int = 8
+    gripper_index: int = 6  # [dpos, drot, gripper]
 
     def policy_state(self, q: np.ndarray, fingers: np.ndarray | None) -> np.ndarray:
         """vla.sim's state: eef position, eef axis-angle, two finger positions (zeros if not measured)."""

@@ -18,6 +18,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla.real_robot.robot_config import CameraConfig
 
 RAW_ENCODINGS = ("rgb8", "bgr8")
+COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
 
 
 class MessageRejected(ValueError):
@@ -90,20 +91,54 @@ def image_from_msg(msg: Image, camera: str, config: CameraConfig) -> np.ndarray:
     return np.ascontiguousarray(image[..., ::-1] if msg.encoding == "bgr8" else image)
 
 
+def compressed_topic(topic: str) -> str:
+    """image_transport's name for the compressed stream of a raw image topic."""
+    return topic if topic.endswith("/compressed") else topic + "/compressed"
+
+
 def image_from_compressed(msg: CompressedImage, camera: str, config: CameraConfig) -> np.ndarray:
-    """uint8 [H, W, 3] RGB from a jpeg/png CompressedImage of the configured size."""
+    """uint8 [H, W, 3] RGB from a jpeg/png CompressedImage of the configured size.
+
+    image_transport writes `format` as "jpeg", "png" or e.g. "bgr8; jpeg compressed bgr8"; the
+    payload itself must also be a JPEG or PNG (PIL would open many more formats, each one more
+    decoder exposed to the network). The size is checked from the header, before decoding.
+    """
     from PIL import Image as PILImage
 
+    fmt = msg.format.lower()
+    if not any(name in fmt for name in COMPRESSED_FORMATS):
+        raise MessageRejected(f"image_encoding_{camera}",
+                              f"camera {camera}: compressed format {msg.format!r} is not jpeg or png")
     try:
-        with PILImage.open(io.BytesIO(bytes(msg.data))) as pil:
+        with PILImage.open(io.BytesIO(bytes(msg.data)), formats=("JPEG", "PNG")) as pil:
+            if (pil.height, pil.width) != (config.height, config.width):
+                raise MessageRejected(f"image_size_{camera}", f"camera {camera}: image is {pil.height}x{pil.width}, "
+                                                              f"expected {config.height}x{config.width}")
             image = np.asarray(pil.convert("RGB"))
+    except MessageRejected:
+        raise
     except Exception as exc:
         raise MessageRejected(f"image_decode_{camera}",
                               f"camera {camera}: cannot decode {msg.format!r} image: {exc}") from exc
-    if image.shape[:2] != (config.height, config.width):
-        raise MessageRejected(f"image_size_{camera}", f"camera {camera}: image is {image.shape[0]}x{image.shape[1]}, "
-                                                      f"expected {config.height}x{config.width}")
     return image
+
+
+def compressed_image_msg(image: np.ndarray, stamp: float, frame_id: str = "", fmt: str = "jpeg",
+                         quality: int = 90) -> CompressedImage:
+    """A CompressedImage as image_transport's compressed plugin would publish an rgb8 frame."""
+    from PIL import Image as PILImage
+
+    fmt = fmt.lower()
+    if fmt not in ("jpeg", "png"):
+        raise ValueError(f"format must be jpeg or png, got {fmt!r}")
+    buffer = io.BytesIO()
+    options = {"quality": quality} if fmt == "jpeg" else {"compress_level": 1}
+    PILImage.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format=fmt.upper(), **options)
+    msg = CompressedImage(format=f"rgb8; {fmt} compressed rgb8")
+    msg.header.stamp = seconds_to_stamp(stamp)
+    msg.header.frame_id = frame_id
+    msg.data = buffer.getvalue()
+    return msg
 
 
 def image_msg(image: np.ndarray, stamp: float, frame_id: str = "") -> Image:

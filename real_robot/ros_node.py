@@ -7,7 +7,11 @@ Threads, so the control loop never waits on inference or on DDS:
   chunk, converts it to joint waypoints (ros_kinematics) and hands it to ChunkExecutor;
 - the control thread wakes at absolute deadlines (config control_rate_hz), takes
   ChunkExecutor.next_action, passes it through SafetyLayer.filter and publishes
-  the SafeCommand as a JointTrajectory or Float64MultiArray (config output_mode).
+  the SafeCommand as a JointTrajectory or Float64MultiArray (config output_mode);
+  with a gripper in the config, the chunk's gripper column goes through GripperCommander
+  and out as a Float64MultiArray of finger positions, only on ticks that are not holds.
+Thread start and stop are NodeThreads' (shared with the sim arm); realtime_priority puts
+the control and callback threads at SCHED_FIFO.
 
 A malformed message is dropped with one rate-limited log line per kind of fault.
 """
@@ -27,7 +31,6 @@ from vla.real_robot.ros_env import import_rclpy
 
 rclpy = import_rclpy()
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
@@ -36,11 +39,14 @@ from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from vla.real_robot.chunk_executor import ChunkExecutor  # noqa: E402
+from vla.real_robot.gripper import GripperCommander  # noqa: E402
+from vla.real_robot.node_threads import NodeThreads  # noqa: E402
 from vla.real_robot.rate_limited_log import RateLimitedLog  # noqa: E402
 from vla.real_robot.robot_config import RobotConfig  # noqa: E402
-from vla.real_robot.ros_messages import (MessageRejected, forward_position_msg, image_from_compressed,  # noqa: E402
-                                         image_from_msg, joint_positions_from_msg, joint_trajectory_msg,
-                                         named_positions, stamp_to_seconds)
+from vla.real_robot.ros_kinematics import resample_waypoints  # noqa: E402
+from vla.real_robot.ros_messages import (MessageRejected, compressed_topic, forward_position_msg,  # noqa: E402
+                                         image_from_compressed, image_from_msg, joint_positions_from_msg,
+                                         joint_trajectory_msg, named_positions, stamp_to_seconds)
 from vla.real_robot.safety import SafeCommand, SafetyLayer  # noqa: E402
 
 _log = logging.getLogger("vla.real_robot.ros_node")
@@ -53,13 +59,20 @@ FINGER_JOINTS = ["panda_finger_joint1", "panda_finger_joint2"]
 @dataclass
 class PolicyNodeOptions:
     node_name: str = "vla_policy"
-    # Finger joints read into an end-effector policy's state when the JointState carries them.
+    # Finger joints read into an end-effector policy's state when the JointState carries them
+    # (the robot config's gripper.joint_names take precedence).
     finger_joint_names: tuple[str, ...] = tuple(FINGER_JOINTS)
     ensemble_decay: float = 0.01
     temporal_ensembling: bool = True
     # Least time between two inferences (0: back to back); keeps CPU for the control loop.
     min_inference_interval_s: float = 0.0
     stats_window: int = 10_000
+    # "single_threaded" or "events" (rclpy's EventsExecutor: dispatch in C++, less time holding the GIL).
+    executor: str = "single_threaded"
+    # SCHED_FIFO priority for the control thread, and one less for the callback thread (0: leave the
+    # scheduler alone). Needs CAP_SYS_NICE; without it one warning and normal priority. Inference
+    # stays at normal priority: it computes for long stretches and must not starve the machine.
+    realtime_priority: int = 0
 
 
 class PolicyNode(Node):
@@ -76,8 +89,12 @@ class PolicyNode(Node):
         self.clock = clock
         self.rlog = RateLimitedLog(_log)
         self.safety = safety or SafetyLayer(config, log=self.rlog)
-        self.executor_buffer = ChunkExecutor(config.control_rate_hz, config.num_joints, self.options.ensemble_decay,
-                                             self.options.temporal_ensembling)
+        # With a gripper, the chunk carries its action as one extra column, ensembled like the joints.
+        self.gripper = GripperCommander(config.gripper, self.rlog) if config.gripper is not None else None
+        self.finger_joint_names = (list(config.gripper.joint_names) if config.gripper is not None
+                                   else list(self.options.finger_joint_names))
+        self.executor_buffer = ChunkExecutor(config.control_rate_hz, config.num_joints + (self.gripper is not None),
+                                             self.options.ensemble_decay, self.options.temporal_ensembling)
         if batch_builder is None:
             # Import torch now: a first import inside the inference thread would stall it for seconds.
             from vla.policy.observation import observations_to_batch  # noqa: F401
@@ -99,17 +116,17 @@ class PolicyNode(Node):
         self._images: dict[str, tuple[np.ndarray, float]] = {}
         self._instruction: str | None = None
         self._new_observation = threading.Event()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._ros_executor: SingleThreadedExecutor | None = None
+        rt = self.options.realtime_priority
+        priorities = {"control": rt, "spin": max(rt - 1, 1)} if rt > 0 else {}
+        self.threads = NodeThreads(self, self.options.node_name, self.rlog, self.options.executor, priorities)
+        self._stop = self.threads.stop_event
 
         sensors = MutuallyExclusiveCallbackGroup()
         self.create_subscription(JointState, config.topics.joint_states, self._on_joint_state, SENSOR_QOS,
                                  callback_group=sensors)
         for cam, cam_cfg in config.cameras.items():
             msg_type = CompressedImage if cam_cfg.compressed else Image
-            topic = cam_cfg.topic + "/compressed" if cam_cfg.compressed and not cam_cfg.topic.endswith(
-                "/compressed") else cam_cfg.topic
+            topic = compressed_topic(cam_cfg.topic) if cam_cfg.compressed else cam_cfg.topic
             self.create_subscription(msg_type, topic, lambda msg, cam=cam: self._on_image(cam, msg), SENSOR_QOS,
                                      callback_group=sensors)
         self.create_subscription(String, config.topics.instruction, self._on_instruction, COMMAND_QOS,
@@ -118,6 +135,8 @@ class PolicyNode(Node):
             self._publisher = self.create_publisher(JointTrajectory, config.topics.joint_trajectory, COMMAND_QOS)
         else:
             self._publisher = self.create_publisher(Float64MultiArray, config.topics.forward_position, COMMAND_QOS)
+        self._gripper_publisher = (self.create_publisher(Float64MultiArray, config.gripper.topic, COMMAND_QOS)
+                                   if config.gripper is not None else None)
         self.create_service(Trigger, config.topics.emergency_stop, self._srv_emergency_stop)
         self.create_service(Trigger, config.topics.resume, self._srv_resume)
         self.create_service(Trigger, config.topics.enable, self._srv_enable)
@@ -125,33 +144,13 @@ class PolicyNode(Node):
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "PolicyNode":
         """Spin callbacks, run inference and the control loop, each in its own daemon thread."""
-        self._ros_executor = SingleThreadedExecutor(context=self.context)
-        self._ros_executor.add_node(self)
-        for target, name in ((self._spin, "ros-spin"), (self._inference_loop, "inference"),
-                             (self._control_loop, "control")):
-            thread = threading.Thread(target=target, name=f"{self.get_name()}-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.threads.start({"inference": self._inference_loop, "control": self._control_loop})
         return self
 
     def close(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        self._new_observation.set()
-        if self._ros_executor is not None:
-            self._ros_executor.shutdown(timeout_sec=timeout_s)
-        for thread in self._threads:
-            thread.join(timeout_s)
-        self._threads.clear()
+        self._new_observation.set()  # wake the inference thread so it sees the stop
+        self.threads.stop(timeout_s)
         self.destroy_node()
-
-    def _spin(self) -> None:
-        while not self._stop.is_set() and self.context.ok():
-            try:
-                self._ros_executor.spin_once(timeout_sec=0.05)
-            except Exception as exc:  # shutting down, or a callback raised: keep the node alive
-                if self._stop.is_set():
-                    return
-                self.rlog.log("spin_error", f"executor: {type(exc).__name__}: {exc}", logging.ERROR)
 
     # ------------------------------------------------------------ inputs
     def _reject(self, exc: MessageRejected) -> None:
@@ -171,7 +170,7 @@ class PolicyNode(Node):
             return
         stamp = self._message_time(msg.header)
         self.obs_transport_s.append(self.clock() - stamp)
-        fingers = named_positions(msg, list(self.options.finger_joint_names))
+        fingers = named_positions(msg, self.finger_joint_names)
         with self._lock:
             self._joints = (q, fingers, stamp)
             image_stamps = [s for _, s in self._images.values()]
@@ -261,11 +260,25 @@ class PolicyNode(Node):
                     chunk = chunk[0]
                 if not np.all(np.isfinite(chunk)):
                     raise ValueError("policy returned NaN/Inf actions")
-                self.executor_buffer.submit_chunk(self.bridge.joint_chunk(chunk, q), stamp)
+                self.executor_buffer.submit_chunk(self._control_chunk(chunk, q), stamp)
                 self.chunks_submitted += 1
             except Exception as exc:  # a failed inference holds the arm (no chunk), never kills the node
                 self.inference_errors += 1
                 self.rlog.log("inference_error", f"inference failed: {type(exc).__name__}: {exc}", logging.ERROR)
+
+    def _control_chunk(self, chunk: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Policy chunk [H, A] -> rows at the control rate: joint targets, then the gripper action if any."""
+        joints = self.bridge.joint_chunk(chunk, q)
+        if self.gripper is None:
+            return joints
+        column = self.bridge.gripper_index
+        if chunk.shape[1] <= column:
+            raise ValueError(f"the robot config has a gripper but the policy chunk has {chunk.shape[1]} columns, "
+                             f"none for the gripper (column {column})")
+        grip = chunk[:, column]
+        # The same time grid as the joints; row 0 (the observation time) takes the first predicted value.
+        grip = resample_waypoints(grip[:1], grip[:, None], self.bridge.policy_rate_hz, self.config.control_rate_hz)
+        return np.concatenate([joints, grip[: joints.shape[0]]], axis=1)
 
     # ------------------------------------------------------------ control
     def _control_loop(self) -> None:
@@ -289,9 +302,16 @@ class PolicyNode(Node):
     def control_tick(self, now: float) -> SafeCommand:
         """One control step: next buffered action -> safety filter -> publish. Returns what was decided."""
         target = self.executor_buffer.next_action(now)
+        grip = None
+        if self.gripper is not None and target is not None:
+            target, grip = target[:-1], float(target[-1])
         command = self.safety.filter(target, now)
         if command.positions is not None:
             self._publish(command, now)
+        if self.gripper is not None and command.positions is not None:
+            fingers = self.gripper.update(grip, command.holding, now)
+            if fingers is not None:
+                self._gripper_publisher.publish(forward_position_msg(fingers))
         return command
 
     def _publish(self, command: SafeCommand, now: float) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
-from vla.real_robot.robot_config import RobotConfig, load_robot_config
+from vla.real_robot.robot_config import RobotConfig, RobotConfigError, load_robot_config
 
 ACTION_SPACES = ("end_effector_delta", "joint")
+REALTIME_SWITCH_INTERVAL_S = 0.0005
 
 
 def load_policy(policy: str, device: str = "cpu") -> Any:
@@ -41,19 +43,54 @@ def make_bridge(config: RobotConfig, action_space: str, policy_rate_hz: float, k
     return EndEffectorDeltaBridge(kinematics, policy_rate_hz, config.control_rate_hz), kinematics
 
 
+def policy_shape(model) -> dict | None:
+    """cameras / state_dim / action_dim of a local policy (its config) or a remote one (the server's
+    hello metadata); None when the policy does not say."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "cameras"):
+        return {"cameras": list(config.cameras), "state_dim": config.state_dim, "action_dim": config.action_dim}
+    meta = getattr(model, "metadata", None) or {}
+    if {"cameras", "state_dim", "action_dim"} <= set(meta):
+        return {key: meta[key] for key in ("cameras", "state_dim", "action_dim")}
+    return None
+
+
+def check_policy_fits(config: RobotConfig, bridge, shape: dict | None) -> None:
+    """Refuse at start-up a policy whose inputs or outputs do not match the robot config and action
+    space: otherwise every inference fails at run time and the arm just holds."""
+    if shape is None:
+        return
+    missing = sorted(set(shape["cameras"]) - set(config.cameras))
+    if missing:
+        raise RobotConfigError(f"the policy needs cameras {missing} that the robot config does not list "
+                               f"(it has {sorted(config.cameras)})")
+    if shape["state_dim"] != bridge.state_dim:
+        raise RobotConfigError(f"the policy takes a state of {shape['state_dim']} values, the "
+                               f"{type(bridge).__name__} gives {bridge.state_dim}: wrong --action_space?")
+    if config.gripper is not None and shape["action_dim"] <= bridge.gripper_index:
+        raise RobotConfigError(f"the robot config has a gripper but the policy's {shape['action_dim']} actions "
+                               f"have no gripper column {bridge.gripper_index}: remove `gripper` from the config")
+
+
 def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta", policy_rate_hz: float = 20.0,
               device: str = "cpu", domain_id: int | None = None, enable_on_start: bool = False,
-              stop: threading.Event | None = None) -> None:
+              realtime_priority: int = 0, stop: threading.Event | None = None) -> None:
     """Run the policy node until Ctrl-C/SIGTERM (or `stop` is set). Motion waits for ~/enable_motion
-    unless enable_on_start (for simulation only)."""
+    unless enable_on_start (for simulation only).
+
+    realtime_priority > 0 puts the control and callback threads at SCHED_FIFO and lowers this
+    process's GIL switch interval to 0.5 ms, so that a real-time thread waiting for the GIL gets it
+    within that time from a busy Python thread, not Python's default 5 ms (benchmarks/ros_loop.py)."""
     from vla.real_robot.ros_env import import_rclpy, prepare_ros_environment
 
     config = load_robot_config(robot)  # config errors surface before anything heavy loads
+    _log_to_stderr()
     prepare_ros_environment(domain_id)
     rclpy = import_rclpy()
     bridge, kinematics = make_bridge(config, action_space, policy_rate_hz)
     model = load_policy(policy, device)
-    from vla.real_robot.ros_node import PolicyNode
+    check_policy_fits(config, bridge, policy_shape(model))
+    from vla.real_robot.ros_node import PolicyNode, PolicyNodeOptions
     from vla.real_robot.safety import SafetyLayer
 
     context = rclpy.Context()
@@ -63,7 +100,16 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
         fk = kinematics.position_in_base if kinematics is not None else None
         # The workspace box is checked on the kinematics model's tool point, in the base frame.
         safety = SafetyLayer(config, forward_kinematics=fk)
-        node = PolicyNode(config, model, bridge, safety=safety, context=context).start()
+        batch_builder = None
+        if policy.startswith(("ws://", "wss://")):
+            from vla.real_robot.policy_client import numpy_batch
+
+            batch_builder = numpy_batch  # the server makes tensors; the robot needs no torch
+        if realtime_priority > 0:
+            sys.setswitchinterval(REALTIME_SWITCH_INTERVAL_S)
+        options = PolicyNodeOptions(realtime_priority=realtime_priority)
+        node = PolicyNode(config, model, bridge, options=options, safety=safety, batch_builder=batch_builder,
+                          context=context).start()
         if enable_on_start:
             node.safety.enable()
         _wait_for_shutdown(stop)
@@ -80,6 +126,7 @@ def run_sim_arm(robot: str, task: str = "lift", state_rate_hz: float = 100.0, im
     from vla.real_robot.ros_env import import_rclpy, prepare_ros_environment
 
     config = load_robot_config(robot)
+    _log_to_stderr()
     prepare_ros_environment(domain_id)
     rclpy = import_rclpy()
     from vla.real_robot.sim_arm import SimArmNode
@@ -95,6 +142,11 @@ def run_sim_arm(robot: str, task: str = "lift", state_rate_hz: float = 100.0, im
         if arm is not None:
             arm.close()
         rclpy.shutdown(context=context)
+
+
+def _log_to_stderr() -> None:
+    """The node's interventions and rejections are its operator's view: show INFO and up."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _wait_for_shutdown(stop: threading.Event | None) -> None:

@@ -1,12 +1,16 @@
 """A simulated arm that speaks the policy node's topics: MuJoCo physics on robosuite's Panda scene.
 
 It publishes sensor_msgs/JointState (the config's joint names, plus the two
-finger joints) at `state_rate_hz` and one sensor_msgs/Image per configured
-camera at `image_rate_hz`, and follows position commands (JointTrajectory or
-Float64MultiArray, per the config's output_mode) like an ideal position
-controller: the arm's joints are driven kinematically to the commanded
-positions, at most joint_velocity_max per step, while the rest of the scene
-(the cube) is simulated. The i-th config joint is the model's robot0_joint{i+1}.
+finger joints) at `state_rate_hz` and one sensor_msgs/Image (CompressedImage,
+jpeg, for cameras marked compressed) per configured camera at `image_rate_hz`,
+and follows position commands (JointTrajectory or Float64MultiArray, per the
+config's output_mode) like an ideal position controller: the arm's joints are
+driven kinematically to the commanded positions, at most joint_velocity_max per
+step, while the rest of the scene (the cube) is simulated. The i-th config joint
+is the model's robot0_joint{i+1}. With a gripper in the config, its
+Float64MultiArray finger positions go to the model's finger position actuators
+(robosuite's, kp 1000), so the fingers push on the cube like a real gripper; the
+i-th gripper joint is the model's gripper0_finger_joint{i+1}.
 """
 
 from __future__ import annotations
@@ -25,16 +29,16 @@ from vla.real_robot.ros_env import import_rclpy  # noqa: E402
 
 rclpy = import_rclpy()
 import mujoco  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
-from sensor_msgs.msg import Image, JointState  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from vla.real_robot.node_threads import NodeThreads  # noqa: E402
 from vla.real_robot.rate_limited_log import RateLimitedLog  # noqa: E402
 from vla.real_robot.robot_config import RobotConfig  # noqa: E402
-from vla.real_robot.ros_messages import (MessageRejected, command_from_msg, image_msg,  # noqa: E402
-                                         joint_state_msg, stamp_to_seconds)
+from vla.real_robot.ros_messages import (MessageRejected, command_from_msg, compressed_image_msg,  # noqa: E402
+                                         compressed_topic, image_msg, joint_state_msg, stamp_to_seconds)
 from vla.real_robot.ros_node import COMMAND_QOS, FINGER_JOINTS, SENSOR_QOS  # noqa: E402
 
 _log = logging.getLogger("vla.real_robot.sim_arm")
@@ -42,7 +46,8 @@ _log = logging.getLogger("vla.real_robot.sim_arm")
 
 class SimArmNode(Node):
     def __init__(self, config: RobotConfig, task: str = "lift", state_rate_hz: float = 100.0,
-                 image_rate_hz: float = 10.0, node_name: str = "vla_sim_arm", context=None) -> None:
+                 image_rate_hz: float = 10.0, node_name: str = "vla_sim_arm", context=None,
+                 executor: str = "single_threaded", realtime_priority: int = 0) -> None:
         super().__init__(node_name, context=context)
         if config.num_joints != 7:
             raise ValueError(f"the simulated Panda has 7 arm joints, robot config {config.name} names "
@@ -50,12 +55,16 @@ class SimArmNode(Node):
         sizes = {(c.height, c.width) for c in config.cameras.values()}
         if len(sizes) > 1:
             raise ValueError(f"the simulated cameras share one image size; the config asks for {sorted(sizes)}")
+        if config.gripper is not None and len(config.gripper.joint_names) != 2:
+            raise ValueError(f"the simulated Panda hand has 2 finger joints, the gripper config names "
+                             f"{len(config.gripper.joint_names)}")
         self.config = config
         self.state_rate_hz = state_rate_hz
         self.image_rate_hz = image_rate_hz
         self.rlog = RateLimitedLog(_log)
         self.rejected: dict[str, int] = {}
         self.commands_received = 0
+        self.gripper_commands_received = 0
         self.command_transport_s: deque[float] = deque(maxlen=10_000)  # command stamp to arrival
 
         self._env = _make_scene(task)
@@ -66,22 +75,32 @@ class SimArmNode(Node):
         self._arm_dof = np.array([j.dofadr[0] for j in arm])
         self._finger_qpos = np.array([j.qposadr[0] for j in fingers])
         self._finger_dof = np.array([j.dofadr[0] for j in fingers])
-        self._fingers = self._data.qpos[self._finger_qpos].copy()
+        self._finger_actuators = np.array([self._model.actuator(f"gripper0_gripper_finger_joint{i}").id
+                                           for i in (1, 2)])
+        self._finger_ctrl_range = self._model.actuator_ctrlrange[self._finger_actuators].copy()
+        # The fingers hold where robosuite's reset left them until the first gripper command.
+        self._data.ctrl[self._finger_actuators] = self._data.qpos[self._finger_qpos]
+        self._finger_names = list(config.gripper.joint_names) if config.gripper is not None else FINGER_JOINTS
         self._lock = threading.Lock()
         self._target = self._data.qpos[self._arm_qpos].copy()
         self._velocity_max = np.array(config.joint_velocity_max)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._ros_executor: SingleThreadedExecutor | None = None
+        # Like a ros2_control loop, physics and command reception may run at SCHED_FIFO (benchmarks).
+        priorities = {"physics": realtime_priority, "spin": realtime_priority} if realtime_priority > 0 else {}
+        self.threads = NodeThreads(self, "sim-arm", self.rlog, executor, priorities)
+        self._stop = self.threads.stop_event
 
         self._state_pub = self.create_publisher(JointState, config.topics.joint_states, SENSOR_QOS)
-        self._image_pubs = {cam: self.create_publisher(Image, cfg.topic, SENSOR_QOS)
-                            for cam, cfg in config.cameras.items()}
+        self._image_pubs = {
+            cam: (self.create_publisher(CompressedImage, compressed_topic(cfg.topic), SENSOR_QOS) if cfg.compressed
+                  else self.create_publisher(Image, cfg.topic, SENSOR_QOS))
+            for cam, cfg in config.cameras.items()}
         if config.output_mode == "joint_trajectory":
             self.create_subscription(JointTrajectory, config.topics.joint_trajectory, self._on_command, COMMAND_QOS)
         else:
             self.create_subscription(Float64MultiArray, config.topics.forward_position, self._on_command,
                                      COMMAND_QOS)
+        if config.gripper is not None:
+            self.create_subscription(Float64MultiArray, config.gripper.topic, self._on_gripper, COMMAND_QOS)
 
     # ------------------------------------------------------------ state
     @property
@@ -110,39 +129,36 @@ class SimArmNode(Node):
             self._target = q
         self.commands_received += 1
 
+    def _on_gripper(self, msg: Float64MultiArray) -> None:
+        fingers = np.array(msg.data, dtype=np.float64)
+        if fingers.shape != (2,) or not np.all(np.isfinite(fingers)):
+            self.rejected["gripper_command"] = self.rejected.get("gripper_command", 0) + 1
+            self.rlog.log("gripper_command", f"dropped gripper command {list(msg.data)}: need 2 finite positions")
+            return
+        lo, hi = self._finger_ctrl_range[:, 0], self._finger_ctrl_range[:, 1]
+        with self._lock:
+            self._data.ctrl[self._finger_actuators] = np.clip(fingers, lo, hi)
+        self.gripper_commands_received += 1
+
+    @property
+    def finger_positions(self) -> np.ndarray:
+        with self._lock:
+            return self._data.qpos[self._finger_qpos].copy()
+
     # ------------------------------------------------------------ loops
     def start(self) -> "SimArmNode":
-        self._ros_executor = SingleThreadedExecutor(context=self.context)
-        self._ros_executor.add_node(self)
-        for target, name in ((self._spin, "spin"), (self._physics_loop, "physics"), (self._camera_loop, "camera")):
-            thread = threading.Thread(target=target, name=f"sim-arm-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.threads.start({"physics": self._physics_loop, "camera": self._camera_loop})
         return self
 
     def close(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._ros_executor is not None:
-            self._ros_executor.shutdown(timeout_sec=timeout_s)
-        for thread in self._threads:
-            thread.join(timeout_s)
-        self._threads.clear()
+        self.threads.stop(timeout_s)
         self.destroy_node()
         self._env.close()
-
-    def _spin(self) -> None:
-        while not self._stop.is_set() and self.context.ok():
-            try:
-                self._ros_executor.spin_once(timeout_sec=0.05)
-            except Exception:
-                if self._stop.is_set():
-                    return
-                raise
 
     def _physics_loop(self) -> None:
         period = 1.0 / self.state_rate_hz
         substeps = max(1, int(round(period / self._model.opt.timestep)))
-        names = list(self.config.joint_names) + FINGER_JOINTS
+        names = list(self.config.joint_names) + self._finger_names
         deadline = time.perf_counter()
         while not self._stop.is_set():
             with self._lock:
@@ -153,14 +169,12 @@ class SimArmNode(Node):
                     # Ideal position control: the arm goes where it is told, the cube feels it.
                     self._data.qpos[self._arm_qpos] = q + step * k / substeps
                     self._data.qvel[self._arm_dof] = velocity
-                    self._data.qpos[self._finger_qpos] = self._fingers
-                    self._data.qvel[self._finger_dof] = 0.0
                     mujoco.mj_step(self._model, self._data)
                 self._data.qpos[self._arm_qpos] = q + step
                 mujoco.mj_forward(self._model, self._data)
-                positions = np.concatenate([q + step, self._fingers])
-            self._state_pub.publish(joint_state_msg(names, positions, np.concatenate([velocity, [0.0, 0.0]]),
-                                                    time.time()))
+                positions = np.concatenate([q + step, self._data.qpos[self._finger_qpos]])
+                velocities = np.concatenate([velocity, self._data.qvel[self._finger_dof]])
+            self._state_pub.publish(joint_state_msg(names, positions, velocities, time.time()))
             deadline += period
             delay = deadline - time.perf_counter()
             if delay > 0:
@@ -187,7 +201,10 @@ class SimArmNode(Node):
                 mujoco.mj_kinematics(self._model, scratch)
                 images = renderer.render(scratch)
                 for cam, image in images.items():
-                    self._image_pubs[cam].publish(image_msg(image, stamp, cam))
+                    if self.config.cameras[cam].compressed:
+                        self._image_pubs[cam].publish(compressed_image_msg(image, stamp, cam))
+                    else:
+                        self._image_pubs[cam].publish(image_msg(image, stamp, cam))
                 self._stop.wait(max(0.0, period - (time.perf_counter() - started)))
         finally:
             renderer.close()

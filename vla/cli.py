@@ -20,6 +20,7 @@ commands:
   rl           RL post-training (GRPO, PPO) of a policy in simulation
   serve-ros    run a policy on an arm through ROS 2 (needs the [ros] extra)
   sim-arm      a MuJoCo simulated arm on the same ROS 2 topics (needs the [ros] extra)
+  serve-policy serve a policy checkpoint over websockets for `serve-ros --policy ws://HOST:PORT`
   bench        benchmarks: `vla bench kernels`
 
 `vla <command> --help` lists a command's options."""
@@ -90,8 +91,17 @@ def _sim_arm(argv):
     run_sim_arm(**dataclasses.asdict(parse_config(SimArmConfig, argv)))
 
 
+def _serve_policy(argv):
+    import dataclasses
+
+    from vla.config import ServePolicyConfig, parse_config
+    from vla.real_robot.serve_policy import serve_policy
+
+    serve_policy(**dataclasses.asdict(parse_config(ServePolicyConfig, argv)))
+
+
 COMMANDS = {"collect": _collect, "train": _train, "eval": _eval, "quickstart": _quickstart, "rl": _rl,
-            "serve-ros": _serve_ros, "sim-arm": _sim_arm, "bench": _bench}
+            "serve-ros": _serve_ros, "sim-arm": _sim_arm, "serve-policy": _serve_policy, "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> int:

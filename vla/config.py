@@ -49,6 +49,14 @@ class CollectConfig:
     # Keep only episodes the expert finished successfully.
     only_successful: bool = True
     overwrite: bool = False
+    # A LIBERO suite with a scripted expert (libero_spatial, libero_object) instead of env.task: each
+    # selected task gets num_episodes demos, attempt j from the suite's initial state (seed + j) mod N,
+    # under the suite's step limit, with the task's instruction as the dataset task. One dataset in all.
+    suite: str = ""
+    # Only these task indices of the suite (empty = all).
+    task_ids: list[int] = field(default_factory=list)
+    # Step limit override for suites (0 = the suite's protocol limit).
+    suite_max_steps: int = 0
 
 
 @dataclass
@@ -286,6 +294,8 @@ class ServeRosConfig:
     domain_id: int | None = None
     # Simulation only: skip the operator's enable step.
     enable_on_start: bool = False
+    # SCHED_FIFO priority for the control and callback threads (0: off; needs CAP_SYS_NICE).
+    realtime_priority: int = 0
 
 
 @dataclass

@@ -116,3 +116,30 @@ def test_handle_message_never_raises_without_network():
 def test_server_refuses_objects_without_predict_action_chunk():
     with pytest.raises(TypeError, match="predict_action_chunk"):
         PolicyServer(object())
+
+
+def test_client_reconnects_to_a_restarted_server_at_most_once_per_interval():
+    import time
+
+    srv = PolicyServer(FakePolicy(), port=0)
+    port = srv.start()
+    client = PolicyClient(f"ws://127.0.0.1:{port}", timeout_s=5.0, reconnect_interval_s=0.3)
+    try:
+        assert client.predict_action_chunk(make_batch(1)).shape == (1, HORIZON, ACTION_DIM)
+        srv.stop()
+        srv.stop()  # idempotent
+        with pytest.raises(RemotePolicyError, match="lost|reconnect"):
+            client.predict_action_chunk(make_batch(1))
+        srv = PolicyServer(FakePolicy(), port=port)
+        srv.start()
+        # Within the interval the client does not even try: a dead server costs no time per call.
+        started = time.monotonic()
+        with pytest.raises(RemotePolicyError, match="retrying every"):
+            client.predict_action_chunk(make_batch(1))
+        assert time.monotonic() - started < 0.1
+        time.sleep(0.35)
+        assert client.predict_action_chunk(make_batch(1)).shape == (1, HORIZON, ACTION_DIM)
+        assert client.reconnects == 1 and srv.requests_served == 1
+    finally:
+        client.close()
+        srv.stop()

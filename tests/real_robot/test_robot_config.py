@@ -77,3 +77,22 @@ def test_missing_required_key_and_missing_file(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(RobotConfigError, match="mapping"):
         load_robot_config(bad)
+
+
+def test_gripper_section_is_optional_and_checked(tmp_path):
+    cfg = load_robot_config(PANDA)
+    assert cfg.gripper.topic == "/gripper_controller/commands"
+    assert cfg.gripper.open_positions == [0.04, -0.04]
+    data = _panda_dict()
+    del data["gripper"]
+    assert load_robot_config(_write(tmp_path, data)).gripper is None
+    for change, fragment in [
+        (lambda g: g.update(opening=0.08), "opening"),  # unknown key inside the section
+        (lambda g: g.update(closed_positions=[0.0]), "closed_positions has 1 entries"),
+        (lambda g: g.update(close_threshold=1.5), "close_threshold"),
+        (lambda g: g.update(joint_names=["panda_joint7", "panda_finger_joint2"]), "also arm joint_names"),
+    ]:
+        data = _panda_dict()
+        change(data["gripper"])
+        with pytest.raises(RobotConfigError, match=fragment):
+            load_robot_config(_write(tmp_path, data))

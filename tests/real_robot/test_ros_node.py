@@ -3,187 +3,75 @@ records the commands; no part of rclpy is mocked."""
 
 from __future__ import annotations
 
-import random
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 try:
-    from vla.real_robot.ros_env import import_rclpy, prepare_ros_environment
+    from vla.real_robot.ros_env import import_rclpy
 
-    rclpy = import_rclpy()
+    import_rclpy()
 except ImportError as exc:  # the [ros] extra is optional
     pytest.skip(f"rclpy is not importable, install the [ros] extra: {exc}", allow_module_level=True)
 
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import Image, JointState  # noqa: E402
-from std_msgs.msg import Float64MultiArray, String  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
-from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+from dds_loop import HOME, OFFSET, assert_within_limits, call, enable_and_move, running_loop, wait_for  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
 
-from vla.real_robot.robot_config import load_robot_config  # noqa: E402
-from vla.real_robot.ros_kinematics import JointActionBridge  # noqa: E402
-from vla.real_robot.ros_messages import image_msg, joint_state_msg, seconds_to_stamp  # noqa: E402
-from vla.real_robot.ros_node import COMMAND_QOS, SENSOR_QOS, PolicyNode  # noqa: E402
-
-PANDA = Path(__file__).resolve().parents[2] / "configs" / "robot" / "panda.yaml"
-HOME = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8])
-OFFSET = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])  # far: the limits must shape the motion
-TOL = 1e-6
-RECORD_QOS = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+from vla.real_robot.ros_messages import compressed_image_msg, image_msg, seconds_to_stamp  # noqa: E402
 
 
 class OffsetPolicy:
-    """Joint targets HOME + OFFSET for every row; counts its calls."""
+    """Joint targets HOME + OFFSET for every row, then the gripper action; counts its calls."""
 
     def __init__(self, horizon: int = 8) -> None:
         self.horizon = horizon
         self.calls = 0
+        self.gripper = 1.0  # close
+        self.images: list[np.ndarray] = []
 
     def predict_action_chunk(self, batch):
         self.calls += 1
-        assert batch["observation.images.agentview"].shape == (1, 64, 64, 3)
+        image = batch["observation.images.agentview"]
+        assert image.shape == (1, 64, 64, 3)
         assert batch["task"] == ["lift the cube"]
-        return np.tile(HOME + OFFSET, (1, self.horizon, 1))
-
-
-class Driver(Node):
-    """Plays the arm: publishes joint states and images at a fixed rate, records commands."""
-
-    def __init__(self, config, context, output_mode: str) -> None:
-        super().__init__("test_driver", context=context)
-        self.config = config
-        self.q = HOME.copy()
-        self.publishing = True
-        self.commands: list[tuple[float, np.ndarray]] = []
-        self._lock = threading.Lock()
-        self.state_pub = self.create_publisher(JointState, config.topics.joint_states, SENSOR_QOS)
-        self.image_pub = self.create_publisher(Image, config.cameras["agentview"].topic, SENSOR_QOS)
-        self.instruction_pub = self.create_publisher(String, config.topics.instruction, COMMAND_QOS)
-        if output_mode == "joint_trajectory":
-            self.create_subscription(JointTrajectory, config.topics.joint_trajectory,
-                                     lambda m: self._record(m.points[0].positions), RECORD_QOS)
-        else:
-            self.create_subscription(Float64MultiArray, config.topics.forward_position,
-                                     lambda m: self._record(m.data), RECORD_QOS)
-        self.image = np.full((64, 64, 3), 90, np.uint8)
-        self.create_timer(0.01, self._tick)
-
-    def _record(self, positions) -> None:
-        with self._lock:
-            self.commands.append((time.monotonic(), np.array(positions)))
-
-    def _tick(self) -> None:
-        if not self.publishing:
-            return
-        now = time.time()
-        self.state_pub.publish(joint_state_msg(self.config.joint_names, self.q, None, now))
-        self.image_pub.publish(image_msg(self.image, now, "agentview"))
-
-    def commands_since(self, t: float) -> list[np.ndarray]:
-        with self._lock:
-            return [q for stamp, q in self.commands if stamp >= t]
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def call(node: Node, name: str, timeout_s: float = 5.0):
-    client = node.create_client(Trigger, name)
-    try:
-        assert client.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
-        future = client.call_async(Trigger.Request())
-        wait_for(future.done, timeout_s, f"reply from {name}")
-        return future.result()
-    finally:
-        node.destroy_client(client)
-
-
-def write_config(tmp_path: Path, **overrides) -> Path:
-    raw = yaml.safe_load(PANDA.read_text())
-    raw.update(overrides)
-    path = tmp_path / "robot.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+        if len(self.images) < 3:
+            self.images.append(np.asarray(image[0]))
+        return np.tile(np.append(HOME + OFFSET, self.gripper), (1, self.horizon, 1))
 
 
 @pytest.fixture(params=["joint_trajectory", "forward_position"])
 def loop(request, tmp_path):
-    """(driver, policy node, policy) talking over DDS in a private domain; torn down in any case."""
-    prepare_ros_environment(localhost_only=True)
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=random.randint(100, 200))
-    # A generous age: this 2-core machine is shared, and the stale test stops the sensors outright.
-    config = load_robot_config(write_config(tmp_path, output_mode=request.param, max_observation_age_s=0.3))
+    """(driver, policy node, policy) over DDS in a private domain."""
     policy = OffsetPolicy()
-    node = PolicyNode(config, policy, JointActionBridge(7, policy_rate_hz=20.0, control_rate_hz=50.0),
-                      context=context)
-    driver = Driver(config, context, request.param)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(driver)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    node.start()
-    spinner.start()
-    try:
+    with running_loop(tmp_path, policy, request.param) as (driver, node):
         yield driver, node, policy
-    finally:
-        node.close()
-        executor.shutdown(timeout_sec=2.0)
-        driver.destroy_node()
-        rclpy.shutdown(context=context)
-        spinner.join(2.0)
-
-
-def enable_and_move(driver: Driver, node: PolicyNode) -> None:
-    for _ in range(3):  # the first instruction may go out before discovery completes
-        driver.instruction_pub.publish(String(data="lift the cube"))
-        time.sleep(0.1)
-    assert call(driver, "/vla_policy/enable_motion").success
-    wait_for(lambda: len(driver.commands_since(0.0)) > 20, 8.0, "commands after enabling motion")
-
-
-def assert_within_limits(config, commands: list[np.ndarray]) -> None:
-    q = np.stack(commands)
-    dt = config.control_period_s
-    vmax, amax = np.array(config.joint_velocity_max), np.array(config.joint_acceleration_max)
-    assert np.all(q >= np.array(config.joint_position_min) - TOL)
-    assert np.all(q <= np.array(config.joint_position_max) + TOL)
-    v = np.diff(q, axis=0) / dt
-    assert np.all(np.abs(v) <= vmax + 1e-6), f"velocity {np.abs(v).max(axis=0)} beyond {vmax}"
-    # Commands travel reliably with a deep reader queue (RECORD_QOS), so consecutive ones are one period apart.
-    a = np.diff(v, axis=0) / dt
-    assert np.all(np.abs(a) <= amax + 1e-3), f"acceleration {np.abs(a).max(axis=0)} beyond {amax}"
 
 
 def test_nothing_moves_until_enabled_then_commands_respect_limits(loop):
     driver, node, policy = loop
     wait_for(lambda: node.safety.counts["not_enabled"] > 5, 8.0, "observations reaching the node")
     assert driver.commands_since(0.0) == [], "a command was sent before the operator enabled motion"
+    assert driver.gripper_since(0.0) == [], "a gripper command was sent before the operator enabled motion"
     enable_and_move(driver, node)
     wait_for(lambda: len(driver.commands_since(0.0)) > 60, 8.0, "a second of commands")
     commands = driver.commands_since(0.0)
-    assert policy.calls > 0 and node.chunks_submitted > 0, (node._instruction, node.inference_errors, node.rejected, node.safety.counts, [t.is_alive() for t in node._threads])
+    assert policy.calls > 0 and node.chunks_submitted > 0, (node.inference_errors, node.rejected, node.safety.counts)
     assert_within_limits(node.config, commands)
     # Joint 1 heads to +1 rad and joint 7 to -0.2 rad, limited to 2.175 / 2.61 rad/s.
     assert commands[-1][0] > HOME[0] + 0.05
     assert commands[-1][6] < HOME[6] - 0.05
     assert node.safety.counts["velocity_limit"] + node.safety.counts["acceleration_limit"] > 0
+    # The policy's gripper action (+1) reached the gripper topic as the configured closed positions.
+    wait_for(lambda: driver.gripper_since(0.0), 3.0, "a gripper command")
+    closed = np.array(node.config.gripper.closed_positions)
+    assert all(np.array_equal(g, closed) for g in driver.gripper_since(0.0))
+    assert node.gripper.changes == 1
 
 
 def test_stale_observations_hold_and_estop_stops(loop):
-    driver, node, _ = loop
+    driver, node, policy = loop
     enable_and_move(driver, node)
     driver.publishing = False
     stopped = time.monotonic()
@@ -202,17 +90,25 @@ def test_stale_observations_hold_and_estop_stops(loop):
     wait_for(lambda: (lambda c: len(c) > 5 and not np.array_equal(c[0], c[-1]))(
         driver.commands_since(time.monotonic() - 0.2)), 5.0, "motion after fresh observations")
 
+    wait_for(lambda: node.gripper.closed_state is True, 3.0, "the gripper closing")
     response = call(driver, "/vla_policy/emergency_stop")
     assert response.success and node.safety.estopped
+    policy.gripper = -1.0  # the policy now wants to open: an e-stop must not drop what the gripper holds
     time.sleep(0.1)
-    after = driver.commands_since(time.monotonic())
+    estopped_at = time.monotonic()
     time.sleep(0.4)
-    after = driver.commands_since(time.monotonic() - 0.4)
+    after = driver.commands_since(estopped_at)
     assert len(after) > 5 and all(np.array_equal(after[0], q) for q in after), "moved while e-stopped"
+    closed = np.array(node.config.gripper.closed_positions)
+    assert all(np.array_equal(g, closed) for g in driver.gripper_since(estopped_at)), "gripper moved in e-stop"
+    assert node.gripper.closed_state is True
     assert not call(driver, "/vla_policy/enable_motion").success, "enable must not clear a latched e-stop"
     assert call(driver, "/vla_policy/resume").success
     wait_for(lambda: (lambda c: len(c) > 5 and not np.array_equal(c[0], c[-1]))(
         driver.commands_since(time.monotonic() - 0.2)), 5.0, "motion after resume")
+    opened = np.array(node.config.gripper.open_positions)
+    wait_for(lambda: any(np.array_equal(g, opened) for g in driver.gripper_since(0.0)), 3.0,
+             "the gripper opening after resume")
 
 
 def test_malformed_messages_are_dropped_and_the_node_lives_on(loop):
@@ -241,5 +137,55 @@ def test_malformed_messages_are_dropped_and_the_node_lives_on(loop):
     # Still alive and commanding from the good messages.
     n = len(driver.commands_since(0.0))
     wait_for(lambda: len(driver.commands_since(0.0)) > n + 20, 5.0, "commands after the malformed burst")
-    assert all(t.is_alive() for t in node._threads)
+    assert all(node.threads.alive)
     assert node.inference_errors == 0
+
+
+def test_stale_camera_holds_while_joint_states_continue(loop):
+    """A camera that stops while joint states keep coming must hold the arm: the policy would act
+    on an old picture of the world. Measures the watchdog: last image stamp -> first held command."""
+    driver, node, _ = loop
+    enable_and_move(driver, node)
+    stale_before = node.safety.counts["stale_observation"]
+    driver.publishing_images = False
+    time.sleep(0.05)  # let an image already in flight land
+    last_image = driver.last_image_stamp
+    wait_for(lambda: node.safety.counts["stale_observation"] > stale_before, 3.0, "a stale-image hold")
+    hold_after_s = time.time() - last_image
+    time.sleep(0.1)
+    held_at = time.monotonic()
+    time.sleep(0.3)
+    held = driver.commands_since(held_at)
+    assert len(held) > 5 and all(np.array_equal(held[0], q) for q in held), "moved on a stale image"
+    age = node.config.max_observation_age_s
+    # The hold comes one control period after the age limit; the slack is for a loaded 2-core machine.
+    assert age <= hold_after_s < age + 0.25, f"held {hold_after_s:.3f} s after the last image (limit {age} s)"
+    print(f"stale image -> hold after {hold_after_s * 1e3:.0f} ms (age limit {age * 1e3:.0f} ms)")
+    driver.publishing_images = True
+    wait_for(lambda: (lambda c: len(c) > 5 and not np.array_equal(c[0], c[-1]))(
+        driver.commands_since(time.monotonic() - 0.2)), 5.0, "motion after the camera came back")
+
+
+def test_compressed_images_drive_the_policy_and_bad_ones_are_dropped(tmp_path):
+    camera = {"topic": "/cameras/agentview/image_raw", "height": 64, "width": 64, "compressed": True}
+    policy = OffsetPolicy()
+    with running_loop(tmp_path, policy, cameras={"agentview": camera}) as (driver, node):
+        enable_and_move(driver, node)
+        # The jpeg round trip reaches the policy as the driver's picture, give or take compression.
+        error = np.abs(policy.images[0].astype(int) - driver.image.astype(int))
+        assert error.mean() < 3.0, error.mean()
+        now = time.time()
+        tiff = compressed_image_msg(driver.image, now)
+        tiff.format = "tiff"
+        garbage = compressed_image_msg(driver.image, now)
+        garbage.data = b"\xff\xd8 not really a jpeg" * 10
+        wrong_size = compressed_image_msg(np.zeros((32, 48, 3), np.uint8), now, fmt="png")
+        for msg in (tiff, garbage, wrong_size):
+            for _ in range(5):
+                driver.image_pub.publish(msg)
+                time.sleep(0.01)
+        expected = {"image_encoding_agentview", "image_decode_agentview", "image_size_agentview"}
+        wait_for(lambda: expected <= set(node.rejected), 5.0, f"rejections {expected}, got {node.rejected}")
+        n = len(driver.commands_since(0.0))
+        wait_for(lambda: len(driver.commands_since(0.0)) > n + 20, 5.0, "commands after the bad images")
+        assert all(node.threads.alive) and node.inference_errors == 0

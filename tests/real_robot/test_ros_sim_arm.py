@@ -73,6 +73,8 @@ def test_policy_drives_the_sim_arm_through_the_kinematics_bridge(tmp_path):
     try:
         arm = SimArmNode(config, context=context).start()
         q_start = arm.joint_positions
+        arm_fingers_start = arm.finger_positions
+        assert arm_fingers_start[0] < 0.03  # robosuite's reset leaves the hand half open
         eef_start = kinematics.forward(q_start)[0]
         bridge = EndEffectorDeltaBridge(kinematics, policy_rate_hz=20.0, control_rate_hz=config.control_rate_hz)
         safety = SafetyLayer(config, forward_kinematics=kinematics.position_in_base)
@@ -93,14 +95,19 @@ def test_policy_drives_the_sim_arm_through_the_kinematics_bridge(tmp_path):
         assert future.done() and future.result().success
 
         wait_for(lambda: kinematics.forward(arm.joint_positions)[0][0] > eef_start[0] + 0.03, 10.0,
-                 f"the sim arm's end effector to move 3 cm along +x: {node.safety.counts}, {node.commands_published}, {node.chunks_submitted}, "
-                 f"{node.inference_errors}, {arm.commands_received}, {node.rejected}, {len(policy.states)}")
+                 f"the sim arm's end effector to move 3 cm along +x: {node.safety.counts}, "
+                 f"{node.commands_published} published, {node.chunks_submitted} chunks, {node.inference_errors} "
+                 f"inference errors, {arm.commands_received} received, {node.rejected}, {len(policy.states)}")
         eef = kinematics.forward(arm.joint_positions)[0]
         assert abs(eef[1] - eef_start[1]) < 0.02 and abs(eef[2] - eef_start[2]) < 0.02, (eef, eef_start)
         # The policy saw the arm's state in vla.sim's layout: eef position first.
         assert np.allclose(policy.states[0][:3], eef_start, atol=1e-3)
         assert arm.commands_received >= 5 and not arm.rejected and node.inference_errors == 0
         assert node.safety.counts["workspace"] == 0
+        # The policy's gripper action (-1: open) reached the sim arm's finger actuators.
+        fingers_start = arm_fingers_start
+        wait_for(lambda: arm.finger_positions[0] > 0.035, 5.0, f"the fingers opening from {fingers_start}")
+        assert arm.gripper_commands_received >= 1 and node.gripper.changes == 1
     finally:
         for closable in (node, arm):
             if closable is not None:

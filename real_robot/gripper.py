@@ -1,0 +1,68 @@
+"""The policy's gripper action -> finger position commands, gated by the arm's safety decision.
+
+Policies trained in vla.sim use robosuite's convention: the last action entry is
+in [-1, 1], -1 opens and +1 closes, and robosuite's gripper *integrates* it (the
+sign says which way the fingers go). A position-controlled gripper therefore gets
+a binary command: closed_positions when the (ensembled) value is above
+close_threshold, open_positions otherwise.
+
+Safety: the gripper changes only on control ticks where the arm command is a
+normal move (not a hold). While not enabled, e-stopped or on stale observations
+it keeps its last command (an e-stop must not drop a held object), and before
+the first move it is sent nothing at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from vla.real_robot.rate_limited_log import RateLimitedLog
+from vla.real_robot.robot_config import GripperConfig
+
+
+class GripperCommander:
+    def __init__(self, config: GripperConfig, log: RateLimitedLog, resend_interval_s: float = 1.0) -> None:
+        self.config = config
+        self.log = log
+        # Re-send the unchanged command now and then: a controller that restarted has forgotten it.
+        self.resend_interval_s = resend_interval_s
+        self.open = np.array(config.open_positions, dtype=np.float64)
+        self.closed = np.array(config.closed_positions, dtype=np.float64)
+        self.closed_state: bool | None = None  # None: nothing commanded yet
+        self.changes = 0
+        self.held_changes = 0  # changes the policy asked for during a hold, not carried out
+        self.non_finite = 0
+        self._last_sent = -math.inf
+
+    def update(self, value: float | None, holding: bool, now: float) -> np.ndarray | None:
+        """The finger positions to publish on this tick, or None to publish nothing."""
+        wanted = self.closed_state
+        if value is not None:
+            if not math.isfinite(value):
+                self.non_finite += 1
+                self.log.log("gripper_non_finite", "gripper action is NaN/Inf: gripper keeps its command")
+            else:
+                wanted = value > self.config.close_threshold
+        if wanted != self.closed_state and wanted is not None:
+            if holding:
+                self.held_changes += 1
+                self.log.log("gripper_held", "gripper change not carried out: the arm is holding")
+            else:
+                self.closed_state = wanted
+                self.changes += 1
+                self.log.log("gripper", f"gripper {'closing' if wanted else 'opening'}", logging.INFO)
+                self._last_sent = now
+                return self.positions
+        if self.closed_state is not None and now - self._last_sent >= self.resend_interval_s:
+            self._last_sent = now
+            return self.positions
+        return None
+
+    @property
+    def positions(self) -> np.ndarray | None:
+        if self.closed_state is None:
+            return None
+        return (self.closed if self.closed_state else self.open).copy()

@@ -1,0 +1,180 @@
+"""Shared by the DDS loopback tests: a driver node that plays the arm's sensors and records
+what the policy node commands, and helpers to wait, call services and run the loop.
+Imported only after the test module checked that rclpy imports."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from vla.real_robot.robot_config import load_robot_config
+from vla.real_robot.ros_env import import_rclpy, prepare_ros_environment
+from vla.real_robot.ros_kinematics import JointActionBridge
+from vla.real_robot.ros_messages import compressed_image_msg, compressed_topic, image_msg, joint_state_msg
+from vla.real_robot.ros_node import COMMAND_QOS, SENSOR_QOS, PolicyNode, PolicyNodeOptions
+
+rclpy = import_rclpy()
+
+PANDA = Path(__file__).resolve().parents[2] / "configs" / "robot" / "panda.yaml"
+HOME = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8])
+OFFSET = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])  # far: the limits must shape the motion
+TOL = 1e-6
+RECORD_QOS = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+
+class Driver(Node):
+    """Plays the arm: publishes joint states and images at a fixed rate, records commands."""
+
+    def __init__(self, config, context, output_mode: str) -> None:
+        super().__init__("test_driver", context=context)
+        self.config = config
+        self.q = HOME.copy()
+        self.publishing = True
+        self.publishing_images = True
+        self.last_image_stamp = 0.0
+        self.commands: list[tuple[float, np.ndarray]] = []
+        self.gripper_commands: list[tuple[float, np.ndarray]] = []
+        self._lock = threading.Lock()
+        self.state_pub = self.create_publisher(JointState, config.topics.joint_states, SENSOR_QOS)
+        camera = config.cameras["agentview"]
+        self.compressed = camera.compressed
+        if camera.compressed:
+            self.image_pub = self.create_publisher(CompressedImage, compressed_topic(camera.topic), SENSOR_QOS)
+        else:
+            self.image_pub = self.create_publisher(Image, camera.topic, SENSOR_QOS)
+        self.instruction_pub = self.create_publisher(String, config.topics.instruction, COMMAND_QOS)
+        if output_mode == "joint_trajectory":
+            self.create_subscription(JointTrajectory, config.topics.joint_trajectory,
+                                     lambda m: self._record(m.points[0].positions), RECORD_QOS)
+        else:
+            self.create_subscription(Float64MultiArray, config.topics.forward_position,
+                                     lambda m: self._record(m.data), RECORD_QOS)
+        self.create_subscription(Float64MultiArray, config.gripper.topic,
+                                 self._record_gripper, RECORD_QOS)
+        # Smooth content, so a jpeg round trip stays within a few grey levels.
+        self.image = np.zeros((64, 64, 3), np.uint8)
+        self.image[..., 0] = np.arange(64, dtype=np.uint8)[None, :] * 3
+        self.image[..., 1] = 90
+        self.image[..., 2] = np.arange(64, dtype=np.uint8)[:, None] * 2
+        self.create_timer(0.01, self._tick)
+
+    def _record(self, positions) -> None:
+        with self._lock:
+            self.commands.append((time.monotonic(), np.array(positions)))
+
+    def _record_gripper(self, msg) -> None:
+        with self._lock:
+            self.gripper_commands.append((time.monotonic(), np.array(msg.data)))
+
+    def _tick(self) -> None:
+        if not self.publishing:
+            return
+        now = time.time()
+        self.state_pub.publish(joint_state_msg(self.config.joint_names, self.q, None, now))
+        if self.publishing_images:
+            msg = compressed_image_msg(self.image, now) if self.compressed else image_msg(self.image, now)
+            self.image_pub.publish(msg)
+            self.last_image_stamp = now
+
+    def commands_since(self, t: float) -> list[np.ndarray]:
+        with self._lock:
+            return [q for stamp, q in self.commands if stamp >= t]
+
+    def gripper_since(self, t: float) -> list[np.ndarray]:
+        with self._lock:
+            return [q for stamp, q in self.gripper_commands if stamp >= t]
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def call(node: Node, name: str, timeout_s: float = 5.0):
+    client = node.create_client(Trigger, name)
+    try:
+        assert client.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
+        future = client.call_async(Trigger.Request())
+        wait_for(future.done, timeout_s, f"reply from {name}")
+        return future.result()
+    finally:
+        node.destroy_client(client)
+
+
+def write_config(tmp_path: Path, **overrides) -> Path:
+    raw = yaml.safe_load(PANDA.read_text())
+    raw.update(overrides)
+    path = tmp_path / "robot.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@contextlib.contextmanager
+def running_loop(tmp_path: Path, policy, output_mode: str = "joint_trajectory", options=None, batch_builder=None,
+                 **overrides):
+    """(driver, policy node) talking over DDS in a private domain; torn down in any case."""
+    prepare_ros_environment(localhost_only=True)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=random.randint(100, 200))
+    # A generous age: this 2-core machine is shared, and the stale tests stop the sensors outright.
+    overrides = {"output_mode": output_mode, "max_observation_age_s": 0.3, **overrides}
+    config = load_robot_config(write_config(tmp_path, **overrides))
+    node = driver = executor = spinner = None
+    try:
+        node = PolicyNode(config, policy, JointActionBridge(7, policy_rate_hz=20.0, control_rate_hz=50.0),
+                          options=options or PolicyNodeOptions(), batch_builder=batch_builder, context=context)
+        driver = Driver(config, context, output_mode)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(driver)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        node.start()
+        spinner.start()
+        yield driver, node
+    finally:
+        if node is not None:
+            node.close()
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
+        if driver is not None:
+            driver.destroy_node()
+        rclpy.shutdown(context=context)
+        if spinner is not None:
+            spinner.join(2.0)
+
+
+def enable_and_move(driver: Driver, node: PolicyNode) -> None:
+    for _ in range(3):  # the first instruction may go out before discovery completes
+        driver.instruction_pub.publish(String(data="lift the cube"))
+        time.sleep(0.1)
+    assert call(driver, "/vla_policy/enable_motion").success
+    wait_for(lambda: len(driver.commands_since(0.0)) > 20, 8.0, "commands after enabling motion")
+
+
+def assert_within_limits(config, commands: list[np.ndarray]) -> None:
+    q = np.stack(commands)
+    dt = config.control_period_s
+    vmax, amax = np.array(config.joint_velocity_max), np.array(config.joint_acceleration_max)
+    assert np.all(q >= np.array(config.joint_position_min) - TOL)
+    assert np.all(q <= np.array(config.joint_position_max) + TOL)
+    v = np.diff(q, axis=0) / dt
+    assert np.all(np.abs(v) <= vmax + 1e-6), f"velocity {np.abs(v).max(axis=0)} beyond {vmax}"
+    # Commands travel reliably with a deep reader queue (RECORD_QOS), so consecutive ones are one period apart.
+    a = np.diff(v, axis=0) / dt
+    assert np.all(np.abs(a) <= amax + 1e-3), f"acceleration {np.abs(a).max(axis=0)} beyond {amax}"
