@@ -226,8 +226,9 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                 _log(writer, record, it)
                 write_json_atomic(out / "history.json", {"algo": cfg.algo, "history": history})
                 plot_success(history, out / "success.png", title=f"{cfg.algo.upper()} on {cfg.env.task}")
-                bar.set_postfix(success=f"{record['success_rate']:.2f}", kl=f"{record.get('approx_kl', 0):.1e}",
-                                clip=f"{record.get('clip_fraction', 0):.2f}")
+                bar.set_postfix(success=f"{record['success_rate']:.2f}", reward=f"{record['reward']:.2f}",
+                                kl=f"{record.get('approx_kl', 0):.1e}", clip=f"{record.get('clip_fraction', 0):.2f}",
+                                entropy=f"{record['entropy']:.1f}")
                 finished = it + 1 == cfg.iterations
                 stop_now = cfg.stop_after and it + 1 - start >= cfg.stop_after and not finished
                 if finished or stop_now or (cfg.save_every and (it + 1) % cfg.save_every == 0):
