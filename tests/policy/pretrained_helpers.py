@@ -2,7 +2,8 @@
 
 tests/policy/fixtures/lerobot_{pi0,pi05} were written by lerobot 0.4.4 itself
 (scripts/make_lerobot_reference.py): its save_pretrained layout, tensor names
-and shapes, plus lerobot's action chunks for fixed inputs and noise.
+and shapes, plus lerobot's action chunks for fixed inputs and noise; lerobot_smolvla likewise
+(scripts/make_lerobot_smolvla_reference.py). lift_checkpoint works for all three kinds.
 """
 
 import json

@@ -116,7 +116,7 @@ def test_truncated_weights_refused_before_compute(tmp_path, monkeypatch):
     assert not built
 
 
-@pytest.mark.parametrize("kind,words", [("diffusion", "Diffusion Policy"), ("smolvla", "SmolVLA"),
+@pytest.mark.parametrize("kind,words", [("diffusion", "Diffusion Policy"), ("pi0fast", "pi0-FAST"),
                                         ("act", "ACT"), ("my_vla", "not a policy this project reads")])
 def test_wrong_kind_of_checkpoint_refused(tmp_path, kind, words):
     root = copy_fixture("pi0", tmp_path / "ck")

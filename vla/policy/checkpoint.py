@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vla.policy.config import PolicyConfig
+from vla.policy.smolvla_config import SMOLVLA_TYPE, SmolVLAConfig
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -60,7 +61,8 @@ def save_policy(policy, directory) -> Path:
         save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         stats = {k: v.cpu().contiguous() for k, v in policy.normalizer.state_dict_stats().items()}
         save_file(stats, str(tmp / STATS_FILE))
-        config = {"type": POLICY_TYPE, **policy.config.to_dict(), "lora_rank": 0}  # LoRA is saved merged
+        kind = getattr(policy, "checkpoint_type", POLICY_TYPE)  # SmolVLAPolicy saves its own type
+        config = {"type": kind, **policy.config.to_dict(), "lora_rank": 0}  # LoRA is saved merged
         if policy.config.language == "tokens" and policy.config.tokenizer_path:
             # The token table is only meaningful with its tokenizer: keep them together.
             shutil.copytree(policy.config.tokenizer_path, tmp / "tokenizer")
@@ -79,6 +81,11 @@ def read_config(directory: Path) -> PolicyConfig:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
     kind = data.pop("type", None)
+    if kind == SMOLVLA_TYPE:
+        try:
+            return SmolVLAConfig.from_dict(data, source=str(path))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
     if kind != POLICY_TYPE:
         from vla.policy.pretrained import describe_foreign_checkpoint
 
@@ -118,7 +125,12 @@ def load_policy(directory, map_location="cpu"):
         config.tokenizer_path = resolve_tokenizer_path(config.tokenizer_path, directory)
     stats = _load_tensors(directory / STATS_FILE, "stats")
     weights = _load_tensors(directory / WEIGHTS_FILE, "weights")
-    policy = FlowVLAPolicy(config)
+    if isinstance(config, SmolVLAConfig):
+        from vla.policy.smolvla import SmolVLAPolicy
+
+        policy = SmolVLAPolicy(config)
+    else:
+        policy = FlowVLAPolicy(config)
     expected = {k: v for k, v in policy.state_dict().items() if not k.startswith("normalizer.")}
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))

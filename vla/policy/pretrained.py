@@ -10,6 +10,10 @@ Architecture sizes come from the tensor shapes (read from the safetensors header
 compute), so published and tiny test checkpoints go through the same code. Loading is strict:
 missing, unexpected or mis-shaped tensors are refused with their names; allow_partial loads what
 matches and prints what was left at random init. Nothing is downloaded.
+
+lerobot SmolVLA checkpoints (type "smolvla") are dispatched to vla/policy/smolvla_load.py, which
+builds a SmolVLAPolicy (same interface as FlowVLAPolicy) and reuses this module's stats and
+weight-copying helpers.
 """
 
 from __future__ import annotations
@@ -24,11 +28,10 @@ from safetensors import SafetensorError, safe_open
 from vla.policy.checkpoint import CONFIG_FILE, POLICY_TYPE, WEIGHTS_FILE, CheckpointError
 from vla.policy.config import PolicyConfig
 from vla.policy.pi0_names import PI, canonical, infer_kind, to_ours
+from vla.policy.smolvla_config import SMOLVLA_TYPE
 from vla.policy.token_prompt import resolve_tokenizer_path
 
 KNOWN_POLICY_TYPES = {
-    "smolvla": "a SmolVLA checkpoint (SmolVLM prefix + its own expert with cross-attention layers); "
-               "recognised but not loadable yet (docs/PRETRAINED.md has the plan)",
     "pi0fast": "a pi0-FAST checkpoint (autoregressive action tokens, no flow-matching expert)",
     "diffusion": "a Diffusion Policy checkpoint (U-Net denoiser, no language model)",
     "act": "an ACT checkpoint (action-chunking transformer, no language model)",
@@ -42,11 +45,11 @@ def describe_foreign_checkpoint(directory: Path, kind) -> None:
     """Raise a CheckpointError that says what the directory holds."""
     if kind in KNOWN_POLICY_TYPES:
         raise CheckpointError(f"{directory} holds {KNOWN_POLICY_TYPES[kind]} (config type {kind!r}); "
-                              "this loader reads flow_vla, lerobot pi0 / pi05 and openpi pi0 / pi0.5 checkpoints")
-    if kind in ("pi0", "pi05"):
+                              "this loader reads flow_vla, lerobot pi0 / pi05 / smolvla and openpi pi0 / pi0.5 checkpoints")
+    if kind in ("pi0", "pi05", "smolvla"):
         raise CheckpointError(f"{directory} is a lerobot {kind} checkpoint: load it with vla.policy.pretrained.load_pretrained")
     raise CheckpointError(f"{directory / CONFIG_FILE}: checkpoint type {kind!r} is not a policy this project reads "
-                          f"(it reads {POLICY_TYPE!r}, pi0, pi05)")
+                          f"(it reads {POLICY_TYPE!r}, {SMOLVLA_TYPE!r}, pi0, pi05, smolvla)")
 
 
 def _weights_header(path: Path) -> dict[str, tuple[int, ...]]:
@@ -62,7 +65,8 @@ def _weights_header(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def detect_layout(directory: Path) -> str:
-    """'flow_vla', 'lerobot' or 'openpi'; anything else is refused naming what it is."""
+    """'flow_vla' (ours, pi0 or SmolVLA structure), 'lerobot' (pi0 / pi05), 'smolvla' (lerobot's) or
+    'openpi'; anything else is refused naming what it is."""
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     kind = None
@@ -71,10 +75,12 @@ def detect_layout(directory: Path) -> str:
             kind = json.loads(config_path.read_text()).get("type")
         except (json.JSONDecodeError, AttributeError) as exc:
             raise CheckpointError(f"{config_path} is not a JSON object: {exc}") from exc
-    if kind == POLICY_TYPE:
+    if kind in (POLICY_TYPE, SMOLVLA_TYPE):
         return "flow_vla"
     if kind in ("pi0", "pi05"):
         return "lerobot"
+    if kind == "smolvla":
+        return "smolvla"
     if kind is not None:
         describe_foreign_checkpoint(directory, kind)
     if (directory / WEIGHTS_FILE).is_file() and any(canonical(k).startswith(PI) for k in _weights_header(directory / WEIGHTS_FILE)):
@@ -324,7 +330,8 @@ def load_weights(policy, path: Path, mapping: dict[str, str], unexpected: list[s
 
 def load_pretrained(directory, tokenizer_path: str = "", allow_partial: bool = False, dtype: str = "float32",
                     **openpi_dims):
-    """A FlowVLAPolicy from a flow_vla, lerobot pi0 / pi05 or openpi pi0 / pi0.5 checkpoint directory."""
+    """A FlowVLAPolicy from a flow_vla, lerobot pi0 / pi05 or openpi pi0 / pi0.5 checkpoint directory;
+    a SmolVLAPolicy (same interface) from a lerobot smolvla one or one this project saved."""
     from vla.policy.checkpoint import load_policy
     from vla.policy.flow_vla import FlowVLAPolicy
 
@@ -337,6 +344,10 @@ def load_pretrained(directory, tokenizer_path: str = "", allow_partial: bool = F
     weights = directory / WEIGHTS_FILE
     shapes = _weights_header(weights)
     tokenizer_path = resolve_tokenizer_path(tokenizer_path, directory)
+    if layout == "smolvla":
+        from vla.policy.smolvla_load import load_lerobot_smolvla
+
+        return load_lerobot_smolvla(directory, tokenizer_path, allow_partial, dtype)
     if layout == "lerobot":
         kind = json.loads((directory / CONFIG_FILE).read_text())["type"]
         config, stats = lerobot_config(directory, shapes, tokenizer_path)

@@ -41,7 +41,7 @@ def resolve_tokenizer_path(configured: str, checkpoint_dir: Path | None = None) 
     tried = [p for p in candidates if p]
     raise TokenizerMissing(
         "this policy embeds its prompt with the checkpoint's own token table and needs the tokenizer it was "
-        "trained with (PaliGemma's for pi0 / pi0.5; lerobot checkpoints do not include it). Give a local "
+        "trained with (PaliGemma's for pi0 / pi0.5, SmolVLM2's for SmolVLA; lerobot checkpoints do not include it). Give a local "
         f"tokenizer directory with policy.tokenizer_path, a `tokenizer/` folder in the checkpoint or ${TOKENIZER_ENV}"
         + (f" (tried {tried})" if tried else "") + "; nothing is downloaded at run time")
 

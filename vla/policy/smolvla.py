@@ -1,0 +1,199 @@
+"""SmolVLA (Hugging Face's flow-matching VLA) as a policy of this project.
+
+Prefix: per camera, SmolVLM's vision tower and pixel-shuffle connector; the newline-terminated
+prompt through SmolLM2's token table; the normalised state as one token projected to the text
+width. Image and prompt tokens see each other but not the state token, which sees everything
+(lerobot's block mask). Expert: action tokens fused with the flow time through an MLP (as pi0),
+run through vla/policy/smolvla_transformer.py's interleaved self / cross-attention layers.
+
+The policy interface is FlowVLAPolicy's (encode_observation / velocity, which RL's sampler calls,
+plus forward / sample_actions / predict_action_chunk / select_action / save_pretrained): the state
+lives in the prefix, so encode_observation returns an empty state token [B, 0, expert_width].
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import SmolVLMVisionConfig
+from transformers.models.smolvlm.modeling_smolvlm import SmolVLMConnector, SmolVLMVisionTransformer
+
+from vla.policy.flow_vla import (ACTION_KEY, EMPTY_CAMERA, IMAGE_PREFIX, STATE_KEY, FlowVLAPolicy,
+                                 sinusoidal_time_embedding)
+from vla.policy.normalize import Normalizer
+from vla.policy.smolvla_config import SMOLVLA_TYPE, SmolVLAConfig
+from vla.policy.smolvla_transformer import SmolVLATransformer
+from vla.policy.token_prompt import TokenPrompt
+from vla.policy.transformer import PrefixCache
+
+
+def resize_with_pad_top_left(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Fit [B, 3, H, W] in [0, 1] into size x size keeping the aspect ratio, black padding on the top
+    and left (SmolVLA's resize; pi0's centres the image instead)."""
+    h, w = img.shape[-2:]
+    ratio = max(w / size, h / size)
+    rh, rw = int(h / ratio), int(w / ratio)
+    img = F.interpolate(img, size=(rh, rw), mode="bilinear", align_corners=False)
+    return F.pad(img, (size - rw, 0, size - rh, 0), value=0.0)
+
+
+def patch_position_ids(sides: int, device) -> torch.Tensor:
+    """Position-embedding rows of a full sides x sides patch grid, as transformers 4.5x (lerobot 0.4.4's,
+    which SmolVLA was trained and is checked against) computes them: fractional coordinates
+    i / sides * (1 - 1e-6) bucketised at k / sides, which in float32 lands every row and column
+    after the first one bucket early (0, 0, 1, 2, ...). transformers 5 rewrote this to 0, 1, 2, ...;
+    the published weights expect the former, so it is computed here rather than left to the version."""
+    boundaries = torch.arange(1 / sides, 1.0, 1 / sides, device=device)
+    coords = torch.arange(sides, device=device, dtype=torch.float32) / sides * (1 - 1e-6)
+    buckets = torch.bucketize(coords, boundaries, right=True)
+    return (buckets[:, None] * sides + buckets[None, :]).flatten()
+
+
+def prefix_attention(n_tokens: int, device) -> torch.Tensor:
+    """[P, P] bool: image and prompt tokens see each other; the last (state) token sees all of them."""
+    attn = torch.ones(n_tokens, n_tokens, dtype=torch.bool, device=device)
+    attn[:-1, -1] = False
+    return attn
+
+
+class SmolVLAPolicy(nn.Module):
+    checkpoint_type = SMOLVLA_TYPE  # vla/policy/checkpoint.py writes it into config.json
+
+    def __init__(self, config: SmolVLAConfig):
+        super().__init__()
+        config.validate()
+        self.config = c = config
+        vision_cfg = SmolVLMVisionConfig(
+            hidden_size=c.vision_width, intermediate_size=c.vision_mlp_dim, num_hidden_layers=c.vision_layers,
+            num_attention_heads=c.vision_heads, image_size=c.image_size, patch_size=c.patch_size,
+            layer_norm_eps=c.vision_eps,
+        )
+        self.vision = SmolVLMVisionTransformer(vision_cfg)
+        # The connector reads three fields of SmolVLM's composite config; nothing else of it is needed.
+        self.multi_modal_projector = SmolVLMConnector(SimpleNamespace(
+            scale_factor=c.scale_factor, vision_config=SimpleNamespace(hidden_size=c.vision_width),
+            text_config=SimpleNamespace(hidden_size=c.width)))
+        self.language = TokenPrompt(c.vocab_size, c.width, c.max_language_tokens, c.prompt_format, c.tokenizer_path)
+        self.transformer = SmolVLATransformer(
+            c.width, c.mlp_dim, c.expert_width, c.expert_mlp_dim, c.depth, c.num_heads, c.num_kv_heads, c.head_dim,
+            c.self_attn_every_n_layers, c.rms_norm_eps)
+        w = c.expert_width
+        self.state_proj = nn.Linear(c.model_state_dim, c.width)  # the state is a prefix token
+        self.action_in_proj = nn.Linear(c.model_action_dim, w)
+        self.action_out_proj = nn.Linear(w, c.model_action_dim)
+        self.action_time_mlp_in, self.action_time_mlp_out = nn.Linear(2 * w, w), nn.Linear(w, w)
+        self.normalizer = Normalizer({STATE_KEY: c.state_dim, ACTION_KEY: c.action_dim}, c.normalization,
+                                     eps=c.normalization_eps)
+        self._action_queue: deque[torch.Tensor] = deque()
+
+    def materialize_buffers(self) -> None:
+        """Real values for the buffers of a policy built on the meta device (pretrained loading)."""
+        c = self.config
+        if self.normalizer.loaded.is_meta:
+            self.normalizer = Normalizer({STATE_KEY: c.state_dim, ACTION_KEY: c.action_dim}, c.normalization,
+                                         eps=c.normalization_eps)
+        left = [n for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_meta]
+        if left:
+            raise RuntimeError(f"tensors still on the meta device after loading: {left[:10]}")
+
+    @property
+    def device(self) -> torch.device:
+        return self.action_out_proj.weight.device
+
+    # ----------------------------------------------------------------- inputs
+    def _images(self, batch: dict, camera: str) -> torch.Tensor:
+        key = IMAGE_PREFIX + camera
+        if key not in batch:
+            have = sorted(k[len(IMAGE_PREFIX):] for k in batch if k.startswith(IMAGE_PREFIX))
+            raise KeyError(f"batch has no image for camera {camera!r}: the policy was trained on "
+                           f"{self.config.cameras}, the batch has {have}")
+        img = batch[key].to(self.device)
+        if img.dtype == torch.uint8:  # [B, H, W, 3] as the env and the dataset give it
+            img = img.permute(0, 3, 1, 2).float() / 255.0
+        size = self.config.image_size
+        if img.shape[-2:] != (size, size):
+            img = resize_with_pad_top_left(img.float(), size)
+        return img * 2.0 - 1.0  # the vision tower's input range
+
+    def normalized_state(self, batch: dict) -> torch.Tensor:
+        """Normalised state, zero-padded to the model's state width [B, model_state_dim]."""
+        state = self.normalizer.normalize(STATE_KEY, batch[STATE_KEY].to(self.device).float())
+        return F.pad(state, (0, self.config.model_state_dim - state.shape[-1]))
+
+    def vision_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """SmolVLM's vision tower on full square images [B, 3, S, S] -> [B, patches, vision_width]."""
+        emb = self.vision.embeddings
+        patches = emb.patch_embedding(pixels).flatten(2).transpose(1, 2)
+        sides = self.config.image_size // self.config.patch_size
+        h = patches + emb.position_embedding(patch_position_ids(sides, pixels.device))[None]
+        h = self.vision.encoder(inputs_embeds=h, attention_mask=None).last_hidden_state
+        return self.vision.post_layernorm(h)
+
+    def embed_prefix(self, batch: dict, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        tokens, masks = [], []
+        b = len(batch["task"])
+        dtype = self.state_proj.weight.dtype
+        for camera in c.cameras:
+            empty = camera.startswith(EMPTY_CAMERA) and IMAGE_PREFIX + camera not in batch
+            pixels = (-torch.ones(b, 3, c.image_size, c.image_size, device=self.device) if empty
+                      else self._images(batch, camera))
+            features = self.vision_features(pixels.to(dtype))
+            # SmolVLA scales image tokens up by sqrt(width), as it does prompt embeddings.
+            img_tokens = self.multi_modal_projector(features) * math.sqrt(c.width)
+            tokens.append(img_tokens)
+            masks.append(torch.full(img_tokens.shape[:2], not empty, dtype=torch.bool, device=self.device))
+        lang, lang_mask = self.language(list(batch["task"]), self.device)
+        tokens += [lang, self.state_proj(state.to(dtype))[:, None]]
+        masks += [lang_mask, torch.ones(b, 1, dtype=torch.bool, device=self.device)]
+        return torch.cat([t.to(dtype) for t in tokens], dim=1), torch.cat(masks, dim=1)
+
+    def encode_observation(self, batch: dict) -> tuple[PrefixCache, torch.Tensor]:
+        """The prefix's per-layer keys / values, and an empty state token (the state is in the prefix)."""
+        prefix, mask = self.embed_prefix(batch, self.normalized_state(batch))
+        attn = prefix_attention(prefix.shape[1], self.device)[None].expand(prefix.shape[0], -1, -1)
+        cache = self.transformer.encode_prefix(prefix, mask, attn)
+        return cache, prefix.new_zeros(prefix.shape[0], 0, self.config.expert_width)
+
+    # ------------------------------------------------------------- denoiser
+    def velocity(self, cache: PrefixCache, state_token: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                 return_hidden: bool = False):
+        """v(x_t, t | obs) for a normalised chunk x_t [B, H, A] (A may be the real action dims: the
+        padded ones are then held at zero) and times t [B]; with return_hidden also the expert's
+        final features [B, H, expert_width]. state_token is empty for SmolVLA and unused."""
+        c = self.config
+        narrow = x_t.shape[-1]
+        x_t = F.pad(x_t, (0, c.model_action_dim - narrow)).to(self.action_in_proj.weight.dtype)
+        actions = self.action_in_proj(x_t)
+        time_emb = sinusoidal_time_embedding(t, c.expert_width, c.time_min_period, c.time_max_period).to(actions.dtype)
+        fused = torch.cat([actions, time_emb[:, None].expand_as(actions)], dim=-1)
+        suffix = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(fused)))
+        out = self.transformer.decode_suffix(suffix, cache)
+        v = self.action_out_proj(out).float()[..., :narrow]
+        return (v, out) if return_hidden else v
+
+    # The flow-matching loss, the Euler loop and the action queue only use encode_observation,
+    # velocity, normalizer and config: they are FlowVLAPolicy's own, shared rather than copied.
+    sample_time = FlowVLAPolicy.sample_time
+    forward = FlowVLAPolicy.forward
+    sample_actions = FlowVLAPolicy.sample_actions
+    predict_action_chunk = FlowVLAPolicy.predict_action_chunk
+    select_action = FlowVLAPolicy.select_action
+    reset = FlowVLAPolicy.reset
+
+    # ---------------------------------------------------------- checkpoints
+    def save_pretrained(self, directory) -> None:
+        from vla.policy.checkpoint import save_policy
+
+        save_policy(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory, map_location: str | torch.device = "cpu") -> "SmolVLAPolicy":
+        from vla.policy.checkpoint import load_policy
+
+        return load_policy(directory, map_location)

@@ -1,0 +1,87 @@
+"""Parameter names and sizes of published lerobot SmolVLA checkpoints -> SmolVLAPolicy.
+
+lerobot names SmolVLA's tensors after its module tree: `model.vlm_with_expert.vlm.model.*` is Hugging
+Face's SmolVLM (vision_model, connector, text_model), `model.vlm_with_expert.lm_expert.*` the action
+expert (a Llama model without token table), and the projections sit under `model.`. Our names keep
+the pi0 policy's top-level split (vision / multi_modal_projector / language / transformer.vlm /
+transformer.expert), so fine-tuning options (vla/policy/finetune.py) select the same parts.
+"""
+
+from __future__ import annotations
+
+import re
+
+VLM = "model.vlm_with_expert.vlm."
+EXPERT = "model.vlm_with_expert.lm_expert."
+_RULES = (
+    (re.escape(VLM) + r"model\.vision_model\.(.+)", r"vision.\1"),
+    (re.escape(VLM) + r"model\.connector\.(.+)", r"multi_modal_projector.\1"),
+    (re.escape(VLM) + r"model\.text_model\.embed_tokens\.weight", r"language.embed_tokens.weight"),
+    (re.escape(VLM) + r"model\.text_model\.layers\.(.+)", r"transformer.vlm.layers.\1"),
+    (re.escape(VLM) + r"model\.text_model\.norm\.weight", r"transformer.vlm.norm.weight"),
+    (re.escape(EXPERT) + r"layers\.(.+)", r"transformer.expert.layers.\1"),
+    (re.escape(EXPERT) + r"norm\.weight", r"transformer.expert.norm.weight"),
+    (r"model\.(state_proj|action_in_proj|action_out_proj|action_time_mlp_in|action_time_mlp_out)\.(weight|bias)",
+     r"\1.\2"),
+)
+# Held by the reference but never used for actions: SmolVLA emits no text tokens.
+UNUSED = (re.compile(re.escape(VLM) + r"lm_head\.weight"), re.compile(re.escape(EXPERT) + r"lm_head\.weight"))
+# Every SmolVLM / SmolVLM2 backbone (SmolLM2 text, SigLIP vision) uses 64-wide attention heads; the head
+# count is not in the weights, so it follows from this width.
+HEAD_DIM = 64
+
+
+def to_ours(key: str) -> str | None:
+    """Our parameter name; None for tensors the reference never uses; KeyError for unknown names."""
+    if any(p.fullmatch(key) for p in UNUSED):
+        return None
+    for pattern, repl in _RULES:
+        if re.fullmatch(pattern, key):
+            return re.sub(pattern, repl, key)
+    raise KeyError(key)
+
+
+def _count(shapes, prefix: str) -> int:
+    ids = {int(m.group(1)) for k in shapes if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
+    return max(ids) + 1 if ids else 0
+
+
+def sizes_from_shapes(shapes: dict[str, tuple[int, ...]]) -> dict:
+    """SmolVLAConfig's architecture fields from the published tensor shapes."""
+    from vla.policy.checkpoint import CheckpointError
+
+    vis, text, ex = VLM + "model.vision_model.", VLM + "model.text_model.", EXPERT
+    need = [vis + "embeddings.patch_embedding.weight", vis + "embeddings.position_embedding.weight",
+            vis + "encoder.layers.0.mlp.fc1.weight", VLM + "model.connector.modality_projection.proj.weight",
+            text + "layers.0.self_attn.q_proj.weight", text + "layers.0.self_attn.k_proj.weight",
+            text + "layers.0.mlp.gate_proj.weight", text + "embed_tokens.weight",
+            ex + "layers.0.self_attn.q_proj.weight", ex + "layers.0.mlp.gate_proj.weight",
+            "model.action_in_proj.weight", "model.state_proj.weight"]
+    missing = [k for k in need if k not in shapes]
+    if missing:
+        raise CheckpointError(f"weights lack the tensors that define a SmolVLA model: {missing}")
+    vision_width, _, patch, _ = shapes[vis + "embeddings.patch_embedding.weight"]
+    n_patches = shapes[vis + "embeddings.position_embedding.weight"][0]
+    width, shuffled = shapes[VLM + "model.connector.modality_projection.proj.weight"]
+    q_out = shapes[text + "layers.0.self_attn.q_proj.weight"][0]
+    k_out = shapes[text + "layers.0.self_attn.k_proj.weight"][0]
+    if q_out % HEAD_DIM or k_out % HEAD_DIM or vision_width % HEAD_DIM:
+        raise CheckpointError(f"attention widths (text q {q_out}, kv {k_out}, vision {vision_width}) are not "
+                              f"multiples of SmolVLM's {HEAD_DIM}-wide heads: not a SmolVLM backbone")
+    depth, expert_depth = _count(shapes, text + "layers."), _count(shapes, ex + "layers.")
+    if expert_depth != depth:
+        # lerobot's cached inference has no expert layer to run at the skipped prefix layers either.
+        raise CheckpointError(f"the expert has {expert_depth} layers for {depth} VLM layers; only one expert "
+                              "layer per VLM layer (num_expert_layers -1) is supported")
+    return dict(
+        image_size=int(round(n_patches ** 0.5)) * patch, patch_size=patch, vision_width=vision_width,
+        vision_layers=_count(shapes, vis + "encoder.layers."), vision_heads=vision_width // HEAD_DIM,
+        vision_mlp_dim=shapes[vis + "encoder.layers.0.mlp.fc1.weight"][0],
+        scale_factor=int(round((shuffled / vision_width) ** 0.5)), width=width,
+        mlp_dim=shapes[text + "layers.0.mlp.gate_proj.weight"][0], depth=depth,
+        num_heads=q_out // HEAD_DIM, num_kv_heads=k_out // HEAD_DIM, head_dim=HEAD_DIM,
+        expert_width=shapes[ex + "layers.0.self_attn.q_proj.weight"][1],
+        expert_mlp_dim=shapes[ex + "layers.0.mlp.gate_proj.weight"][0],
+        vocab_size=shapes[text + "embed_tokens.weight"][0],
+        max_action_dim=shapes["model.action_in_proj.weight"][1], max_state_dim=shapes["model.state_proj.weight"][1],
+    )
