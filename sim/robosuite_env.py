@@ -79,8 +79,12 @@ class RobosuiteEnv(gym.Env):
         max_episode_steps: int = 200,
         control_freq: int = 20,
         seed: int | None = None,
+        reward_shaping: bool = False,
     ) -> None:
         self.task_spec: TaskSpec = get_task(task)
+        # robosuite's staged dense reward (reach, grasp, lift, ...) scaled to at most 1 per step,
+        # instead of 1 only on success; success detection does not change.
+        self.reward_shaping = bool(reward_shaping)
         if isinstance(cameras, str):
             cameras = (cameras,)
         self.cameras = tuple(cameras)
@@ -255,7 +259,7 @@ class RobosuiteEnv(gym.Env):
             ignore_done=True,  # we truncate ourselves
             # A hard reset rebuilds the MuJoCo model, which would orphan our renderer.
             hard_reset=False,
-            reward_shaping=False,
+            reward_shaping=self.reward_shaping,
             **dict(self.task_spec.env_kwargs),
         )
 

@@ -31,10 +31,15 @@ class EnvConfig:
     image_size: int = 64
     max_episode_steps: int = 200
     control_freq: int = 20
+    # robosuite tasks: the staged dense reward instead of the sparse success reward (RL's reward=shaped).
+    reward_shaping: bool = False
 
     def env_kwargs(self) -> dict:
-        return dict(task=self.task, cameras=tuple(self.cameras), image_size=self.image_size,
-                    max_episode_steps=self.max_episode_steps, control_freq=self.control_freq)
+        kwargs = dict(task=self.task, cameras=tuple(self.cameras), image_size=self.image_size,
+                      max_episode_steps=self.max_episode_steps, control_freq=self.control_freq)
+        if self.reward_shaping:  # only robosuite tasks take it
+            kwargs["reward_shaping"] = True
+        return kwargs
 
 
 @dataclass
@@ -243,7 +248,11 @@ class RLConfig:
     target_kl: float = 0.0
     # Weight of the k3 KL to the initial policy (0 = no reference policy is kept).
     kl_coef: float = 0.0
-    # GRPO: keep groups whose success rate is in [low, high].
+    # What the algorithms optimise: "success" (1 when a chunk reaches success, else 0; ALGORITHMS.md)
+    # or "shaped" (robosuite's staged dense reward per step, at most 1, and on success the reward of
+    # staying successful until the time limit; turns on env.reward_shaping; robosuite tasks only).
+    reward: str = "success"
+    # GRPO: keep groups whose success rate is in [low, high] (reward=shaped: groups whose returns differ).
     dynamic_sampling: bool = True
     dynamic_sampling_low: float = 0.1
     dynamic_sampling_high: float = 0.9

@@ -100,3 +100,25 @@ def test_check_finite_names_quantity_and_iteration():
         check_finite("advantages", torch.tensor([0.0, float("nan")]), 4, "epoch 1")
     with pytest.raises(NonFiniteError, match="log-prob has Inf at iteration 0"):
         check_finite("log-prob", torch.tensor([float("-inf")]), 0)
+
+
+def test_shaped_rewards_make_success_worth_more_than_lasting():
+    from types import SimpleNamespace
+
+    from vla.rl.advantages import shaped_decision_rewards, trajectory_returns, varying_groups_keep
+
+    # decisions 0-2: a success after 24 steps; decisions 3-7: a 40-step failure that kept collecting
+    # a large dense reward (hovering next to the cube)
+    env_rewards = torch.tensor([2.0, 3.0, 8.0, 7.0, 7.0, 7.0, 7.0, 7.0])
+    trajs = [SimpleNamespace(success=True, steps=24, decisions=[0, 1, 2]),
+             SimpleNamespace(success=False, steps=40, decisions=[3, 4, 5, 6, 7])]
+    rewards = shaped_decision_rewards(env_rewards, trajs, horizon=40)
+    # the success's bonus is the reward of staying successful (1 per step) until the time limit
+    torch.testing.assert_close(rewards, env_rewards + torch.tensor([0, 0, 16.0, 0, 0, 0, 0, 0]))
+    returns = trajectory_returns(rewards, trajs)
+    torch.testing.assert_close(returns, torch.tensor([29.0, 35.0]))
+    assert env_rewards[:3].sum() < env_rewards[3:].sum()  # without the bonus lasting would pay more
+    # at the full 200-step horizon the success returns far more than the failure
+    assert trajectory_returns(shaped_decision_rewards(env_rewards, trajs, horizon=200), trajs)[0] > 35.0 + 100
+    keep = varying_groups_keep(torch.tensor([1.0, 1.0, 2.0, 3.0]), torch.tensor([0, 0, 1, 1]))
+    assert keep.tolist() == [False, False, True, True]

@@ -127,3 +127,31 @@ def test_target_kl_stops_the_epochs_once_the_policy_has_moved_that_far(algo):
     assert 1 <= bounded["optimizer_steps"] < free["optimizer_steps"]
     # every step that ran was taken from a minibatch still within the bound
     assert bounded["approx_kl"] <= 1e-3 < free["approx_kl"]
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_shaped_reward_updates_run_and_keep_groups_that_binary_rewards_drop(algo):
+    policy = make_policy(seed=0)
+    value_head = ValueHead(policy.config.width, policy.config.state_dim, 32) if algo == "ppo" else None
+    rollouts = rollouts_for(policy, value_head=value_head)
+    for t in rollouts.trajectories:  # no group has a success: binary GRPO has nothing to learn from
+        t.success = False
+    before = copy.deepcopy(policy.state_dict())
+    update = grpo_update if algo == "grpo" else ppo_update
+    stats = update(context(policy, value_head=value_head), rollouts, config(reward="shaped"))
+    assert stats["skipped_update"] == 0
+    if algo == "grpo":
+        assert grpo_update(context(make_policy(seed=0)), rollouts, config())["skipped_update"] == 1
+    assert any(not torch.equal(before[k], v) for k, v in policy.state_dict().items())
+
+
+def test_shaped_reward_is_refused_for_libero_tasks():
+    from vla.config import ConfigError
+    from vla.rl.trainer import validate
+
+    cfg = RLConfig(reward="shaped")
+    cfg.env.task = "libero_spatial/0"
+    with pytest.raises(ConfigError, match="reward=shaped needs a robosuite task"):
+        validate(cfg)
+    with pytest.raises(ConfigError, match="--reward"):
+        validate(RLConfig(reward="dense"))

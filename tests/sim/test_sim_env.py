@@ -187,3 +187,23 @@ def test_reset_clears_the_gripper_command(lift_env):
     lift_env.reset(seed=9)
     second, *_ = lift_env.step_chunk(close)
     np.testing.assert_array_equal(first["state"], second["state"])
+
+
+def test_reward_shaping_gives_a_dense_reward_and_keeps_the_success_rule():
+    import numpy as np
+
+    from vla.sim.robosuite_env import RobosuiteEnv
+
+    sparse = RobosuiteEnv(task="lift", image_size=32, max_episode_steps=5)
+    dense = RobosuiteEnv(task="lift", image_size=32, max_episode_steps=5, reward_shaping=True)
+    try:
+        for env in (sparse, dense):
+            env.reset(seed=3)
+        still = np.zeros(7, dtype=np.float32)
+        _, r_sparse, term_s, _, _ = sparse.step(still)
+        _, r_dense, term_d, _, _ = dense.step(still)
+        assert r_sparse == 0.0 and not term_s
+        assert 0.0 < r_dense <= 1.0 and not term_d  # the reaching term, scaled to at most 1 per step
+    finally:
+        sparse.close()
+        dense.close()

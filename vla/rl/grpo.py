@@ -1,11 +1,13 @@
 """GRPO on a flow policy: binary reward, group-normalised advantage, clip-higher, dynamic sampling.
 
 ALGORITHMS.md section 2. One update, top to bottom:
-1. reward per trajectory = 1 on success else 0;
+1. reward per trajectory = 1 on success else 0 (or, with reward=shaped, the
+   trajectory's shaped return: dense env reward + the absorbing success bonus);
 2. A_i = (r_i - mean_G r) / (std_G r + 1e-6) within each group of G rollouts
    that started from the same initial state, broadcast to every decision;
 3. dynamic sampling: drop groups whose success rate is outside [low, high]
-   (they have A = 0 everywhere: no signal, only dilution);
+   (they have A = 0 everywhere: no signal, only dilution); with shaped returns,
+   drop groups whose returns are all equal;
 4. for each epoch and shuffled minibatch of decisions: recompute the chain
    log-probs under the current weights, clipped loss
    -E[min(r A, clip(r, 1 - 0.2, 1 + 0.28) A)] (+ k3 KL to the reference), one
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from vla.rl.advantages import dynamic_sampling_keep, group_normalized_advantages
+from vla.rl.advantages import (dynamic_sampling_keep, group_normalized_advantages, shaped_decision_rewards,
+                               trajectory_returns, varying_groups_keep)
 from vla.rl.losses import check_finite, policy_loss
 from vla.rl.rollout import Rollouts
 from vla.rl.update import UpdateContext, kl_exceeded, minibatches, optimizer_step, recompute_log_prob, update_summary
@@ -25,15 +28,23 @@ from vla.rl.update import UpdateContext, kl_exceeded, minibatches, optimizer_ste
 
 def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
     """One GRPO update from a batch of grouped rollouts; cfg is an RLConfig. Returns statistics."""
-    # 1-2. binary reward and group-normalised advantage per trajectory
+    # 1-2. reward per trajectory (binary, or the shaped return) and group-normalised advantage
     success = rollouts.trajectory_success()
     groups = rollouts.trajectory_groups()
-    traj_adv = group_normalized_advantages(success, groups)
+    if cfg.reward == "shaped":
+        decision_rewards = shaped_decision_rewards(rollouts.env_rewards, rollouts.trajectories,
+                                                   cfg.env.max_episode_steps)
+        returns = trajectory_returns(decision_rewards, rollouts.trajectories)
+    else:
+        returns = success
+    traj_adv = group_normalized_advantages(returns, groups)
     check_finite("advantages", traj_adv, ctx.iteration)
     check_finite("old log-prob", rollouts.log_probs, ctx.iteration)
 
     # 3. dynamic sampling
-    if cfg.dynamic_sampling:
+    if cfg.dynamic_sampling and cfg.reward == "shaped":
+        keep_traj = varying_groups_keep(returns, groups)
+    elif cfg.dynamic_sampling:
         keep_traj = dynamic_sampling_keep(success, groups, cfg.dynamic_sampling_low, cfg.dynamic_sampling_high)
     else:
         keep_traj = torch.ones_like(success, dtype=torch.bool)

@@ -1,7 +1,8 @@
 """PPO on a flow policy with a value head and GAE over decisions.
 
 One update, top to bottom:
-1. reward per decision = 1 if its chunk reached success else 0; the episode end
+1. reward per decision = 1 if its chunk reached success else 0 (reward=shaped:
+   the chunk's dense env reward, plus the absorbing success bonus); the episode end
    (success or time limit) is terminal;
 2. GAE(gamma 0.99, lambda 0.95) over each trajectory's decisions with the
    values stored at rollout time; returns = advantages + values; advantages
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from vla.rl.advantages import gae
+from vla.rl.advantages import gae, shaped_decision_rewards
 from vla.rl.heads import value_inputs
 from vla.rl.losses import check_finite, policy_loss, value_loss
 from vla.rl.rollout import Rollouts
@@ -32,7 +33,11 @@ def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
     # 1-2. GAE over each trajectory's decisions
     check_finite("old log-prob", rollouts.log_probs, ctx.iteration)
     check_finite("values", rollouts.values, ctx.iteration)
-    advantages, returns = gae(rollouts.rewards, rollouts.values, rollouts.dones,
+    if cfg.reward == "shaped":
+        rewards = shaped_decision_rewards(rollouts.env_rewards, rollouts.trajectories, cfg.env.max_episode_steps)
+    else:
+        rewards = rollouts.rewards
+    advantages, returns = gae(rewards, rollouts.values, rollouts.dones,
                               [t.decisions for t in rollouts.trajectories], cfg.gamma, cfg.gae_lambda)
     if cfg.normalize_advantages and advantages.numel() > 1:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)

@@ -43,6 +43,7 @@ from vla.train.sft import cosine_with_warmup, seed_everything
 # name -> (update function, needs a value head)
 ALGORITHMS: dict[str, tuple[Callable, bool]] = {"grpo": (grpo_update, False), "ppo": (ppo_update, True)}
 SCHEDULES = ("constant", "cosine")
+REWARDS = ("success", "shaped")
 
 VecEnvFactory = Callable[[int, dict], object]
 
@@ -67,6 +68,11 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError("--group_size must be >= 2 for GRPO (a group of one has no baseline)")
     if not 0 <= cfg.clip_low < 1 or cfg.clip_high < 0:
         raise ConfigError(f"--clip_low must be in [0, 1) and --clip_high >= 0, got {cfg.clip_low}, {cfg.clip_high}")
+    if cfg.reward not in REWARDS:
+        raise ConfigError(f"--reward: {cfg.reward!r} is not one of {', '.join(REWARDS)}")
+    if cfg.reward == "shaped" and "/" in cfg.env.task:
+        raise ConfigError(f"--reward=shaped needs a robosuite task with a dense reward; {cfg.env.task} is a "
+                          "LIBERO task (success only): use --reward=success")
     if cfg.target_kl < 0:
         raise ConfigError(f"--target_kl must be >= 0 (0 = off), got {cfg.target_kl}")
     if cfg.dual_clip and cfg.dual_clip <= 1:
@@ -161,6 +167,8 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     # ---- policy, heads, reference, optimizer (RNG states are restored after all modules are built)
     source = last / POLICY_DIR if cfg.resume else Path(cfg.policy)
     policy = FlowVLAPolicy.from_pretrained(source, map_location=cfg.device)
+    if cfg.reward == "shaped":
+        cfg.env.reward_shaping = True
     env_kwargs = cfg.env.env_kwargs()
     try:
         check_compatible(policy, env_kwargs)
