@@ -23,16 +23,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
-import torch
-from safetensors.torch import save_file
-from transformers import PreTrainedTokenizerFast, SmolVLMConfig
+from transformers import SmolVLMConfig
 
-from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot_reference_common import features, randomize, stats, temporary_output, word_level_tokenizer, write_reference
 
 # Text heads are 64 wide as in every SmolVLM2 backbone (the loader assumes it); 2 query heads over
 # 1 KV head exercise grouped attention. Three text layers, of which SmolVLA keeps the first two
@@ -43,23 +39,11 @@ VISION = dict(hidden_size=64, intermediate_size=64, num_hidden_layers=1, num_att
               image_size=32)
 SCALE_FACTOR = 2
 EXPERT_MLP = 64
-CAMERAS = {"observation.images.front": (3, 48, 64), "observation.images.wrist": (3, 32, 32)}
-STATE_DIM, ACTION_DIM = 6, 5
 WORDS = ["pick", "up", "the", "red", "cube", "lift", "block", "\n", "<fake_token_around_image>", "<global-img>"]
 
 
-def build_tokenizer(path: Path) -> PreTrainedTokenizerFast:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
-    for word in WORDS:
-        vocab.setdefault(word, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"),
-                                                 pre_tokenizers.WhitespaceSplit()])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                   unk_token="<unk>")
-    fast.save_pretrained(str(path))
+def build_tokenizer(path: Path):
+    fast, vocab = word_level_tokenizer(path, WORDS)
     # SmolVLA reads these two ids from SmolVLM's tokenizer (used only with add_image_special_tokens).
     fast.fake_image_token_id = vocab["<fake_token_around_image>"]
     fast.global_image_token_id = vocab["<global-img>"]
@@ -82,27 +66,12 @@ def go_offline(tokenizer, vlm_config) -> None:
     tok_mod.AutoTokenizer.from_pretrained = staticmethod(lambda *a, **k: tokenizer)
 
 
-def stats() -> dict:
-    g = torch.Generator().manual_seed(3)
-
-    def feature(d):
-        mean = torch.randn(d, generator=g)
-        std = torch.rand(d, generator=g) + 0.5
-        return {"mean": mean, "std": std, "min": mean - 2 * std, "max": mean + 2 * std}
-
-    return {"observation.state": feature(STATE_DIM), "action": feature(ACTION_DIM)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
     final: Path = args.out
-    out = final.with_name(f".{final.name}.tmp")  # renamed into place once everything is written
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    torch.manual_seed(0)
-
+    out = temporary_output(final)
     tokenizer = build_tokenizer(out / "tokenizer")
     go_offline(tokenizer, tiny_vlm_config(len(tokenizer)))
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
@@ -110,55 +79,22 @@ def main() -> None:
     from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
 
     config = SmolVLAConfig(
-        input_features={**{k: PolicyFeature(FeatureType.VISUAL, s) for k, s in CAMERAS.items()},
-                        "observation.state": PolicyFeature(FeatureType.STATE, (STATE_DIM,))},
-        output_features={"action": PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))},
-        chunk_size=5, n_action_steps=3, num_steps=4, max_state_dim=8, max_action_dim=8,
+        **features(), chunk_size=5, n_action_steps=3, num_steps=4, max_state_dim=8, max_action_dim=8,
         resize_imgs_with_padding=(VISION["image_size"],) * 2, tokenizer_max_length=12, num_vlm_layers=2,
         self_attn_every_n_layers=2, expert_width_multiplier=0.75, vlm_model_name="tiny/SmolVLM2-test",
         load_vlm_weights=False, device="cpu",
     )
     policy = SmolVLAPolicy(config).float().eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _, p in policy.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.3 if p.dim() == 1 else 1.0 / max(p.shape[-1], 1) ** 0.5)
-                    + (1.0 if p.dim() == 1 else 0.0))  # norm weights around 1 (Llama multiplies by them)
-    dataset_stats = stats()
+    randomize(policy, norm_offset=1.0)  # norm weights around 1 (Llama multiplies by them)
+    dataset_stats = stats(quantiles=False)
     pre, post = make_smolvla_pre_post_processors(config, dataset_stats=dataset_stats)
-    ckpt = out / "checkpoint"
-    policy.save_pretrained(ckpt)
-    pre.save_pretrained(ckpt)
-    post.save_pretrained(ckpt)
 
-    g = torch.Generator().manual_seed(2)
-    b = 2
-    images = {k: torch.randint(0, 256, (b, s[1], s[2], 3), dtype=torch.uint8, generator=g) for k, s in CAMERAS.items()}
-    state = torch.randn(b, STATE_DIM, generator=g) * dataset_stats["observation.state"]["std"] + \
-        dataset_stats["observation.state"]["mean"]
-    tasks = ["pick up the red cube", "lift the block"]
-    noise = torch.randn(b, config.chunk_size, config.max_action_dim, generator=g)
-    raw = {k: v.permute(0, 3, 1, 2).float() / 255.0 for k, v in images.items()}
-    raw.update({"observation.state": state, "task": tasks})
-    with torch.no_grad():
-        batch = pre(raw)
-        actions = post(policy.predict_action_chunk(batch, noise=noise))
-        # A training forward with fixed noise and time: lerobot's joint pass (no KV cache).
-        train_actions = torch.randn(b, config.chunk_size, config.max_action_dim, generator=g)
-        time = torch.tensor([0.3, 0.8])
+    def train_forward(batch, tokens, masks, train_actions, noise, time):  # lerobot's joint pass (no KV cache)
         img, img_masks = policy.prepare_images(batch)
-        tokens, masks = batch["observation.language.tokens"], batch["observation.language.attention_mask"]
-        losses = policy.model.forward(img, img_masks, tokens, masks, policy.prepare_state(batch), train_actions,
-                                      noise=noise, time=time)
-    tensors = {f"image.{k}": v for k, v in images.items()}
-    tensors.update({"state": state, "noise": noise, "actions": actions.contiguous(), "tokens": tokens.contiguous(),
-                    "token_mask": masks.contiguous(), "train_actions": train_actions, "train_time": time,
-                    "train_losses": losses.contiguous()})
-    save_file(tensors, str(out / "reference.safetensors"))
-    (out / "inputs.json").write_text(json.dumps({"tasks": tasks, "kind": "smolvla"}))
-    shutil.rmtree(final, ignore_errors=True)
-    out.rename(final)
-    print(f"wrote {final} ({sum(p.numel() for p in policy.parameters())} parameters)")
+        return policy.model.forward(img, img_masks, tokens, masks, policy.prepare_state(batch), train_actions,
+                                    noise=noise, time=time)
+
+    write_reference(out, final, "smolvla", policy, pre, post, config, dataset_stats, train_forward)
 
 
 if __name__ == "__main__":

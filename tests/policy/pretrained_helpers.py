@@ -1,23 +1,39 @@
-"""Tiny pi0 / pi0.5 checkpoints in the published layouts, for the loader tests.
+"""Tiny pi0 / pi0.5 / SmolVLA checkpoints in the published layouts, and the setup the loader tests share.
 
 tests/policy/fixtures/lerobot_{pi0,pi05} were written by lerobot 0.4.4 itself
 (scripts/make_lerobot_reference.py): its save_pretrained layout, tensor names
 and shapes, plus lerobot's action chunks for fixed inputs and noise; lerobot_smolvla likewise
-(scripts/make_lerobot_smolvla_reference.py). lift_checkpoint works for all three kinds.
+(scripts/make_lerobot_smolvla_reference.py). lift_checkpoint and the Lift / eval / rl / train
+runs below work for all three kinds.
 """
 
 import json
+import os
 import shutil
+import subprocess
+from functools import lru_cache
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from vla.policy.pretrained import load_pretrained
+
 FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parents[2]
+LEROBOT_PYTHON = os.environ.get("VLA_LEROBOT_PYTHON")
+EXTRA_PATH = os.environ.get("VLA_LEROBOT_PYTHONPATH", "")
+requires_lerobot = pytest.mark.skipif(not LEROBOT_PYTHON, reason="VLA_LEROBOT_PYTHON is not set (a Python with lerobot 0.4.4)")
 
 
 def fixture(kind: str) -> Path:
     return FIXTURES / f"lerobot_{kind}"
+
+
+def load_reference(root: Path, **kw):
+    """The policy in a reference directory (checkpoint/ and tokenizer/ side by side)."""
+    return load_pretrained(root / "checkpoint", tokenizer_path=str(root / "tokenizer"), **kw)
 
 
 def copy_fixture(kind: str, dest: Path) -> Path:
@@ -31,6 +47,31 @@ def reference_batch(root: Path) -> tuple[dict, dict]:
     batch["observation.state"] = ref["state"]
     batch["task"] = json.loads((root / "inputs.json").read_text())["tasks"]
     return batch, ref
+
+
+def assert_training_losses_match(policy, batch: dict, ref: dict) -> None:
+    """lerobot's training forward with fixed noise and time: per-element (v - u)^2 (docs/PRETRAINED.md)."""
+    x0, noise, t = ref["train_actions"], ref["noise"], ref["train_time"]
+    x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * x0
+    with torch.no_grad():
+        cache, state_token = policy.encode_observation(batch)
+        losses = (noise - x0 - policy.velocity(cache, state_token, x_t, t)) ** 2
+    assert torch.allclose(losses, ref["train_losses"], rtol=1e-5, atol=1e-4)
+
+
+def load_for_finetuning(kind: str, **options):
+    """The fixture's policy with fine-tuning options applied, in train mode, and its reference batch
+    carrying the reference's training actions; (policy, batch, ref)."""
+    from vla.policy.finetune import apply_finetune_options
+
+    root = fixture(kind)
+    policy = load_reference(root)
+    for key, value in options.items():
+        setattr(policy.config, key, value)
+    apply_finetune_options(policy)
+    batch, ref = reference_batch(root)
+    batch["action"] = ref["train_actions"][..., :5]
+    return policy.train(), batch, ref
 
 
 def edit_weights(path: Path, edit) -> None:
@@ -84,3 +125,115 @@ def lift_checkpoint(kind: str, dest: Path) -> Path:
     for f in ck.glob("*normalizer_processor.safetensors"):
         save_file(stats, str(f))
     return ck
+
+
+# ------------------------------------------------------------------ lerobot run live
+def lerobot_env() -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    if EXTRA_PATH:
+        env["PYTHONPATH"] = EXTRA_PATH
+    return env
+
+
+@lru_cache(maxsize=1)
+def _lerobot_probe() -> tuple[int, str]:
+    probe = subprocess.run([LEROBOT_PYTHON, "-c", "import transformers, lerobot"], env=lerobot_env(), capture_output=True,
+                           text=True)
+    return probe.returncode, probe.stderr
+
+
+def run_reference_script(script: str, out: Path, *args: str) -> Path:
+    """Run scripts/<script> with lerobot's Python into out (skips when that Python cannot import
+    transformers beside lerobot: set VLA_LEROBOT_PYTHONPATH, see test_pretrained_lerobot_parity.py)."""
+    returncode, stderr = _lerobot_probe()
+    if returncode:
+        pytest.skip(f"{LEROBOT_PYTHON} cannot import transformers beside lerobot (set VLA_LEROBOT_PYTHONPATH, "
+                    f"see test_pretrained_lerobot_parity.py's docstring): {stderr.strip().splitlines()[-1:]}")
+    run = subprocess.run([LEROBOT_PYTHON, str(REPO / "scripts" / script), str(out), *args], env=lerobot_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    return out
+
+
+def assert_actions_match(policy, root: Path, atol: float = 1e-5) -> tuple[dict, dict]:
+    """The policy's action chunk for the reference inputs and initial noise is the reference's; (batch, ref)."""
+    batch, ref = reference_batch(root)
+    actions = policy.predict_action_chunk(batch, noise=ref["noise"])
+    assert actions.shape == ref["actions"].shape
+    assert (actions - ref["actions"]).abs().max() < atol
+    return batch, ref
+
+
+# ------------------------------------------------------------------ robosuite Lift, vla eval / rl / train
+def act_and_sample_on_lift(kind: str, tmp_path: Path, lift_obs):
+    """Load the kind's Lift checkpoint the way `vla rl / eval` do, predict a chunk on two Lift observations
+    and step the env with it; then a Flow-SDE chain in the env's 7 action dims whose log-prob, recomputed
+    with gradients, matches and reaches the weights. Returns (policy, batch, sample, generator)."""
+    from vla.policy.flow_vla import FlowVLAPolicy
+    from vla.policy.observation import observations_to_batch
+    from vla.policy.sampling import chain_log_prob, sample_chain
+
+    env, obs = lift_obs
+    policy = FlowVLAPolicy.from_pretrained(lift_checkpoint(kind, tmp_path / "ck"))  # the path `vla rl/eval` take
+    batch = observations_to_batch([obs, obs], policy.config.cameras)
+    chunk = policy.predict_action_chunk(batch)
+    assert chunk.shape == (2, policy.config.chunk_size, 7) and chunk.isfinite().all()
+    env.step(chunk[0, 0].numpy())
+    g = torch.Generator().manual_seed(0)
+    sample = sample_chain(policy, batch, mode="sde", sde_mode="joint", noise_level=0.5, generator=g)
+    assert sample.chain.shape == (2, policy.config.num_inference_steps + 1, policy.config.chunk_size, 7)
+    lp = chain_log_prob(policy, batch, sample.chain, sample.step_mask, mode="sde", noise_level=0.5)
+    assert torch.allclose(lp, sample.log_prob, rtol=1e-4, atol=1e-3)
+    lp.sum().backward()
+    assert policy.action_out_proj.weight.grad.abs().sum() > 0
+    return policy, batch, sample, g
+
+
+def check_vla_eval_runs(kind: str, tmp_path: Path) -> None:
+    """`vla eval` on one short Lift episode with the kind's Lift checkpoint."""
+    from vla.config import EnvConfig, EvalConfig
+    from vla.eval.evaluate import run_eval
+
+    ck = lift_checkpoint(kind, tmp_path / "ck")
+    cfg = EvalConfig(policy=str(ck), output_dir=str(tmp_path / "eval"), n_episodes=1, n_envs=1, n_videos=0,
+                     env=EnvConfig(max_episode_steps=6), num_threads=1)
+    run_eval(cfg, progress=False)
+    info = json.loads((tmp_path / "eval" / "eval_info.json").read_text())
+    assert len(info["per_episode"]) == 1 and "pc_success" in info["aggregated"]
+
+
+def run_rl_on_lift(kind: str, tmp_path: Path, algo: str):
+    """One `vla rl` iteration on six-step Lift episodes from the kind's Lift checkpoint; (checkpoint, saved policy)."""
+    from vla.config import RLConfig
+    from vla.policy.flow_vla import FlowVLAPolicy
+    from vla.rl.trainer import train_rl
+
+    ck = lift_checkpoint(kind, tmp_path / "ck")
+    cfg = RLConfig(algo=algo, policy=str(ck), output_dir=str(tmp_path / "rl"), iterations=1, n_groups=1,
+                   group_size=2, n_envs=2, epochs=1, minibatch_size=4, dynamic_sampling=False, kl_coef=0.01)
+    cfg.env.max_episode_steps = 6
+    cfg.eval.n_episodes = 0
+    train_rl(cfg, progress=False)
+    record = json.loads((tmp_path / "rl" / "history.json").read_text())["history"][0]
+    assert record["env_steps"] == 12 and record["optimizer_steps"] >= 1
+    assert torch.isfinite(torch.tensor([record["old_log_prob"], record["entropy"]])).all()
+    return ck, FlowVLAPolicy.from_pretrained(tmp_path / "rl" / "checkpoints" / "last" / "policy")
+
+
+def train_from_checkpoint(kind: str, tmp_path: Path):
+    """Two `vla train --policy.init=<the kind's Lift checkpoint> --policy.train_expert_only=true` steps on a
+    random dataset; (trained policy, source policy)."""
+    pytest.importorskip("pyarrow")
+    from tests.data.helpers import random_episodes, write_dataset
+    from vla.config import TrainConfig
+    from vla.policy.config import PolicyConfig
+    from vla.policy.flow_vla import FlowVLAPolicy
+    from vla.train.sft import train
+
+    data = write_dataset(tmp_path / "ds", random_episodes(seed=1, lengths=(6, 6)))
+    ck = lift_checkpoint(kind, tmp_path / "ck")
+    cfg = TrainConfig(dataset=str(data), output_dir=str(tmp_path / "run"), steps=2, batch_size=2, warmup_steps=1,
+                      save_every=0, image_shift=0, num_threads=1,
+                      policy=PolicyConfig(init=str(ck), train_expert_only=True))
+    train(cfg, progress=False)
+    return FlowVLAPolicy.from_pretrained(tmp_path / "run" / "policy"), FlowVLAPolicy.from_pretrained(ck)

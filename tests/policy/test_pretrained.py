@@ -10,7 +10,8 @@ import shutil
 import pytest
 import torch
 
-from tests.policy.pretrained_helpers import copy_fixture, edit_weights, fixture, reference_batch, to_openpi_layout
+from tests.policy.pretrained_helpers import (assert_training_losses_match, copy_fixture, edit_weights, fixture,
+                                             load_reference, reference_batch, to_openpi_layout)
 from vla.policy.checkpoint import CheckpointError
 from vla.policy.flow_vla import FlowVLAPolicy
 from vla.policy.pretrained import load_pretrained
@@ -18,10 +19,7 @@ from vla.policy.token_prompt import TokenizerMissing
 
 # fp32 on CPU; measured max |diff| 4.8e-7 on actions of magnitude ~3 (docs/PRETRAINED.md).
 ACTION_ATOL = 1e-5
-
-
-def load(root, **kw):
-    return load_pretrained(root / "checkpoint", tokenizer_path=str(root / "tokenizer"), **kw)
+load = load_reference
 
 
 @pytest.mark.parametrize("kind", ["pi0", "pi05"])
@@ -43,14 +41,7 @@ def test_actions_match_lerobot(kind):
 def test_training_velocity_matches_lerobot(kind):
     """lerobot's training forward (its joint layer, no KV cache) with fixed noise and time."""
     root = fixture(kind)
-    policy = load(root)
-    batch, ref = reference_batch(root)
-    x0, noise, t = ref["train_actions"], ref["noise"], ref["train_time"]
-    x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * x0
-    with torch.no_grad():
-        cache, state_token = policy.encode_observation(batch)
-        losses = (noise - x0 - policy.velocity(cache, state_token, x_t, t)) ** 2
-    assert torch.allclose(losses, ref["train_losses"], rtol=1e-5, atol=1e-4)
+    assert_training_losses_match(load(root), *reference_batch(root))
 
 
 def test_config_read_from_checkpoint():

@@ -4,21 +4,13 @@ and `vla train --policy.init=PATH`."""
 import pytest
 import torch
 
-from tests.policy.pretrained_helpers import fixture, lift_checkpoint, reference_batch
-from vla.policy.finetune import apply_finetune_options
+from tests.policy.pretrained_helpers import load_for_finetuning, train_from_checkpoint
 from vla.policy.flow_vla import FlowVLAPolicy
-from vla.policy.pretrained import load_pretrained
 
 
 def loaded(**options):
-    root = fixture("pi0")
-    policy = load_pretrained(root / "checkpoint", tokenizer_path=str(root / "tokenizer"))
-    for key, value in options.items():
-        setattr(policy.config, key, value)
-    apply_finetune_options(policy)
-    batch, ref = reference_batch(root)
-    batch["action"] = ref["train_actions"][..., :5]
-    return policy.train(), batch
+    policy, batch, _ = load_for_finetuning("pi0", **options)
+    return policy, batch
 
 
 def grads(policy, batch):
@@ -81,22 +73,9 @@ def test_bf16_training_step_is_finite():
 
 
 def test_vla_train_policy_init(tmp_path):
-    pytest.importorskip("pyarrow")
-    from tests.data.helpers import random_episodes, write_dataset
-    from vla.config import TrainConfig
-    from vla.policy.config import PolicyConfig
-    from vla.train.sft import train
-
-    data = write_dataset(tmp_path / "ds", random_episodes(seed=1, lengths=(6, 6)))
-    ck = lift_checkpoint("pi0", tmp_path / "ck")
-    cfg = TrainConfig(dataset=str(data), output_dir=str(tmp_path / "run"), steps=2, batch_size=2, warmup_steps=1,
-                      save_every=0, image_shift=0, num_threads=1,
-                      policy=PolicyConfig(init=str(ck), train_expert_only=True))
-    train(cfg, progress=False)
-    out = FlowVLAPolicy.from_pretrained(tmp_path / "run" / "policy")
+    out, src = train_from_checkpoint("pi0", tmp_path)
     assert out.config.language == "tokens" and out.config.cameras == ["agentview"]
     assert (tmp_path / "run" / "policy" / "tokenizer" / "tokenizer.json").is_file()
-    src = FlowVLAPolicy.from_pretrained(ck)
     # Expert trained, VLM frozen.
     assert torch.equal(out.transformer.vlm.layers[0].mlp.up_proj.weight, src.transformer.vlm.layers[0].mlp.up_proj.weight)
     assert not torch.equal(out.transformer.expert.layers[0].mlp.up_proj.weight,

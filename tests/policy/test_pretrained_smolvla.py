@@ -9,18 +9,15 @@ import json
 import pytest
 import torch
 
-from tests.policy.pretrained_helpers import copy_fixture, edit_weights, fixture, reference_batch
+from tests.policy.pretrained_helpers import (assert_training_losses_match, copy_fixture, edit_weights, fixture,
+                                             load_for_finetuning, load_reference, reference_batch)
 from vla.policy.checkpoint import CheckpointError
 from vla.policy.flow_vla import FlowVLAPolicy
-from vla.policy.pretrained import load_pretrained
 from vla.policy.smolvla import SmolVLAPolicy, patch_position_ids, resize_with_pad_top_left
 
 # fp32 on CPU; measured max |diff| 9.5e-7 on actions of magnitude ~6 (docs/PRETRAINED.md).
 ACTION_ATOL = 1e-5
-
-
-def load(root, **kw):
-    return load_pretrained(root / "checkpoint", tokenizer_path=str(root / "tokenizer"), **kw)
+load = load_reference
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +40,7 @@ def test_actions_match_lerobot(policy):
 
 def test_training_velocity_matches_lerobot(policy):
     """lerobot's training forward (prefix and suffix in one pass, no KV cache) with fixed noise and time."""
-    batch, ref = reference_batch(fixture("smolvla"))
-    x0, noise, t = ref["train_actions"], ref["noise"], ref["train_time"]
-    x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * x0
-    with torch.no_grad():
-        cache, state_token = policy.encode_observation(batch)
-        losses = (noise - x0 - policy.velocity(cache, state_token, x_t, t)) ** 2
-    assert torch.allclose(losses, ref["train_losses"], rtol=1e-5, atol=1e-4)
+    assert_training_losses_match(policy, *reference_batch(fixture("smolvla")))
 
 
 def test_config_read_from_checkpoint(policy):
@@ -133,15 +124,8 @@ def test_save_and_reload_round_trip(tmp_path, policy):
 
 
 def _loss_and_grads(**options):
-    from vla.policy.finetune import apply_finetune_options
-
-    policy = load(fixture("smolvla"))
-    for key, value in options.items():
-        setattr(policy.config, key, value)
-    apply_finetune_options(policy)
-    batch, ref = reference_batch(fixture("smolvla"))
-    batch["action"] = ref["train_actions"][..., :5]
-    loss, _ = policy.train()(batch, noise=ref["noise"], time=torch.tensor([0.3, 0.7]))
+    policy, batch, ref = load_for_finetuning("smolvla", **options)
+    loss, _ = policy(batch, noise=ref["noise"], time=torch.tensor([0.3, 0.7]))
     loss.backward()
     return policy, loss, {n: p.grad for n, p in policy.named_parameters() if p.grad is not None}
 

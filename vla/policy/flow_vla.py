@@ -72,6 +72,17 @@ def suffix_attention(n_state: int, chunk: int) -> torch.Tensor:
 EMPTY_CAMERA = "empty_camera_"  # lerobot's name for a camera slot the checkpoint fills with a masked black image
 
 
+def vision_tower_sizes(c: PolicyConfig) -> dict:
+    """A policy config's vision sizes as Hugging Face vision configs name them (SigLIP's, SmolVLM's)."""
+    return dict(hidden_size=c.vision_width, intermediate_size=c.vision_mlp_dim, num_hidden_layers=c.vision_layers,
+                num_attention_heads=c.vision_heads, image_size=c.image_size, patch_size=c.patch_size)
+
+
+def policy_normalizer(c: PolicyConfig) -> Normalizer:
+    """The state / action normaliser a policy config describes (its statistics are loaded separately)."""
+    return Normalizer({STATE_KEY: c.state_dim, ACTION_KEY: c.action_dim}, c.normalization, eps=c.normalization_eps)
+
+
 def euler_step(x: torch.Tensor, v: torch.Tensor, t: torch.Tensor, dt: float, step: int) -> torch.Tensor:
     return x - dt * v
 
@@ -81,12 +92,8 @@ class FlowVLAPolicy(nn.Module):
         super().__init__()
         config.validate()
         self.config = c = config
-        vision_cfg = SiglipVisionConfig(
-            hidden_size=c.vision_width, intermediate_size=c.vision_mlp_dim, num_hidden_layers=c.vision_layers,
-            num_attention_heads=c.vision_heads, image_size=c.image_size, patch_size=c.patch_size,
-            num_channels=3, vision_use_head=False,
-        )
-        self.vision = SiglipVisionModel(vision_cfg)
+        self.vision = SiglipVisionModel(SiglipVisionConfig(**vision_tower_sizes(c), num_channels=3,
+                                                           vision_use_head=False))
         self.multi_modal_projector = nn.Linear(c.vision_width, c.width)
         if c.language == "tokens":
             self.language = TokenPrompt(c.vocab_size, c.width, c.max_language_tokens, c.prompt_format, c.tokenizer_path)
@@ -107,22 +114,24 @@ class FlowVLAPolicy(nn.Module):
             self.time_mlp_in, self.time_mlp_out = nn.Linear(w, w), nn.Linear(w, w)
         else:
             self.action_time_mlp_in, self.action_time_mlp_out = nn.Linear(2 * w, w), nn.Linear(w, w)
-        self.normalizer = Normalizer({STATE_KEY: c.state_dim, ACTION_KEY: c.action_dim}, c.normalization,
-                                     eps=c.normalization_eps)
+        self.normalizer = policy_normalizer(c)
         self.n_state_tokens = int(c.state_token)
         self.register_buffer("suffix_attn", suffix_attention(self.n_state_tokens, c.chunk_size), persistent=False)
         self._action_queue: deque[torch.Tensor] = deque()
 
     def materialize_buffers(self) -> None:
         """Give real values to the buffers of a policy built on the meta device (pretrained loading)."""
-        c = self.config
-        if self.normalizer.loaded.is_meta:
-            self.normalizer = Normalizer({STATE_KEY: c.state_dim, ACTION_KEY: c.action_dim}, c.normalization,
-                                         eps=c.normalization_eps)
-        self.suffix_attn = suffix_attention(self.n_state_tokens, c.chunk_size)
+        self.suffix_attn = suffix_attention(self.n_state_tokens, self.config.chunk_size)
         emb = self.vision.embeddings
         if emb.position_ids.is_meta:
             emb.position_ids = torch.arange(emb.num_positions).expand((1, -1))
+        self._materialize_normalizer_and_check()
+
+    def _materialize_normalizer_and_check(self) -> None:
+        """A real normaliser (its statistics are loaded next); no tensor may stay on the meta device.
+        SmolVLAPolicy's materialize_buffers is this alone."""
+        if self.normalizer.loaded.is_meta:
+            self.normalizer = policy_normalizer(self.config)
         left = [n for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_meta]
         if left:
             raise RuntimeError(f"tensors still on the meta device after loading: {left[:10]}")
@@ -142,11 +151,23 @@ class FlowVLAPolicy(nn.Module):
             img = img.permute(0, 3, 1, 2).float() / 255.0
         size = self.config.image_size
         if img.shape[-2:] != (size, size):
-            if self.config.image_resize == "pad":
-                img = resize_with_pad(img.float(), size, self.config.image_pad_value)
-            else:
-                img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
-        return img * 2.0 - 1.0  # SigLIP's input range
+            img = self._resize(img)
+        return img * 2.0 - 1.0  # the vision tower's input range
+
+    def _resize(self, img: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [0, 1] to the square image size."""
+        size = self.config.image_size
+        if self.config.image_resize == "pad":
+            return resize_with_pad(img.float(), size, self.config.image_pad_value)
+        return F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
+
+    def _camera_pixels(self, batch: dict, camera: str, b: int) -> tuple[torch.Tensor, bool]:
+        """A camera's pixels in [-1, 1], and whether it is an empty slot (lerobot's empty_camera_*, filled
+        with a black image whose tokens are masked out)."""
+        empty = camera.startswith(EMPTY_CAMERA) and IMAGE_PREFIX + camera not in batch
+        size = self.config.image_size
+        pixels = -torch.ones(b, 3, size, size, device=self.device) if empty else self._images(batch, camera)
+        return pixels, empty
 
     def normalized_state(self, batch: dict) -> torch.Tensor:
         """Normalised state, zero-padded to the model's state width [B, model_state_dim]."""
@@ -158,9 +179,7 @@ class FlowVLAPolicy(nn.Module):
         b = len(batch["task"])
         dtype = self.multi_modal_projector.weight.dtype
         for camera in self.config.cameras:
-            empty = camera.startswith(EMPTY_CAMERA) and IMAGE_PREFIX + camera not in batch
-            size = self.config.image_size
-            pixels = (-torch.ones(b, 3, size, size, device=self.device) if empty else self._images(batch, camera))
+            pixels, empty = self._camera_pixels(batch, camera, b)
             img_tokens = self.multi_modal_projector(self.vision(pixel_values=pixels.to(dtype)).last_hidden_state)
             if self.config.image_feature_scale:
                 img_tokens = img_tokens / self.config.width ** 0.5

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from vla.policy.weight_names import rename
+
 PI = "paligemma_with_expert."
 # (older transformers prefix, current prefix)
 _LEGACY = (
@@ -59,13 +61,10 @@ def to_ours(key: str, kind: str) -> str | None:
     if kind == "pi05" and (key.startswith("state_proj.") or _PLAIN_EXPERT_NORM.fullmatch(key)):
         return None  # converted pi0.5 weights may carry these; the reference skips them too
     if key.startswith(PI):
-        rest = key[len(PI):]
-        if any(p.fullmatch(rest) for p in UNUSED):
-            return None
-        for pattern, repl in _RULES:
-            if re.fullmatch(pattern, rest):
-                return re.sub(pattern, repl, rest)
-        raise KeyError(key)
+        try:
+            return rename(key[len(PI):], _RULES, UNUSED)
+        except KeyError:
+            raise KeyError(key) from None
     head, _, leaf = key.partition(".")
     if head in _HEADS and leaf in ("weight", "bias"):
         # openpi names pi0's action-time MLP `time_mlp_*`; lerobot renames it `action_time_mlp_*`.
@@ -100,7 +99,7 @@ _INVERSE = (
 
 def to_lerobot(name: str) -> str:
     """lerobot's name for one of our pi0-layout parameters (benchmarks and tests write published layouts)."""
-    for pattern, repl in _INVERSE:
-        if re.fullmatch(pattern, name):
-            return "model." + PI + re.sub(pattern, repl, name)
-    return "model." + name
+    try:
+        return "model." + PI + rename(name, _INVERSE)
+    except KeyError:
+        return "model." + name

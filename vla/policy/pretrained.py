@@ -12,14 +12,14 @@ missing, unexpected or mis-shaped tensors are refused with their names; allow_pa
 matches and prints what was left at random init. Nothing is downloaded.
 
 lerobot SmolVLA checkpoints (type "smolvla") are dispatched to vla/policy/smolvla_load.py, which
-builds a SmolVLAPolicy (same interface as FlowVLAPolicy) and reuses this module's stats and
-weight-copying helpers.
+builds a SmolVLAPolicy (same interface as FlowVLAPolicy) through this module's build_policy and
+weight copier. Both read lerobot's metadata with vla/policy/lerobot_metadata.py and published
+names with vla/policy/weight_names.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -27,9 +27,11 @@ from safetensors import SafetensorError, safe_open
 
 from vla.policy.checkpoint import CONFIG_FILE, POLICY_TYPE, WEIGHTS_FILE, CheckpointError
 from vla.policy.config import PolicyConfig
+from vla.policy.lerobot_metadata import ACTION, STATE, lerobot_features, lerobot_normalization, prompt_length
 from vla.policy.pi0_names import PI, canonical, infer_kind, to_ours
 from vla.policy.smolvla_config import SMOLVLA_TYPE
 from vla.policy.token_prompt import resolve_tokenizer_path
+from vla.policy.weight_names import count_layers, map_names, require_tensors
 
 KNOWN_POLICY_TYPES = {
     "pi0fast": "a pi0-FAST checkpoint (autoregressive action tokens, no flow-matching expert)",
@@ -38,7 +40,6 @@ KNOWN_POLICY_TYPES = {
     "vqbet": "a VQ-BeT checkpoint", "tdmpc": "a TD-MPC checkpoint", "sac": "a SAC checkpoint",
     "groot": "a GR00T checkpoint", "xvla": "an X-VLA checkpoint", "wall_x": "a WALL-OSS checkpoint",
 }
-STATE, ACTION = "observation.state", "action"
 
 
 def describe_foreign_checkpoint(directory: Path, kind) -> None:
@@ -90,11 +91,6 @@ def detect_layout(directory: Path) -> str:
 
 
 # ------------------------------------------------------------------ sizes
-def _count_layers(shapes, prefix: str) -> int:
-    ids = {int(m.group(1)) for k in shapes if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
-    return max(ids) + 1 if ids else 0
-
-
 def sizes_from_shapes(shapes: dict[str, tuple[int, ...]]) -> dict:
     """Architecture fields of PolicyConfig from the published tensor shapes."""
     s = {canonical(k): v for k, v in shapes.items()}
@@ -103,9 +99,7 @@ def sizes_from_shapes(shapes: dict[str, tuple[int, ...]]) -> dict:
     ex = PI + "gemma_expert.model."
     need = [vis + "embeddings.patch_embedding.weight", lm + "layers.0.self_attn.q_proj.weight",
             ex + "layers.0.self_attn.q_proj.weight", "action_in_proj.weight"]
-    missing = [k for k in need if k not in s]
-    if missing:
-        raise CheckpointError(f"weights lack the tensors that define a pi0 model: {missing}")
+    require_tensors(s, need, "pi0")
     vision_width, _, patch, _ = s[vis + "embeddings.patch_embedding.weight"]
     n_patches = s[vis + "embeddings.position_embedding.weight"][0]
     q_out, width = s[lm + "layers.0.self_attn.q_proj.weight"]
@@ -118,101 +112,27 @@ def sizes_from_shapes(shapes: dict[str, tuple[int, ...]]) -> dict:
         raise CheckpointError("weights have no token embedding (paligemma lm_head / embed_tokens)")
     return dict(
         image_size=int(round(n_patches ** 0.5)) * patch, patch_size=patch, vision_width=vision_width,
-        vision_layers=_count_layers(s, vis + "encoder.layers."),
+        vision_layers=count_layers(s, vis + "encoder.layers."),
         # SigLIP So400m uses 72-wide heads; smaller test towers use 16-wide ones.
         vision_heads=vision_width // 72 if vision_width % 72 == 0 else max(1, vision_width // 16),
         vision_mlp_dim=s[vis + "encoder.layers.0.mlp.fc1.weight"][0], width=width,
-        mlp_dim=s[lm + "layers.0.mlp.gate_proj.weight"][0], depth=_count_layers(s, lm + "layers."),
+        mlp_dim=s[lm + "layers.0.mlp.gate_proj.weight"][0], depth=count_layers(s, lm + "layers."),
         num_heads=num_heads, num_kv_heads=num_kv, head_dim=head_dim,
         expert_width=s[ex + "layers.0.self_attn.q_proj.weight"][1], expert_mlp_dim=s[ex + "layers.0.mlp.gate_proj.weight"][0],
         vocab_size=embed[0], max_action_dim=s["action_in_proj.weight"][1],
     )
 
 
-# ------------------------------------------------------------------ lerobot metadata
-def _lerobot_stats(directory: Path) -> tuple[dict, dict]:
-    """(stats {feature: {stat: tensor}}, normaliser step config) from lerobot's processor files."""
-    stats, step_cfg = {}, None
-    for pipeline, registry in (("policy_preprocessor.json", "normalizer_processor"),
-                               ("policy_postprocessor.json", "unnormalizer_processor")):
-        path = directory / pipeline
-        if not path.is_file():
-            continue
-        for step in json.loads(path.read_text()).get("steps", []):
-            if step.get("registry_name") == registry and step.get("state_file"):
-                step_cfg = step_cfg or step.get("config", {})
-                state_file = directory / step["state_file"]
-                if not state_file.is_file():
-                    raise CheckpointError(f"{path} names normalisation stats {state_file.name}, which is missing")
-                with safe_open(str(state_file), "pt") as f:
-                    for key in f.keys():
-                        feature, _, stat = key.rpartition(".")
-                        stats.setdefault(feature, {})[stat] = f.get_tensor(key)
-    return stats, step_cfg or {}
-
-
-def _tokenizer_step(directory: Path) -> dict:
-    path = directory / "policy_preprocessor.json"
-    if path.is_file():
-        for step in json.loads(path.read_text()).get("steps", []):
-            if step.get("registry_name") == "tokenizer_processor":
-                return step.get("config", {})
-    return {}
-
-
-def _normalization(mapping: dict, stats: dict, directory: Path, state_dim: int, action_dim: int) -> tuple[str, dict]:
-    """Our (mode, stats) for lerobot's per-feature-type modes; QUANTILES is min_max over (q01, q99)."""
-    modes = {mapping.get("STATE", "MEAN_STD"), mapping.get("ACTION", "MEAN_STD")}
-    if len(modes) != 1:
-        raise CheckpointError(f"{directory}: state and action use different normalisations {sorted(modes)}; "
-                              "this policy normalises both the same way")
-    mode = modes.pop()
-    needs = {"MEAN_STD": ("mean", "std"), "MIN_MAX": ("min", "max"), "QUANTILES": ("q01", "q99"),
-             "QUANTILE10": ("q10", "q90"), "IDENTITY": ()}
-    if mode not in needs:
-        raise CheckpointError(f"{directory}: normalisation mode {mode!r} is not supported")
-    out = {}
-    for feature, dim in ((STATE, state_dim), (ACTION, action_dim)):
-        have = stats.get(feature, {})
-        absent = [s for s in needs[mode] if s not in have]
-        if absent:
-            raise CheckpointError(
-                f"{directory}: no normalisation statistics {absent} for {feature!r} ({mode}); the checkpoint's "
-                "processor files (policy_preprocessor.json + its normalizer safetensors) must carry them. "
-                "A policy never runs un-normalised")
-        zeros, ones = torch.zeros(dim), torch.ones(dim)
-        if mode == "MEAN_STD":
-            out[feature] = {"mean": have["mean"], "std": have["std"], "min": -ones, "max": ones}
-        elif mode == "IDENTITY":
-            out[feature] = {"mean": zeros, "std": ones, "min": -ones, "max": ones}
-        else:
-            lo, hi = needs[mode]
-            out[feature] = {"mean": zeros, "std": ones, "min": have[lo], "max": have[hi]}
-    return ("mean_std" if mode in ("MEAN_STD", "IDENTITY") else "min_max"), out
-
-
 def lerobot_config(directory: Path, shapes: dict, tokenizer_path: str = "") -> tuple[PolicyConfig, dict]:
     raw = json.loads((directory / CONFIG_FILE).read_text())
     kind = raw["type"]
-    features = raw.get("input_features", {})
-    cameras = [k[len("observation.images."):] for k, v in features.items() if v.get("type") == "VISUAL"]
-    cameras += [f"empty_camera_{i}" for i in range(int(raw.get("empty_cameras", 0)))
-                if f"observation.images.empty_camera_{i}" not in features]
-    if STATE not in features or ACTION not in raw.get("output_features", {}):
-        raise CheckpointError(f"{directory / CONFIG_FILE}: input_features needs {STATE!r} and output_features {ACTION!r}")
-    state_dim = int(features[STATE]["shape"][0])
-    action_dim = int(raw["output_features"][ACTION]["shape"][0])
-    stats, norm_step = _lerobot_stats(directory)
-    if not stats:
-        raise CheckpointError(f"{directory}: no normalisation statistics (policy_preprocessor.json with a "
-                              "normalizer_processor step and its safetensors); a policy never runs un-normalised")
-    mode, our_stats = _normalization(raw.get("normalization_mapping", {}), stats, directory, state_dim, action_dim)
+    cameras, state_dim, action_dim = lerobot_features(directory, raw)
+    mode, our_stats, eps = lerobot_normalization(directory, raw, state_dim, action_dim)
     sizes = sizes_from_shapes(shapes)
     resolution = raw.get("image_resolution", [sizes["image_size"]] * 2)
     if resolution[0] != resolution[1] or resolution[0] != sizes["image_size"]:
         raise CheckpointError(f"{directory}: image_resolution {resolution} does not match the vision tower "
                               f"({sizes['image_size']} px square)")
-    tok = _tokenizer_step(directory)
     config = PolicyConfig(
         preset="pi05" if kind == "pi05" else "pi0", state_dim=state_dim, action_dim=action_dim, cameras=cameras,
         chunk_size=raw.get("chunk_size", 50), n_action_steps=raw.get("n_action_steps", 50),
@@ -220,9 +140,8 @@ def lerobot_config(directory: Path, shapes: dict, tokenizer_path: str = "") -> t
         time_conditioning="adarms" if kind == "pi05" else "mlp",
         time_beta_alpha=raw.get("time_sampling_beta_alpha", 1.5), time_beta_beta=raw.get("time_sampling_beta_beta", 1.0),
         time_scale=raw.get("time_sampling_scale", 0.999), time_offset=raw.get("time_sampling_offset", 0.001),
-        max_language_tokens=int(tok.get("max_length", raw.get("tokenizer_max_length", 48))),
-        normalization=mode, normalization_eps=float(norm_step.get("eps", 1e-8)), language="tokens",
-        tokenizer_path=tokenizer_path, prompt_format=kind,
+        max_language_tokens=prompt_length(directory, raw), normalization=mode, normalization_eps=eps,
+        language="tokens", tokenizer_path=tokenizer_path, prompt_format=kind,
         max_state_dim=raw.get("max_state_dim", 32), image_resize="pad", image_pad_value=-3.0,
         image_feature_scale=True, **sizes,
     )
@@ -267,20 +186,6 @@ def openpi_config(directory: Path, shapes: dict, kind: str, tokenizer_path: str 
 
 
 # ------------------------------------------------------------------ weights
-def map_weights(shapes: dict, kind: str) -> tuple[dict[str, str], list[str]]:
-    """{published name: our name} for the tensors we load, and the published names we do not recognise."""
-    mapping, unexpected = {}, []
-    for key in shapes:
-        try:
-            ours = to_ours(key, kind)
-        except KeyError:
-            unexpected.append(key)
-            continue
-        if ours is not None and ours not in mapping.values():  # the tied head and embed_tokens name one table
-            mapping[key] = ours
-    return mapping, sorted(unexpected)
-
-
 def _target_shape(name: str, expected: dict[str, torch.Size], shape: tuple[int, ...]) -> tuple[int, ...]:
     # pi0.5's final expert norm carries a residual gate it never uses; we keep scale and shift only.
     if name.startswith("transformer.expert.norm.dense.") and shape[0] == 3 * expected[name][0] // 2:
@@ -347,7 +252,7 @@ def load_pretrained(directory, tokenizer_path: str = "", allow_partial: bool = F
     if layout == "smolvla":
         from vla.policy.smolvla_load import load_lerobot_smolvla
 
-        return load_lerobot_smolvla(directory, tokenizer_path, allow_partial, dtype)
+        return load_lerobot_smolvla(directory, shapes, tokenizer_path, allow_partial, dtype)
     if layout == "lerobot":
         kind = json.loads((directory / CONFIG_FILE).read_text())["type"]
         config, stats = lerobot_config(directory, shapes, tokenizer_path)
@@ -356,15 +261,22 @@ def load_pretrained(directory, tokenizer_path: str = "", allow_partial: bool = F
         config, stats = openpi_config(directory, shapes, kind, tokenizer_path, **openpi_dims)
     if infer_kind(shapes) != kind:
         raise CheckpointError(f"{directory}: config says {kind} but the weights are {infer_kind(shapes)}")
+    # The tied head and embed_tokens name one table: map_names keeps the first.
+    mapping, unexpected = map_names(shapes, lambda key: to_ours(key, kind))
+    return build_policy(FlowVLAPolicy, config, stats, weights, mapping, unexpected, allow_partial, dtype)
+
+
+def build_policy(policy_cls, config, stats: dict, weights: Path, mapping: dict[str, str], unexpected: list[str],
+                 allow_partial: bool, dtype: str):
+    """policy_cls(config) in dtype with the mapped weights and the statistics loaded, in eval mode."""
     config.dtype = dtype
     torch_dtype = getattr(torch, dtype)
-    mapping, unexpected = map_weights(shapes, kind)
     if allow_partial:
-        policy = FlowVLAPolicy(config).to(torch_dtype)  # what is not in the checkpoint keeps a real random init
+        policy = policy_cls(config).to(torch_dtype)  # what is not in the checkpoint keeps a real random init
     else:
         # Built on the meta device: a 3B model is never materialised twice (random init, then weights).
         with torch.device("meta"):
-            policy = FlowVLAPolicy(config)
+            policy = policy_cls(config)
     load_weights(policy, weights, mapping, unexpected, allow_partial, torch_dtype)
     policy.materialize_buffers()
     policy.normalizer.load_stats(stats)
@@ -375,7 +287,7 @@ def init_for_dataset(pcfg: PolicyConfig, dataset_stats: dict, dataset_cameras: l
     """`vla train --policy.init=PATH`: the checkpoint's architecture and weights, the dataset's
     dims and normalisation stats, the fine-tuning options of pcfg."""
     from vla.policy.finetune import apply_finetune_options
-    from vla.policy.normalize import Normalizer
+    from vla.policy.flow_vla import policy_normalizer
 
     policy = load_pretrained(pcfg.init, tokenizer_path=pcfg.tokenizer_path)
     c = policy.config
@@ -392,8 +304,7 @@ def init_for_dataset(pcfg: PolicyConfig, dataset_stats: dict, dataset_cameras: l
         setattr(c, key, getattr(pcfg, key))
     c.init = pcfg.init
     # Fine-tuning normalises with the new data's statistics, as lerobot does.
-    policy.normalizer = Normalizer({"observation.state": c.state_dim, "action": c.action_dim}, c.normalization,
-                                   eps=c.normalization_eps)
+    policy.normalizer = policy_normalizer(c)
     if c.prompt_format == "pi05":  # pi0.5 normalises with the 1st / 99th percentiles
         dataset_stats = {k: {**v, "min": v.get("q01", v["min"]), "max": v.get("q99", v["max"])}
                          for k, v in dataset_stats.items()}

@@ -23,9 +23,7 @@ from torch import nn
 from transformers import SmolVLMVisionConfig
 from transformers.models.smolvlm.modeling_smolvlm import SmolVLMConnector, SmolVLMVisionTransformer
 
-from vla.policy.flow_vla import (ACTION_KEY, EMPTY_CAMERA, IMAGE_PREFIX, STATE_KEY, FlowVLAPolicy,
-                                 sinusoidal_time_embedding)
-from vla.policy.normalize import Normalizer
+from vla.policy.flow_vla import FlowVLAPolicy, policy_normalizer, sinusoidal_time_embedding, vision_tower_sizes
 from vla.policy.smolvla_config import SMOLVLA_TYPE, SmolVLAConfig
 from vla.policy.smolvla_transformer import SmolVLATransformer
 from vla.policy.token_prompt import TokenPrompt
@@ -68,11 +66,7 @@ class SmolVLAPolicy(nn.Module):
         super().__init__()
         config.validate()
         self.config = c = config
-        vision_cfg = SmolVLMVisionConfig(
-            hidden_size=c.vision_width, intermediate_size=c.vision_mlp_dim, num_hidden_layers=c.vision_layers,
-            num_attention_heads=c.vision_heads, image_size=c.image_size, patch_size=c.patch_size,
-            layer_norm_eps=c.vision_eps,
-        )
+        vision_cfg = SmolVLMVisionConfig(**vision_tower_sizes(c), layer_norm_eps=c.vision_eps)
         self.vision = SmolVLMVisionTransformer(vision_cfg)
         # The connector reads three fields of SmolVLM's composite config; nothing else of it is needed.
         self.multi_modal_projector = SmolVLMConnector(SimpleNamespace(
@@ -87,43 +81,20 @@ class SmolVLAPolicy(nn.Module):
         self.action_in_proj = nn.Linear(c.model_action_dim, w)
         self.action_out_proj = nn.Linear(w, c.model_action_dim)
         self.action_time_mlp_in, self.action_time_mlp_out = nn.Linear(2 * w, w), nn.Linear(w, w)
-        self.normalizer = Normalizer({STATE_KEY: c.state_dim, ACTION_KEY: c.action_dim}, c.normalization,
-                                     eps=c.normalization_eps)
+        self.normalizer = policy_normalizer(c)
         self._action_queue: deque[torch.Tensor] = deque()
 
-    def materialize_buffers(self) -> None:
-        """Real values for the buffers of a policy built on the meta device (pretrained loading)."""
-        c = self.config
-        if self.normalizer.loaded.is_meta:
-            self.normalizer = Normalizer({STATE_KEY: c.state_dim, ACTION_KEY: c.action_dim}, c.normalization,
-                                         eps=c.normalization_eps)
-        left = [n for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_meta]
-        if left:
-            raise RuntimeError(f"tensors still on the meta device after loading: {left[:10]}")
-
-    @property
-    def device(self) -> torch.device:
-        return self.action_out_proj.weight.device
+    # Buffers after meta-device loading, the device, the camera images and the padded state are
+    # FlowVLAPolicy's (only the resize differs); the state then goes into the prefix here.
+    materialize_buffers = FlowVLAPolicy._materialize_normalizer_and_check
+    device = FlowVLAPolicy.device
+    _images = FlowVLAPolicy._images
+    _camera_pixels = FlowVLAPolicy._camera_pixels
+    normalized_state = FlowVLAPolicy.normalized_state
 
     # ----------------------------------------------------------------- inputs
-    def _images(self, batch: dict, camera: str) -> torch.Tensor:
-        key = IMAGE_PREFIX + camera
-        if key not in batch:
-            have = sorted(k[len(IMAGE_PREFIX):] for k in batch if k.startswith(IMAGE_PREFIX))
-            raise KeyError(f"batch has no image for camera {camera!r}: the policy was trained on "
-                           f"{self.config.cameras}, the batch has {have}")
-        img = batch[key].to(self.device)
-        if img.dtype == torch.uint8:  # [B, H, W, 3] as the env and the dataset give it
-            img = img.permute(0, 3, 1, 2).float() / 255.0
-        size = self.config.image_size
-        if img.shape[-2:] != (size, size):
-            img = resize_with_pad_top_left(img.float(), size)
-        return img * 2.0 - 1.0  # the vision tower's input range
-
-    def normalized_state(self, batch: dict) -> torch.Tensor:
-        """Normalised state, zero-padded to the model's state width [B, model_state_dim]."""
-        state = self.normalizer.normalize(STATE_KEY, batch[STATE_KEY].to(self.device).float())
-        return F.pad(state, (0, self.config.model_state_dim - state.shape[-1]))
+    def _resize(self, img: torch.Tensor) -> torch.Tensor:
+        return resize_with_pad_top_left(img.float(), self.config.image_size)
 
     def vision_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """SmolVLM's vision tower on full square images [B, 3, S, S] -> [B, patches, vision_width]."""
@@ -140,9 +111,7 @@ class SmolVLAPolicy(nn.Module):
         b = len(batch["task"])
         dtype = self.state_proj.weight.dtype
         for camera in c.cameras:
-            empty = camera.startswith(EMPTY_CAMERA) and IMAGE_PREFIX + camera not in batch
-            pixels = (-torch.ones(b, 3, c.image_size, c.image_size, device=self.device) if empty
-                      else self._images(batch, camera))
+            pixels, empty = self._camera_pixels(batch, camera, b)
             features = self.vision_features(pixels.to(dtype))
             # SmolVLA scales image tokens up by sqrt(width), as it does prompt embeddings.
             img_tokens = self.multi_modal_projector(features) * math.sqrt(c.width)
@@ -186,14 +155,6 @@ class SmolVLAPolicy(nn.Module):
     select_action = FlowVLAPolicy.select_action
     reset = FlowVLAPolicy.reset
 
-    # ---------------------------------------------------------- checkpoints
-    def save_pretrained(self, directory) -> None:
-        from vla.policy.checkpoint import save_policy
-
-        save_policy(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory, map_location: str | torch.device = "cpu") -> "SmolVLAPolicy":
-        from vla.policy.checkpoint import load_policy
-
-        return load_policy(directory, map_location)
+    # Checkpoints: vla/policy/checkpoint.py saves either policy and loads by the config's type.
+    save_pretrained = FlowVLAPolicy.save_pretrained
+    from_pretrained = FlowVLAPolicy.__dict__["from_pretrained"]  # the classmethod itself, bound to this class

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import re
 
+from vla.policy.checkpoint import CheckpointError
+from vla.policy.weight_names import count_layers, rename, require_tensors
+
 VLM = "model.vlm_with_expert.vlm."
 EXPERT = "model.vlm_with_expert.lm_expert."
 _RULES = (
@@ -33,23 +36,11 @@ HEAD_DIM = 64
 
 def to_ours(key: str) -> str | None:
     """Our parameter name; None for tensors the reference never uses; KeyError for unknown names."""
-    if any(p.fullmatch(key) for p in UNUSED):
-        return None
-    for pattern, repl in _RULES:
-        if re.fullmatch(pattern, key):
-            return re.sub(pattern, repl, key)
-    raise KeyError(key)
-
-
-def _count(shapes, prefix: str) -> int:
-    ids = {int(m.group(1)) for k in shapes if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
-    return max(ids) + 1 if ids else 0
+    return rename(key, _RULES, UNUSED)
 
 
 def sizes_from_shapes(shapes: dict[str, tuple[int, ...]]) -> dict:
     """SmolVLAConfig's architecture fields from the published tensor shapes."""
-    from vla.policy.checkpoint import CheckpointError
-
     vis, text, ex = VLM + "model.vision_model.", VLM + "model.text_model.", EXPERT
     need = [vis + "embeddings.patch_embedding.weight", vis + "embeddings.position_embedding.weight",
             vis + "encoder.layers.0.mlp.fc1.weight", VLM + "model.connector.modality_projection.proj.weight",
@@ -57,9 +48,7 @@ def sizes_from_shapes(shapes: dict[str, tuple[int, ...]]) -> dict:
             text + "layers.0.mlp.gate_proj.weight", text + "embed_tokens.weight",
             ex + "layers.0.self_attn.q_proj.weight", ex + "layers.0.mlp.gate_proj.weight",
             "model.action_in_proj.weight", "model.state_proj.weight"]
-    missing = [k for k in need if k not in shapes]
-    if missing:
-        raise CheckpointError(f"weights lack the tensors that define a SmolVLA model: {missing}")
+    require_tensors(shapes, need, "SmolVLA")
     vision_width, _, patch, _ = shapes[vis + "embeddings.patch_embedding.weight"]
     n_patches = shapes[vis + "embeddings.position_embedding.weight"][0]
     width, shuffled = shapes[VLM + "model.connector.modality_projection.proj.weight"]
@@ -68,14 +57,14 @@ def sizes_from_shapes(shapes: dict[str, tuple[int, ...]]) -> dict:
     if q_out % HEAD_DIM or k_out % HEAD_DIM or vision_width % HEAD_DIM:
         raise CheckpointError(f"attention widths (text q {q_out}, kv {k_out}, vision {vision_width}) are not "
                               f"multiples of SmolVLM's {HEAD_DIM}-wide heads: not a SmolVLM backbone")
-    depth, expert_depth = _count(shapes, text + "layers."), _count(shapes, ex + "layers.")
+    depth, expert_depth = count_layers(shapes, text + "layers."), count_layers(shapes, ex + "layers.")
     if expert_depth != depth:
         # lerobot's cached inference has no expert layer to run at the skipped prefix layers either.
         raise CheckpointError(f"the expert has {expert_depth} layers for {depth} VLM layers; only one expert "
                               "layer per VLM layer (num_expert_layers -1) is supported")
     return dict(
         image_size=int(round(n_patches ** 0.5)) * patch, patch_size=patch, vision_width=vision_width,
-        vision_layers=_count(shapes, vis + "encoder.layers."), vision_heads=vision_width // HEAD_DIM,
+        vision_layers=count_layers(shapes, vis + "encoder.layers."), vision_heads=vision_width // HEAD_DIM,
         vision_mlp_dim=shapes[vis + "encoder.layers.0.mlp.fc1.weight"][0],
         scale_factor=int(round((shuffled / vision_width) ** 0.5)), width=width,
         mlp_dim=shapes[text + "layers.0.mlp.gate_proj.weight"][0], depth=depth,

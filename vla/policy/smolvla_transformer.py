@@ -16,14 +16,11 @@ config's rope_theta). Parameter names follow Hugging Face's Llama so published w
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from vla.policy.transformer import PrefixCache, rope
+from vla.policy.transformer import Attention, GemmaMLP, PrefixCache, PrefixExpertTransformer, rope
 
 
 class LlamaRMSNorm(nn.Module):
@@ -41,33 +38,17 @@ class LlamaRMSNorm(nn.Module):
         return (self.weight * h.to(x.dtype)).to(x.dtype)
 
 
-class LlamaMLP(nn.Module):
-    def __init__(self, width: int, mlp_dim: int):
-        super().__init__()
-        self.gate_proj = nn.Linear(width, mlp_dim, bias=False)
-        self.up_proj = nn.Linear(width, mlp_dim, bias=False)
-        self.down_proj = nn.Linear(mlp_dim, width, bias=False)
+class LlamaMLP(GemmaMLP):
+    """Llama's gated MLP: Gemma's projections, SiLU on the gate."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
-class Attention(nn.Module):
-    """q / k / v / o projections; kv_in is the width keys and values are projected from."""
-
-    def __init__(self, width: int, kv_in: int, num_heads: int, num_kv_heads: int, head_dim: int):
-        super().__init__()
-        self.q_proj = nn.Linear(width, num_heads * head_dim, bias=False)
-        self.k_proj = nn.Linear(kv_in, num_kv_heads * head_dim, bias=False)
-        self.v_proj = nn.Linear(kv_in, num_kv_heads * head_dim, bias=False)
-        self.o_proj = nn.Linear(num_heads * head_dim, width, bias=False)
+    activation = staticmethod(F.silu)
 
 
 class Layer(nn.Module):
     def __init__(self, width: int, mlp_dim: int, kv_in: int, num_heads: int, num_kv_heads: int, head_dim: int,
                  eps: float):
         super().__init__()
-        self.self_attn = Attention(width, kv_in, num_heads, num_kv_heads, head_dim)
+        self.self_attn = Attention(width, num_heads, num_kv_heads, head_dim, kv_in=kv_in)
         self.mlp = LlamaMLP(width, mlp_dim)
         self.input_layernorm = LlamaRMSNorm(width, eps)
         self.post_attention_layernorm = LlamaRMSNorm(width, eps)
@@ -80,11 +61,10 @@ class Stack(nn.Module):
         self.norm = LlamaRMSNorm(width, eps)
 
 
-class SmolVLATransformer(nn.Module):
+class SmolVLATransformer(PrefixExpertTransformer):
     def __init__(self, width, mlp_dim, expert_width, expert_mlp_dim, depth, num_heads, num_kv_heads, head_dim,
                  self_attn_every_n_layers: int, eps: float):
-        super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        super().__init__(num_heads, num_kv_heads, head_dim)
         kv_width = num_kv_heads * head_dim
         n = self_attn_every_n_layers  # 1: every layer self-attention (lerobot's attention_mode "self_attn")
         self.cross = [not (n > 0 and i % n == 0) for i in range(depth)]
@@ -92,23 +72,6 @@ class SmolVLATransformer(nn.Module):
                          width, eps)
         self.expert = Stack([Layer(expert_width, expert_mlp_dim, kv_width if cross else expert_width, num_heads,
                                    num_kv_heads, head_dim, eps) for cross in self.cross], expert_width, eps)
-        self.gradient_checkpointing = False  # same switch as MixtureTransformer (finetune.py sets it)
-
-    def _run(self, fn, *args):
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(fn, *args, use_reentrant=False)
-        return fn(*args)
-
-    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        b, t, _ = x.shape
-        return x.view(b, t, n, self.head_dim).transpose(1, 2)
-
-    def _attend(self, q, k, v, mask):
-        groups = self.num_heads // self.num_kv_heads
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=1 / math.sqrt(self.head_dim))
-        b, _, t, _ = out.shape
-        return out.transpose(1, 2).reshape(b, t, -1)
 
     @staticmethod
     def _mlp_block(layer: Layer, h: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
@@ -117,11 +80,7 @@ class SmolVLATransformer(nn.Module):
 
     # ------------------------------------------------------------------ prefix
     def _prefix_block(self, layer: Layer, h, mask, positions):
-        normed = layer.input_layernorm(h)
-        attn = layer.self_attn
-        q = rope(self._heads(attn.q_proj(normed), self.num_heads), positions)
-        k = rope(self._heads(attn.k_proj(normed), self.num_kv_heads), positions)
-        v = self._heads(attn.v_proj(normed), self.num_kv_heads)
+        q, k, v = self._qkv(layer, layer.input_layernorm(h), positions)
         return self._mlp_block(layer, h, self._attend(q, k, v, mask)), k, v
 
     def encode_prefix(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, attn: torch.Tensor) -> PrefixCache:
@@ -137,11 +96,7 @@ class SmolVLATransformer(nn.Module):
 
     # ------------------------------------------------------------------ expert
     def _self_block(self, layer: Layer, h, k_prefix, v_prefix, mask, positions):
-        normed = layer.input_layernorm(h)
-        attn = layer.self_attn
-        q = rope(self._heads(attn.q_proj(normed), self.num_heads), positions)
-        k = rope(self._heads(attn.k_proj(normed), self.num_kv_heads), positions)
-        v = self._heads(attn.v_proj(normed), self.num_kv_heads)
+        q, k, v = self._qkv(layer, layer.input_layernorm(h), positions)
         out = self._attend(q, torch.cat([k_prefix, k], dim=2), torch.cat([v_prefix, v], dim=2), mask)
         return self._mlp_block(layer, h, out)
 

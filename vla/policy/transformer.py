@@ -64,22 +64,31 @@ class AdaRMSNorm(nn.Module):
 
 
 class GemmaMLP(nn.Module):
+    """Gated MLP (gate / up / down projections); Gemma's gate activation is tanh-approximated GELU."""
+
     def __init__(self, width: int, mlp_dim: int):
         super().__init__()
         self.gate_proj = nn.Linear(width, mlp_dim, bias=False)
         self.up_proj = nn.Linear(width, mlp_dim, bias=False)
         self.down_proj = nn.Linear(mlp_dim, width, bias=False)
 
+    @staticmethod
+    def activation(x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x, approximate="tanh")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+        return self.down_proj(self.activation(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Attention(nn.Module):
-    def __init__(self, width: int, num_heads: int, num_kv_heads: int, head_dim: int):
+    """q / k / v / o projections; keys and values are projected from kv_in wide inputs (default: width)."""
+
+    def __init__(self, width: int, num_heads: int, num_kv_heads: int, head_dim: int, kv_in: int | None = None):
         super().__init__()
+        kv_in = width if kv_in is None else kv_in
         self.q_proj = nn.Linear(width, num_heads * head_dim, bias=False)
-        self.k_proj = nn.Linear(width, num_kv_heads * head_dim, bias=False)
-        self.v_proj = nn.Linear(width, num_kv_heads * head_dim, bias=False)
+        self.k_proj = nn.Linear(kv_in, num_kv_heads * head_dim, bias=False)
+        self.v_proj = nn.Linear(kv_in, num_kv_heads * head_dim, bias=False)
         self.o_proj = nn.Linear(num_heads * head_dim, width, bias=False)
 
 
@@ -138,29 +147,31 @@ class PrefixCache:
         return (self.hidden * m).sum(1) / m.sum(1).clamp(min=1)
 
 
-class MixtureTransformer(nn.Module):
-    def __init__(self, width, mlp_dim, expert_width, expert_mlp_dim, depth, num_heads,
-                 num_kv_heads, head_dim, expert_cond_dim=None):
+class PrefixExpertTransformer(nn.Module):
+    """What pi0's MixtureTransformer and SmolVLA's transformer (vla/policy/smolvla_transformer.py) share:
+    per-head projections with RoPE, grouped-query attention, and optional gradient checkpointing
+    (recompute each block in the backward pass instead of storing its activations: 3B fine-tuning)."""
+
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
-        self.vlm = Stream(width, mlp_dim, depth, num_heads, num_kv_heads, head_dim)
-        self.expert = Stream(expert_width, expert_mlp_dim, depth, num_heads, num_kv_heads, head_dim,
-                             cond_dim=expert_cond_dim)
-        # Recompute each block in the backward pass instead of storing its activations (3B fine-tuning).
-        self.gradient_checkpointing = False
+        self.gradient_checkpointing = False  # vla/policy/finetune.py sets it
 
-    def _run_block(self, *args, **kwargs):
+    def _run(self, fn, *args, **kwargs):
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(self._block, *args, use_reentrant=False, **kwargs)
-        return self._block(*args, **kwargs)
+            return checkpoint(fn, *args, use_reentrant=False, **kwargs)
+        return fn(*args, **kwargs)
 
-    def _qkv(self, layer: DecoderLayer, h: torch.Tensor, positions: torch.Tensor):
-        b, t, _ = h.shape
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """[B, T, n * head_dim] -> [B, n, T, head_dim]."""
+        b, t, _ = x.shape
+        return x.view(b, t, n, self.head_dim).transpose(1, 2)
+
+    def _qkv(self, layer: nn.Module, h: torch.Tensor, positions: torch.Tensor):
         attn = layer.self_attn
-        q = attn.q_proj(h).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = attn.k_proj(h).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = attn.v_proj(h).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        return rope(q, positions), rope(k, positions), v
+        q = rope(self._heads(attn.q_proj(h), self.num_heads), positions)
+        k = rope(self._heads(attn.k_proj(h), self.num_kv_heads), positions)
+        return q, k, self._heads(attn.v_proj(h), self.num_kv_heads)
 
     def _attend(self, q, k, v, mask):
         groups = self.num_heads // self.num_kv_heads
@@ -168,6 +179,18 @@ class MixtureTransformer(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=1 / math.sqrt(self.head_dim))
         b, _, t, _ = out.shape
         return out.transpose(1, 2).reshape(b, t, -1)
+
+
+class MixtureTransformer(PrefixExpertTransformer):
+    def __init__(self, width, mlp_dim, expert_width, expert_mlp_dim, depth, num_heads,
+                 num_kv_heads, head_dim, expert_cond_dim=None):
+        super().__init__(num_heads, num_kv_heads, head_dim)
+        self.vlm = Stream(width, mlp_dim, depth, num_heads, num_kv_heads, head_dim)
+        self.expert = Stream(expert_width, expert_mlp_dim, depth, num_heads, num_kv_heads, head_dim,
+                             cond_dim=expert_cond_dim)
+
+    def _run_block(self, *args, **kwargs):
+        return self._run(self._block, *args, **kwargs)
 
     def _block(self, layer, h, mask_fn, positions, cond, past_kv=None):
         """One pre-norm block for a stream; returns new hidden states and this stream's (k, v)."""

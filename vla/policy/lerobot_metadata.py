@@ -1,0 +1,105 @@
+"""What a lerobot checkpoint says besides its weights, read the same way for pi0 / pi0.5
+(vla/policy/pretrained.py) and SmolVLA (vla/policy/smolvla_load.py): the features in config.json,
+the normalisation mode and statistics from the processor files, the prompt length from the
+tokenizer step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from vla.policy.checkpoint import CONFIG_FILE, CheckpointError
+
+STATE, ACTION = "observation.state", "action"
+IMAGES = "observation.images."
+
+
+def lerobot_features(directory: Path, raw: dict) -> tuple[list[str], int, int]:
+    """(cameras, state_dim, action_dim) from config.json's features; cameras include the empty slots
+    (`empty_cameras`) the checkpoint fills with masked black images."""
+    features = raw.get("input_features", {})
+    if STATE not in features or ACTION not in raw.get("output_features", {}):
+        raise CheckpointError(f"{directory / CONFIG_FILE}: input_features needs {STATE!r} and output_features {ACTION!r}")
+    cameras = [k[len(IMAGES):] for k, v in features.items() if v.get("type") == "VISUAL"]
+    cameras += [f"empty_camera_{i}" for i in range(int(raw.get("empty_cameras", 0)))
+                if f"{IMAGES}empty_camera_{i}" not in features]
+    return cameras, int(features[STATE]["shape"][0]), int(raw["output_features"][ACTION]["shape"][0])
+
+
+def lerobot_normalization(directory: Path, raw: dict, state_dim: int, action_dim: int) -> tuple[str, dict, float]:
+    """Our (mode, stats, eps) from the processor files; a checkpoint without statistics is refused."""
+    stats, norm_step = lerobot_stats(directory)
+    if not stats:
+        raise CheckpointError(f"{directory}: no normalisation statistics (policy_preprocessor.json with a "
+                              "normalizer_processor step and its safetensors); a policy never runs un-normalised")
+    mode, our_stats = normalization(raw.get("normalization_mapping", {}), stats, directory, state_dim, action_dim)
+    return mode, our_stats, float(norm_step.get("eps", 1e-8))
+
+
+def prompt_length(directory: Path, raw: dict) -> int:
+    """The tokenizer step's max_length (config.json's tokenizer_max_length, else 48, when it has none)."""
+    return int(tokenizer_step(directory).get("max_length", raw.get("tokenizer_max_length", 48)))
+
+
+def lerobot_stats(directory: Path) -> tuple[dict, dict]:
+    """(stats {feature: {stat: tensor}}, normaliser step config) from lerobot's processor files."""
+    stats, step_cfg = {}, None
+    for pipeline, registry in (("policy_preprocessor.json", "normalizer_processor"),
+                               ("policy_postprocessor.json", "unnormalizer_processor")):
+        path = directory / pipeline
+        if not path.is_file():
+            continue
+        for step in json.loads(path.read_text()).get("steps", []):
+            if step.get("registry_name") == registry and step.get("state_file"):
+                step_cfg = step_cfg or step.get("config", {})
+                state_file = directory / step["state_file"]
+                if not state_file.is_file():
+                    raise CheckpointError(f"{path} names normalisation stats {state_file.name}, which is missing")
+                with safe_open(str(state_file), "pt") as f:
+                    for key in f.keys():
+                        feature, _, stat = key.rpartition(".")
+                        stats.setdefault(feature, {})[stat] = f.get_tensor(key)
+    return stats, step_cfg or {}
+
+
+def tokenizer_step(directory: Path) -> dict:
+    path = directory / "policy_preprocessor.json"
+    if path.is_file():
+        for step in json.loads(path.read_text()).get("steps", []):
+            if step.get("registry_name") == "tokenizer_processor":
+                return step.get("config", {})
+    return {}
+
+
+def normalization(mapping: dict, stats: dict, directory: Path, state_dim: int, action_dim: int) -> tuple[str, dict]:
+    """Our (mode, stats) for lerobot's per-feature-type modes; QUANTILES is min_max over (q01, q99)."""
+    modes = {mapping.get("STATE", "MEAN_STD"), mapping.get("ACTION", "MEAN_STD")}
+    if len(modes) != 1:
+        raise CheckpointError(f"{directory}: state and action use different normalisations {sorted(modes)}; "
+                              "this policy normalises both the same way")
+    mode = modes.pop()
+    needs = {"MEAN_STD": ("mean", "std"), "MIN_MAX": ("min", "max"), "QUANTILES": ("q01", "q99"),
+             "QUANTILE10": ("q10", "q90"), "IDENTITY": ()}
+    if mode not in needs:
+        raise CheckpointError(f"{directory}: normalisation mode {mode!r} is not supported")
+    out = {}
+    for feature, dim in ((STATE, state_dim), (ACTION, action_dim)):
+        have = stats.get(feature, {})
+        absent = [s for s in needs[mode] if s not in have]
+        if absent:
+            raise CheckpointError(
+                f"{directory}: no normalisation statistics {absent} for {feature!r} ({mode}); the checkpoint's "
+                "processor files (policy_preprocessor.json + its normalizer safetensors) must carry them. "
+                "A policy never runs un-normalised")
+        zeros, ones = torch.zeros(dim), torch.ones(dim)
+        if mode == "MEAN_STD":
+            out[feature] = {"mean": have["mean"], "std": have["std"], "min": -ones, "max": ones}
+        elif mode == "IDENTITY":
+            out[feature] = {"mean": zeros, "std": ones, "min": -ones, "max": ones}
+        else:
+            lo, hi = needs[mode]
+            out[feature] = {"mean": zeros, "std": ones, "min": have[lo], "max": have[hi]}
+    return ("mean_std" if mode in ("MEAN_STD", "IDENTITY") else "min_max"), out
