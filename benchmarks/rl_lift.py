@@ -14,7 +14,9 @@ N iterations, once per seed, and writes
     python benchmarks/rl_lift.py --algo ppo --policy P --iterations 1 --seeds 0 --eval-episodes 0   # smoke run
 
 Extra arguments after `--` are passed to the RL config (`-- --lr=2e-5 --n_groups=8`). A killed
-benchmark resumes each seed from its last checkpoint when run again with the same arguments.
+benchmark resumes each seed from its last checkpoint when run again with the same arguments, and
+a finished seed is reused, not re-run: seeds can run as parallel processes (`--seeds 1
+--no-sft-eval`), then one call with all seeds aggregates them.
 """
 
 from __future__ import annotations
@@ -52,10 +54,18 @@ def make_config(args, seed: int, out: Path) -> RLConfig:
 
 
 def run_seed(args, seed: int, out: Path) -> dict:
-    cfg = make_config(args, seed, out)
-    start = time.time()
-    summary = train_rl(cfg, progress=not args.quiet)
-    history = json.loads((out / "history.json").read_text())["history"]
+    done = out / "rl_summary.json"
+    if done.is_file() and json.loads(done.read_text()).get("iterations") == args.iterations:
+        # Finished earlier (e.g. seeds run as separate processes): reuse, do not train or evaluate again.
+        summary = json.loads(done.read_text())
+        history = json.loads((out / "history.json").read_text())["history"]
+        wall_s = sum(h["iteration_s"] for h in history)
+    else:
+        cfg = make_config(args, seed, out)
+        start = time.time()
+        summary = train_rl(cfg, progress=not args.quiet)
+        history = json.loads((out / "history.json").read_text())["history"]
+        wall_s = time.time() - start
     evals = [(h["iteration"], h["env_steps"], h["eval_success_rate"]) for h in history if "eval_success_rate" in h]
     if "eval_pc_success" in summary:
         evals.append((history[-1]["iteration"], history[-1]["env_steps"], summary["eval_pc_success"] / 100))
@@ -65,7 +75,7 @@ def run_seed(args, seed: int, out: Path) -> dict:
 
     train_curve = [(h["iteration"], h["env_steps"], h["success_rate"]) for h in history]
     return {
-        "seed": seed, "wall_s": time.time() - start, "output_dir": str(out),
+        "seed": seed, "wall_s": wall_s, "output_dir": str(out),
         "success_per_iteration": [h["success_rate"] for h in history],
         "env_steps_per_iteration": [h["env_steps"] for h in history],
         "eval": [{"iteration": i, "env_steps": s, "success_rate": r} for i, s, r in evals],
@@ -158,6 +168,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=5, help="deterministic evaluation every k iterations (0: off)")
     parser.add_argument("--eval-episodes", type=int, default=20, help="episodes per periodic evaluation")
     parser.add_argument("--final-eval-episodes", type=int, default=50, help="episodes of the final and the SFT evaluation")
+    parser.add_argument("--no-sft-eval", dest="sft_eval", action="store_false",
+                        help="skip the SFT policy's evaluation (when seeds run as separate processes, the "
+                             "final aggregating call evaluates it once)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     args.overrides = overrides
@@ -165,7 +178,7 @@ def main() -> None:
         parser.error(f"--policy {args.policy} is not a directory (train one with `vla quickstart`)")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    sft = sft_level(make_config(args, args.seeds[0], out / "sft_eval"))
+    sft = sft_level(make_config(args, args.seeds[0], out / "sft_eval")) if args.sft_eval else None
     runs = [run_seed(args, seed, out / args.algo / f"seed{seed}") for seed in args.seeds]
     results = {"algo": args.algo, "policy": args.policy, "iterations": args.iterations, "seeds": args.seeds,
                "machine": machine(), "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
