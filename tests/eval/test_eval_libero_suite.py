@@ -37,3 +37,25 @@ def test_unknown_suite_and_task_ids_are_named(policy_dir, tmp_path, capsys):
     assert main(["eval", f"--policy={policy_dir}", f"--output_dir={tmp_path / 'b'}", "--suite=libero_spatial",
                  "--task_ids=[99]"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_perturbed_suite_runs_under_the_same_protocol(policy_dir, tmp_path):
+    out = tmp_path / "eval"
+    rc = main(["eval", f"--policy={policy_dir}", f"--output_dir={out}", "--suite=libero_spatial_lan", "--task_ids=[0]",
+               "--n_episodes=1", "--n_envs=1", "--n_videos=0", "--suite_max_steps=4", "--env.image_size=64"])
+    assert rc == 0
+    info = json.loads((out / "eval_info.json").read_text())
+    protocol = info["protocol"]
+    assert protocol["suite"] == "libero_spatial_lan" and protocol["base_suite"] == "libero_spatial"
+    assert protocol["perturbation"] == "language" and protocol["noop_steps_after_reset"] == 10
+    # The policy was given the paraphrase, not the unperturbed instruction.
+    assert [e["task"] for e in info["per_episode"]] == [
+        "lift the black bowl between the plate and ramekin and set it on the plate"]
+
+
+def test_more_episodes_than_initial_states_is_refused(policy_dir, tmp_path, capsys):
+    # LIBERO-PRO's milk-distractor suites ship 10 initial states per task, not 50.
+    rc = main(["eval", f"--policy={policy_dir}", f"--output_dir={tmp_path / 'a'}", "--suite=libero_goal_with_milk",
+               "--task_ids=[0]", "--n_episodes=11"])
+    assert rc == 2
+    assert "only 10 initial states" in capsys.readouterr().err

@@ -48,5 +48,5 @@ def test_expert_places_the_object(task, expert_cls):
 def test_negative_noise_rejected_and_unknown_task_lists_experts():
     with pytest.raises(ValueError, match="noise_std"):
         StackExpert(noise_std=-1.0)
-    with pytest.raises(ValueError, match=r"door.*\['lift', 'pick_place_can', 'stack'\]"):
-        make_expert("door")
+    with pytest.raises(ValueError, match=r"open_fridge.*\['door', 'lift', 'nut_assembly_square', 'pick_place_can', 'stack'\]"):
+        make_expert("open_fridge")

@@ -24,7 +24,7 @@ def _evaluate_suite(cfg: EvalConfig, policy, env_kwargs: dict, progress: bool):
     """Every (selected) task of a LIBERO suite, each from the suite's fixed initial states."""
     import time
 
-    from vla.sim import list_libero_suites, list_libero_tasks
+    from vla.sim import get_libero_task, list_libero_suites, list_libero_tasks
 
     suites = list_libero_suites()
     if cfg.suite not in suites:
@@ -33,9 +33,16 @@ def _evaluate_suite(cfg: EvalConfig, policy, env_kwargs: dict, progress: bool):
     bad = [i for i in cfg.task_ids if not 0 <= i < len(names)]
     if bad:
         raise ConfigError(f"task_ids {bad} out of range for {cfg.suite} (tasks 0..{len(names) - 1})")
+    task_ids = list(cfg.task_ids or range(len(names)))
+    # Episode i is initial state i: refuse before any worker starts if a task has fewer
+    # (some perturbed suites ship 10 per task, not the protocol's 50).
+    few = {i: n for i in task_ids if (n := len(get_libero_task(f"{cfg.suite}/{i}").init_states)) < cfg.n_episodes}
+    if few:
+        raise ConfigError(f"n_episodes={cfg.n_episodes} but {cfg.suite} has only {min(few.values())} initial states "
+                          f"for task(s) {sorted(few)}: set --n_episodes={min(few.values())} or fewer")
     env_kwargs = dict(env_kwargs, max_episode_steps=cfg.suite_max_steps or None)
     start, episodes = time.time(), []
-    for i in cfg.task_ids or range(len(names)):
+    for i in task_ids:
         task_episodes, _ = evaluate_policy(policy, dict(env_kwargs, task=f"{cfg.suite}/{i}"), cfg.n_episodes,
                                            cfg.n_envs, cfg.seed, cfg.n_videos, cfg.n_action_steps, progress,
                                            fixed_init_states=True, desc=f"{cfg.suite}/{i}")
@@ -60,11 +67,16 @@ def run_eval(cfg: EvalConfig, progress: bool = True, policy=None) -> dict:
     videos = write_videos([e for e in episodes if e.frames], out / "videos", fps=cfg.env.control_freq)
     info = build_eval_info(episodes, seconds, cfg.seed, videos)
     if cfg.suite:
-        info["protocol"].update(suite=cfg.suite, init_states="the suite's own, episode i = state i",
+        from vla.sim.libero_suites import suite_info
+
+        suite = suite_info(cfg.suite)
+        info["protocol"].update(suite=cfg.suite, base_suite=suite.base, perturbation=suite.perturbation or "none",
+                                perturbation_description=suite.description,
+                                init_states="the suite's own, episode i = state i",
                                 noop_steps_after_reset=10, episodes_per_task=cfg.n_episodes,
                                 max_episode_steps=env_kwargs["max_episode_steps"] or "suite limit")
     write_json_atomic(out / "eval_info.json", info)
-    plot_results(info, out / "eval_report.png", title=f"{cfg.env.task}: {cfg.policy}")
+    plot_results(info, out / "eval_report.png", title=f"{cfg.suite or cfg.env.task}: {cfg.policy}")
     with SummaryWriter(str(out / "tb")) as writer:
         writer.add_scalar("eval/pc_success", info["aggregated"]["pc_success"], 0)
         writer.add_scalar("eval/avg_sum_reward", info["aggregated"]["avg_sum_reward"], 0)
