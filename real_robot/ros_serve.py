@@ -78,8 +78,8 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
     """Run the policy node until Ctrl-C/SIGTERM (or `stop` is set). Motion waits for ~/enable_motion
     unless enable_on_start (for simulation only).
 
-    realtime_priority > 0 puts the control and callback threads at SCHED_FIFO and lowers this
-    process's GIL switch interval to 0.5 ms, so that a real-time thread waiting for the GIL gets it
+    realtime_priority > 0 puts the control and callback threads, and Fast DDS's own receive and
+    send threads, at SCHED_FIFO and lowers this process's GIL switch interval to 0.5 ms, so that a real-time thread waiting for the GIL gets it
     within that time from a busy Python thread, not Python's default 5 ms (benchmarks/ros_loop.py)."""
     from vla.real_robot.ros_env import import_rclpy, prepare_ros_environment
 
@@ -109,7 +109,12 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
             sys.setswitchinterval(REALTIME_SWITCH_INTERVAL_S)
         options = PolicyNodeOptions(realtime_priority=realtime_priority)
         node = PolicyNode(config, model, bridge, options=options, safety=safety, batch_builder=batch_builder,
-                          context=context).start()
+                          context=context)
+        if realtime_priority > 0:  # Fast DDS's threads exist once the node does
+            from vla.real_robot.node_threads import set_dds_threads_realtime
+
+            set_dds_threads_realtime(realtime_priority, node.rlog)
+        node.start()
         if enable_on_start:
             node.safety.enable()
         _wait_for_shutdown(stop)
