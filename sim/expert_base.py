@@ -13,6 +13,12 @@ ROT_SCALE = 0.5
 DOWN = np.diag([1.0, -1.0, -1.0])
 
 
+def reach_and_grasp(phase, above: np.ndarray, at_grasp: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """(target, gripper) of the phases every grasping expert starts with, by phase name: APPROACH
+    (above the grasp point, open), DESCEND (to it, open), GRASP (there, closing); None otherwise."""
+    return {"APPROACH": (above, -1.0), "DESCEND": (at_grasp, -1.0), "GRASP": (at_grasp, 1.0)}.get(phase.name)
+
+
 def rot_z(yaw: float) -> np.ndarray:
     """Rotation by `yaw` (rad) about world z."""
     c, s = np.cos(yaw), np.sin(yaw)

@@ -18,7 +18,7 @@ from enum import Enum
 
 import numpy as np
 
-from .expert_base import WaypointExpert, rot_z
+from .expert_base import WaypointExpert, reach_and_grasp, rot_z
 
 HINGE_FROM_DOOR = np.array([-0.255, 0.0, 0.0])  # door_lock.xml, at robosuite's fixed door yaw (about 0.1 rad)
 # Gripper pointing along world -y (at the door), fingers closing along world z.
@@ -85,12 +85,9 @@ class DoorExpert(WaypointExpert):
         if self.phase is Phase.PRESS and lever > self.press_angle:
             self._enter(Phase.PULL)
 
-        if self.phase is Phase.APPROACH:
-            return above, -1.0
-        if self.phase is Phase.DESCEND:
-            return at_grasp, -1.0
-        if self.phase is Phase.GRASP:
-            return at_grasp, 1.0
+        first = reach_and_grasp(self.phase, above, at_grasp)
+        if first is not None:
+            return first
         if self.phase is Phase.PRESS:
             # The lever end turns about a pivot on the robot's far side (+x): down first, then toward it.
             tangent = np.array([np.sin(lever), 0.0, -np.cos(lever)])

@@ -13,7 +13,7 @@ from enum import Enum
 
 import numpy as np
 
-from .expert_base import WaypointExpert
+from .expert_base import WaypointExpert, reach_and_grasp
 
 
 
@@ -77,11 +77,8 @@ class LiftExpert(WaypointExpert):
             if self._closing_for > self.close_steps:
                 self.phase = Phase.LIFT
 
-        if self.phase is Phase.APPROACH:
-            return above, -1.0
-        if self.phase is Phase.DESCEND:
-            return at_grasp, -1.0
-        if self.phase is Phase.GRASP:
-            return at_grasp, 1.0
+        first = reach_and_grasp(self.phase, above, at_grasp)
+        if first is not None:
+            return first
         lift_to = np.array([cube[0], cube[1], self._rest_z + self.lift_height])
         return lift_to, 1.0

@@ -13,7 +13,7 @@ from enum import Enum
 
 import numpy as np
 
-from .expert_base import WaypointExpert, gripper_yaw, wrap_angle
+from .expert_base import WaypointExpert, gripper_yaw, reach_and_grasp, wrap_angle
 
 
 class Phase(Enum):
@@ -141,12 +141,9 @@ class PickPlaceExpert(WaypointExpert):
             if self._count > self.open_steps:
                 self._enter(Phase.RETREAT)
 
-        if self.phase is Phase.APPROACH:
-            return above, -1.0
-        if self.phase is Phase.DESCEND:
-            return at_grasp, -1.0
-        if self.phase is Phase.GRASP:
-            return at_grasp, 1.0
+        first = reach_and_grasp(self.phase, above, at_grasp)
+        if first is not None:
+            return first
         if self.phase is Phase.LIFT:
             return np.array([eef[0], eef[1], carry_z]), 1.0
         if self.phase is Phase.CARRY:
