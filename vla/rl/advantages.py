@@ -78,6 +78,14 @@ def shaped_decision_rewards(env_rewards: torch.Tensor, trajectories, horizon: in
     return rewards.float()
 
 
+def decision_rewards(rollouts, reward: str, horizon: int) -> torch.Tensor:
+    """Per-decision rewards [N] of a Rollouts batch: the binary success rewards ("success") or the
+    shaped ones ("shaped", see shaped_decision_rewards)."""
+    if reward == "shaped":
+        return shaped_decision_rewards(rollouts.env_rewards, rollouts.trajectories, horizon)
+    return rollouts.rewards
+
+
 def trajectory_returns(decision_rewards: torch.Tensor, trajectories) -> torch.Tensor:
     """Undiscounted return per trajectory [T] from per-decision rewards."""
     return torch.tensor([float(decision_rewards[t.decisions].double().sum()) for t in trajectories])

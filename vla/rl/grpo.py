@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import torch
 
-from vla.rl.advantages import (dynamic_sampling_keep, group_normalized_advantages, shaped_decision_rewards,
+from vla.rl.advantages import (decision_rewards, dynamic_sampling_keep, group_normalized_advantages,
                                trajectory_returns, varying_groups_keep)
 from vla.rl.losses import check_finite, policy_loss
 from vla.rl.rollout import Rollouts
-from vla.rl.update import UpdateContext, kl_exceeded, minibatches, optimizer_step, recompute_log_prob, update_summary
+from vla.rl.update import (UpdateContext, epoch_minibatches, kl_exceeded, optimizer_step, recompute_log_prob,
+                           update_summary)
 
 
 def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
@@ -31,12 +32,8 @@ def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]
     # 1-2. reward per trajectory (binary, or the shaped return) and group-normalised advantage
     success = rollouts.trajectory_success()
     groups = rollouts.trajectory_groups()
-    if cfg.reward == "shaped":
-        decision_rewards = shaped_decision_rewards(rollouts.env_rewards, rollouts.trajectories,
-                                                   cfg.env.max_episode_steps)
-        returns = trajectory_returns(decision_rewards, rollouts.trajectories)
-    else:
-        returns = success
+    returns = trajectory_returns(decision_rewards(rollouts, cfg.reward, cfg.env.max_episode_steps),
+                                 rollouts.trajectories)  # binary rewards: the success flags
     traj_adv = group_normalized_advantages(returns, groups)
     check_finite("advantages", traj_adv, ctx.iteration)
     check_finite("old log-prob", rollouts.log_probs, ctx.iteration)
@@ -60,16 +57,13 @@ def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]
     # 4. clipped policy-gradient epochs over minibatches of decisions
     #    (stopping early once the policy has moved target_kl away from the rollout policy)
     rows, stopped = [], False
-    for epoch in range(cfg.epochs):
-        for i, idx in enumerate(minibatches(decisions, cfg.minibatch_size, ctx.generator)):
-            new = recompute_log_prob(ctx, rollouts, idx)
-            loss, loss_stats = policy_loss(new.log_prob, rollouts.log_probs[idx], advantages[idx], cfg.clip_low,
-                                           cfg.clip_high, cfg.dual_clip, cfg.kl_coef, new.ref_log_prob)
-            if kl_exceeded(loss_stats, cfg.target_kl):
-                stopped = True
-                break
-            grad_norm = optimizer_step(ctx, loss, cfg.grad_clip, f"epoch {epoch}, minibatch {i}")
-            rows.append({"policy_loss": float(loss.detach()), "grad_norm": grad_norm, **loss_stats})
-        if stopped:
+    for where, idx in epoch_minibatches(decisions, cfg.epochs, cfg.minibatch_size, ctx.generator):
+        new = recompute_log_prob(ctx, rollouts, idx)
+        loss, loss_stats = policy_loss(new.log_prob, rollouts.log_probs[idx], advantages[idx], cfg.clip_low,
+                                       cfg.clip_high, cfg.dual_clip, cfg.kl_coef, new.ref_log_prob)
+        if kl_exceeded(loss_stats, cfg.target_kl):
+            stopped = True
             break
+        grad_norm = optimizer_step(ctx, loss, cfg.grad_clip, where)
+        rows.append({"policy_loss": float(loss.detach()), "grad_norm": grad_norm, **loss_stats})
     return {**stats, "skipped_update": 0.0, **update_summary(rows, stopped)}

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import torch
 
-from vla.rl.advantages import gae, shaped_decision_rewards
+from vla.rl.advantages import decision_rewards, gae
 from vla.rl.heads import value_inputs
 from vla.rl.losses import check_finite, policy_loss, value_loss
 from vla.rl.rollout import Rollouts
-from vla.rl.update import UpdateContext, kl_exceeded, minibatches, optimizer_step, recompute_log_prob, update_summary
+from vla.rl.update import (UpdateContext, epoch_minibatches, kl_exceeded, optimizer_step, recompute_log_prob,
+                           update_summary)
 
 
 def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
@@ -33,10 +34,7 @@ def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
     # 1-2. GAE over each trajectory's decisions
     check_finite("old log-prob", rollouts.log_probs, ctx.iteration)
     check_finite("values", rollouts.values, ctx.iteration)
-    if cfg.reward == "shaped":
-        rewards = shaped_decision_rewards(rollouts.env_rewards, rollouts.trajectories, cfg.env.max_episode_steps)
-    else:
-        rewards = rollouts.rewards
+    rewards = decision_rewards(rollouts, cfg.reward, cfg.env.max_episode_steps)
     advantages, returns = gae(rewards, rollouts.values, rollouts.dones,
                               [t.decisions for t in rollouts.trajectories], cfg.gamma, cfg.gae_lambda)
     if cfg.normalize_advantages and advantages.numel() > 1:
@@ -46,22 +44,19 @@ def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
     # 3. clipped policy loss + value loss over minibatches
     rows, stopped = [], False
     decisions = torch.arange(len(rollouts))
-    for epoch in range(cfg.epochs):
-        for i, idx in enumerate(minibatches(decisions, cfg.minibatch_size, ctx.generator)):
-            new = recompute_log_prob(ctx, rollouts, idx)
-            pg_loss, loss_stats = policy_loss(new.log_prob, rollouts.log_probs[idx], advantages[idx], cfg.clip_low,
-                                              cfg.clip_high, cfg.dual_clip, cfg.kl_coef, new.ref_log_prob)
-            if kl_exceeded(loss_stats, cfg.target_kl):
-                stopped = True
-                break
-            values = ctx.value_head(*value_inputs(ctx.policy, new.batch, new.encoded[0].pooled()))
-            v_loss = value_loss(values, returns[idx])
-            loss = pg_loss + cfg.value_coef * v_loss
-            grad_norm = optimizer_step(ctx, loss, cfg.grad_clip, f"epoch {epoch}, minibatch {i}")
-            rows.append({"policy_loss": float(pg_loss.detach()), "value_loss": float(v_loss.detach()), "grad_norm": grad_norm,
-                         **loss_stats})
-        if stopped:
+    for where, idx in epoch_minibatches(decisions, cfg.epochs, cfg.minibatch_size, ctx.generator):
+        new = recompute_log_prob(ctx, rollouts, idx)
+        pg_loss, loss_stats = policy_loss(new.log_prob, rollouts.log_probs[idx], advantages[idx], cfg.clip_low,
+                                          cfg.clip_high, cfg.dual_clip, cfg.kl_coef, new.ref_log_prob)
+        if kl_exceeded(loss_stats, cfg.target_kl):
+            stopped = True
             break
+        values = ctx.value_head(*value_inputs(ctx.policy, new.batch, new.encoded[0].pooled()))
+        v_loss = value_loss(values, returns[idx])
+        loss = pg_loss + cfg.value_coef * v_loss
+        grad_norm = optimizer_step(ctx, loss, cfg.grad_clip, where)
+        rows.append({"policy_loss": float(pg_loss.detach()), "value_loss": float(v_loss.detach()), "grad_norm": grad_norm,
+                     **loss_stats})
     explained = 1.0 - float((returns - rollouts.values).var() / returns.var().clamp(min=1e-8))
     return {"skipped_update": 0.0, "explained_variance": explained, "return_mean": float(returns.mean()),
             **update_summary(rows, stopped)}

@@ -46,6 +46,13 @@ def minibatches(indices: torch.Tensor, size: int, generator: torch.Generator) ->
     return list(order.split(size))
 
 
+def epoch_minibatches(decisions: torch.Tensor, epochs: int, size: int, generator: torch.Generator):
+    """(where, idx) for every minibatch of every epoch; each epoch reshuffles when it starts."""
+    for epoch in range(epochs):
+        for i, idx in enumerate(minibatches(decisions, size, generator)):
+            yield f"epoch {epoch}, minibatch {i}", idx
+
+
 @dataclass
 class Recomputed:
     """A minibatch's log-probs under the current weights, and what was computed on the way."""
