@@ -28,7 +28,7 @@ try:
 except ImportError as exc:  # the [ros] extra is optional
     pytest.skip(f"rclpy is not importable, install the [ros] extra: {exc}", allow_module_level=True)
 
-from dds_loop import PANDA, RECORD_QOS, assert_within_limits, wait_for  # noqa: E402
+from dds_loop import PANDA, RECORD_QOS, assert_within_limits, call, wait_for  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
@@ -108,17 +108,6 @@ def stop_all(procs: list[subprocess.Popen], timeout_s: float = 15.0) -> list[int
     return codes
 
 
-def call_service(operator: Operator, executor, name: str, timeout_s: float = 10.0):
-    client = operator.create_client(Trigger, name)
-    try:
-        assert client.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
-        future = client.call_async(Trigger.Request())
-        wait_for(future.done, timeout_s, f"reply from {name}")
-        return future.result()
-    finally:
-        operator.destroy_client(client)
-
-
 def test_trained_policy_checkpoint_drives_the_sim_arm_safely(tmp_path):
     raw = yaml.safe_load(PANDA.read_text())
     raw["max_observation_age_s"] = 0.4  # 10 Hz CPU-rendered images on a shared 2-core machine
@@ -165,7 +154,7 @@ def test_trained_policy_checkpoint_drives_the_sim_arm_safely(tmp_path):
         for _ in range(3):  # the first may go out before discovery completes
             operator.instruction.publish(String(data="lift the cube"))
             time.sleep(0.1)
-        assert call_service(operator, executor, "/vla_policy/enable_motion").success
+        assert call(operator, "/vla_policy/enable_motion", 10.0).success
         wait_for(lambda: len(operator.commands_since(0.0)) > 75, 30.0, "1.5 s of commands\n" + logs())
         assert_within_limits(config, operator.commands_since(0.0))
         q_now, fingers_now = operator.latest_state()
@@ -175,7 +164,7 @@ def test_trained_policy_checkpoint_drives_the_sim_arm_safely(tmp_path):
         assert operator.gripper and all(np.array_equal(g, closed) for g in operator.gripper)
         wait_for(lambda: operator.latest_state()[1][0] < fingers_start[0] - 0.01, 5.0, "the fingers closing")
 
-        assert call_service(operator, executor, "/vla_policy/emergency_stop").success
+        assert call(operator, "/vla_policy/emergency_stop", 10.0).success
         time.sleep(0.3)  # commands already in flight land
         stopped_at = time.monotonic()
         time.sleep(0.6)

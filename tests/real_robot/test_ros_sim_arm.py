@@ -24,6 +24,7 @@ except ImportError as exc:  # the [ros] extra is optional
 # Load torch/triton before the sim arm's EGL renderer: importing triton's LLVM after Mesa's
 # llvmpipe is in the process segfaults (seen here). In deployment the two nodes are two processes.
 import vla.policy.observation  # noqa: E402,F401
+from dds_loop import wait_for  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
@@ -48,15 +49,6 @@ class PushPolicy:
         self.states.append(batch["observation.state"].numpy()[0])
         row = np.array([0.3, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0], np.float32)
         return np.tile(row, (1, 10, 1))
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def test_policy_drives_the_sim_arm_through_the_kinematics_bridge(tmp_path):
