@@ -3,20 +3,15 @@
 import numpy as np
 import pytest
 
+from tests.sim.conftest import run_expert_episode
 from vla.sim import LiftExpert
 
 
 def _run_episode(env, expert, seed, max_steps=200):
     env.reset(seed=seed)
     expert.reset()
-    for step in range(1, max_steps + 1):
-        action = expert.act(env.privileged_state())
-        assert action.shape == (7,) and action.dtype == np.float32
-        assert np.all(np.abs(action) <= 1.0)
-        _, terminated, truncated, info = env.step_physics(action)
-        if terminated or truncated:
-            return info["is_success"], step
-    return False, max_steps
+    success, steps, _ = run_expert_episode(env, expert, max_steps)
+    return success, steps
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

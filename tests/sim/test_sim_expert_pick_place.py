@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tests.sim.conftest import run_expert_episode
 from vla.sim import PickPlaceCanExpert, RobosuiteEnv, StackExpert, make_expert
 from vla.sim.expert_pick_place import Phase
 
@@ -10,16 +11,7 @@ from vla.sim.expert_pick_place import Phase
 def _run_episode(env, expert, seed, max_steps=200):
     env.reset(seed=seed)
     expert.reset()
-    phases = []
-    for step in range(1, max_steps + 1):
-        action = expert.act(env.privileged_state())
-        assert action.shape == (7,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1.0)
-        if not phases or phases[-1] is not expert.phase:
-            phases.append(expert.phase)
-        _, terminated, truncated, info = env.step_physics(action)
-        if terminated or truncated:
-            return info["is_success"], step, phases
-    return False, max_steps, phases
+    return run_expert_episode(env, expert, max_steps)
 
 
 @pytest.mark.parametrize("task, expert_cls", [("stack", StackExpert), ("pick_place_can", PickPlaceCanExpert)])
