@@ -244,6 +244,11 @@ class RLConfig:
     clip_low: float = 0.2
     clip_high: float = 0.28
     dual_clip: float = 0.0
+    # What one PPO ratio covers: "chunk" (a decision: log-prob summed over the executed rows and action
+    # dims, ALGORITHMS.md's default) or "action" (one executed action row; its decision's advantage).
+    # Per-row ratios are clipped one by one, so a policy step may move each row as far as "chunk"
+    # lets the whole decision move (see docs/RL.md).
+    logprob_level: str = "chunk"
     # Stop an update's epochs once a minibatch's approximate KL to the rollout policy exceeds this (0 = off).
     target_kl: float = 0.0
     # Weight of the k3 KL to the initial policy (0 = no reference policy is kept).

@@ -90,6 +90,19 @@ def test_ratio_one_gives_the_plain_policy_gradient():
     assert stats["clip_fraction"] == 0 and abs(stats["approx_kl"]) < 1e-7
 
 
+def test_per_row_ratios_share_their_decisions_advantage():
+    # Two decisions, three executed rows each: six ratios, each clipped on its own.
+    old = torch.zeros(2, 3)
+    new = torch.log(torch.tensor([[1.5, 1.1, 1.0], [0.5, 0.9, 1.0]])).requires_grad_()
+    loss, stats = policy_loss(new, old, torch.tensor([1.0, -1.0]), clip_low=0.2, clip_high=0.28)
+    flat, _ = policy_loss(new.detach().reshape(-1), old.reshape(-1), torch.tensor([1.0] * 3 + [-1.0] * 3), 0.2, 0.28)
+    assert math.isclose(float(loss.detach()), float(flat), rel_tol=1e-6)
+    assert math.isclose(float(loss.detach()), -(1.28 + 1.1 + 1.0 - 0.8 - 0.9 - 1.0) / 6, rel_tol=1e-6)
+    loss.backward()
+    assert new.grad[0, 0] == 0 and new.grad[1, 0] == 0 and (new.grad[:, 1:] != 0).all()
+    assert math.isclose(stats["clip_fraction"], 2 / 6, rel_tol=1e-6)
+
+
 def test_value_loss_is_half_mse():
     assert math.isclose(float(value_loss(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 1.0]))), 0.5 * (1 + 4) / 2)
 

@@ -195,3 +195,17 @@ def test_bad_arguments_are_named(policy, batch):
     sample = sample_chain(policy, batch, "sde", generator=gen(0))
     with pytest.raises(ValueError, match="step_mask has shape"):
         chain_log_prob(policy, batch, sample.chain, sample.step_mask[:, :2])
+
+
+@pytest.mark.parametrize("mode,sde_mode", [("sde", "mixed"), ("sde", "joint"), ("noise", "joint")])
+def test_per_row_log_probs_sum_to_the_chain_log_prob(policy, batch, mode, sde_mode):
+    head = NoiseHead(policy.config.expert_width, policy.config.action_dim)
+    sample = sample_chain(policy, batch, mode, sde_mode, 0.5, noise_head=head, generator=gen(9))
+    n_exec = policy.config.n_action_steps
+    assert sample.row_log_prob.shape == (batch["observation.state"].shape[0], n_exec)
+    torch.testing.assert_close(sample.row_log_prob.sum(-1), sample.log_prob)
+    with torch.no_grad():
+        rows = chain_log_prob(policy, batch, sample.chain, sample.step_mask, mode, 0.5, noise_head=head, per_row=True)
+    torch.testing.assert_close(rows, sample.row_log_prob, atol=1e-4, rtol=1e-5)
+    # Each executed row carries its own terms: rows differ, and none is zero when a step was stochastic.
+    assert (rows != 0).all() and not torch.allclose(rows[:, 0], rows[:, 1])

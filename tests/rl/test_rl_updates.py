@@ -25,11 +25,11 @@ def rollouts_for(policy, value_head=None, seeds=(11, 22, 33, 44), group_size=4):
     return engine.collect(list(seeds), group_size, torch.Generator().manual_seed(0))
 
 
-def context(policy, lr=1e-3, value_head=None, iteration=0):
+def context(policy, lr=1e-3, value_head=None, iteration=0, logprob_level="chunk"):
     params = list(policy.parameters()) + (list(value_head.parameters()) if value_head is not None else [])
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     return UpdateContext(policy.train(), optimizer, params, SAMPLING, iteration, torch.Generator().manual_seed(1),
-                         value_head=value_head)
+                         value_head=value_head, logprob_level=logprob_level)
 
 
 def config(**overrides):
@@ -39,14 +39,16 @@ def config(**overrides):
     return cfg
 
 
-def test_grpo_raises_the_likelihood_of_successes_and_lowers_failures():
+@pytest.mark.parametrize("logprob_level", ["chunk", "action"])
+def test_grpo_raises_the_likelihood_of_successes_and_lowers_failures(logprob_level):
     policy = make_policy(seed=0)
     rollouts = rollouts_for(policy)
     trajs = rollouts.trajectories
     assert any(t.success for t in trajs) and not all(t.success for t in trajs)
     idx = torch.arange(len(rollouts))
     batch = rollouts.observation_batch(idx)
-    stats = grpo_update(context(policy, lr=3e-4), rollouts, config(dynamic_sampling=False))
+    stats = grpo_update(context(policy, lr=3e-4, logprob_level=logprob_level), rollouts,
+                        config(dynamic_sampling=False))
     with torch.no_grad():
         after = chain_log_prob(policy, batch, rollouts.chains, rollouts.step_masks, "sde", 0.5)
     delta = after - rollouts.log_probs

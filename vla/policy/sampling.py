@@ -15,7 +15,8 @@ per rollout, the others are ODE steps; "joint" makes every step stochastic.
 
 Reduction (pi-RL's): the log-prob of a chain is summed over action dims, over
 the stochastic steps and over the EXECUTED rows of the chunk (the first
-``n_action_steps``). Noise is only injected into executed rows; the other rows
+``n_action_steps``); ``row_log_prob`` / ``per_row=True`` keep one term per
+executed row (summed over dims and steps) for per-action-row PPO ratios. Noise is only injected into executed rows; the other rows
 follow the deterministic Euler step, so they are functions of the executed
 noise and the log-prob is the exact density of the whole stored chain.
 
@@ -48,6 +49,7 @@ class ChainSample:
     chain: torch.Tensor  # [B, K + 1, H, A] denoising chain, chain[:, 0] the initial noise
     step_mask: torch.Tensor  # [B, K] bool, True = stochastic step
     log_prob: torch.Tensor  # [B] summed over dims, stochastic steps and executed rows
+    row_log_prob: torch.Tensor  # [B, n_executed] the same, per executed row (sums to log_prob)
     entropy: torch.Tensor  # [B] entropy of the stochastic steps' Gaussians (same reduction)
     std_mean: torch.Tensor  # [B] mean std over the executed elements of stochastic steps (0 if none)
     pooled: torch.Tensor  # [B, width] masked-mean prefix features (value heads read these), detached
@@ -132,9 +134,9 @@ def select_cache(cache: PrefixCache, rows: torch.Tensor) -> PrefixCache:
 
 
 def _prior_log_prob(x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """log N(x0; 0, I) over the executed rows, [B] (Flow-Noise's chain log-prob starts with it)."""
+    """log N(x0; 0, I) per row, zero outside the executed rows, [B, H] (Flow-Noise's chain log-prob starts with it)."""
     terms = -0.5 * x0.float().pow(2) - 0.5 * LOG_2PI
-    return (terms.sum(-1) * rows).sum(-1)
+    return terms.sum(-1) * rows
 
 
 # ------------------------------------------------------------------ sampling
@@ -167,7 +169,7 @@ def sample_chain(policy, batch: dict, mode: str = "sde", sde_mode: str = "mixed"
 
     x = _randn((b, c.chunk_size, c.action_dim), generator, device)
     chain = [x]
-    log_prob = torch.zeros(b, device=device)
+    log_prob = torch.zeros(b, c.chunk_size, device=device)  # per row until the end
     entropy = torch.zeros(b, device=device)
     std_sum = torch.zeros(b, device=device)
     for k, t_value in enumerate(step_times(k_steps)):
@@ -179,7 +181,7 @@ def sample_chain(policy, batch: dict, mode: str = "sde", sde_mode: str = "mixed"
             std = noise_head(hidden) * stochastic[..., None]
             xi = _randn(x.shape, generator, device)
             x = torch.where(std > 0, mu + std * xi, mu)
-            log_prob += flow_gaussian_log_prob(x, mu, std).sum(-1)
+            log_prob += flow_gaussian_log_prob(x, mu, std)
             pos = std > 0
             ent = torch.where(pos, 0.5 + 0.5 * LOG_2PI + torch.log(torch.where(pos, std, 1.0)), 0.0)
             entropy += ent.sum((-1, -2))
@@ -192,7 +194,7 @@ def sample_chain(policy, batch: dict, mode: str = "sde", sde_mode: str = "mixed"
                 xi = _randn(x.shape, generator, device)
                 x, _, std, lp, ent = flow_sde_step(x, v, t, dt, noise_level, xi, stochastic_mask=stochastic,
                                                    return_entropy=True)
-                log_prob += lp.sum(-1)
+                log_prob += lp
                 entropy += ent.sum(-1)
                 std_sum += (std[..., 0] * c.action_dim).sum(-1)
         chain.append(x)
@@ -201,14 +203,16 @@ def sample_chain(policy, batch: dict, mode: str = "sde", sde_mode: str = "mixed"
         log_prob += _prior_log_prob(chain_t[:, 0], rows)
     n_elements = step_mask.sum(-1) * n_exec * c.action_dim
     std_mean = std_sum / n_elements.clamp(min=1)
-    return ChainSample(actions=x, chain=chain_t, step_mask=step_mask, log_prob=log_prob, entropy=entropy,
-                       std_mean=std_mean, pooled=cache.pooled().detach())
+    return ChainSample(actions=x, chain=chain_t, step_mask=step_mask, log_prob=log_prob.sum(-1),
+                       row_log_prob=log_prob[:, :n_exec], entropy=entropy, std_mean=std_mean,
+                       pooled=cache.pooled().detach())
 
 
 def chain_log_prob(policy, batch: dict, chain: torch.Tensor, step_mask: torch.Tensor, mode: str = "sde",
                    noise_level: float = 0.5, noise_head: NoiseHead | None = None, n_executed: int | None = None,
-                   encoded: tuple[PrefixCache, torch.Tensor] | None = None) -> torch.Tensor:
-    """Log-prob [B] of stored chains under the policy's current weights, with gradients.
+                   encoded: tuple[PrefixCache, torch.Tensor] | None = None, per_row: bool = False) -> torch.Tensor:
+    """Log-prob [B] of stored chains under the policy's current weights, with gradients
+    ([B, n_executed], one term per executed row, with ``per_row``).
 
     Only stochastic steps need a velocity: they are gathered into one batched call, so
     mixed mode costs one velocity evaluation per row whatever K is. ``encoded`` reuses an
@@ -224,11 +228,12 @@ def chain_log_prob(policy, batch: dict, chain: torch.Tensor, step_mask: torch.Te
     chain, step_mask = chain.to(device), step_mask.to(device)
     n_exec = n_executed or c.n_action_steps
     exec_rows = executed_rows(b, chain.shape[2], n_exec, device)
-    log_prob = torch.zeros(b, device=device)
+    log_prob = torch.zeros(b, chain.shape[2], device=device)
     if mode == "noise":
         log_prob = log_prob + _prior_log_prob(chain[:, 0], exec_rows)
+    finish = (lambda lp: lp[:, :n_exec]) if per_row else (lambda lp: lp.sum(-1))
     if mode == "ode" or not bool(step_mask.any()):
-        return log_prob
+        return finish(log_prob)
     cache, state_token = encoded if encoded is not None else policy.encode_observation(batch)
     dt = 1.0 / k_steps
     rows, steps = step_mask.nonzero(as_tuple=True)
@@ -248,4 +253,4 @@ def chain_log_prob(policy, batch: dict, chain: torch.Tensor, step_mask: torch.Te
     else:
         v = policy.velocity(sub_cache, sub_state, x, t)
         lp = flow_sde_log_prob(x, v, x_next, t, dt, noise_level, stochastic_mask=row_mask)
-    return log_prob.index_add(0, rows, lp.sum(-1))
+    return finish(log_prob.index_add(0, rows, lp))

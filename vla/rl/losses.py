@@ -32,7 +32,13 @@ def policy_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torc
     """PPO/GRPO clipped loss, mean over decisions: -E[min(r A, clip(r, 1 - lo, 1 + hi) A)] (+ k3 KL).
 
     dual_clip > 1 bounds the loss of negative-advantage decisions by -dual_clip * A; 0 turns it off.
+    Log-probs [M] give one ratio per decision; [M, R] one ratio per executed action row, each row
+    taking its decision's advantage (advantages stay [M]) and the mean running over all M * R terms.
     Returns the loss and float statistics (clip_fraction, approx_kl, ratio_mean, ...)."""
+    if logp_new.dim() == 2:
+        advantages = advantages.reshape(-1, 1).expand(logp_new.shape)
+        logp_new, logp_old, advantages = logp_new.reshape(-1), logp_old.reshape(-1), advantages.reshape(-1)
+        logp_ref = None if logp_ref is None else logp_ref.reshape(-1)
     loss, stats = clipped_policy_loss(logp_new, logp_old.to(logp_new), advantages.to(logp_new), clip_low=clip_low,
                                       clip_high=clip_high, dual_clip=dual_clip if dual_clip > 0 else None,
                                       kl_coef=kl_coef, logp_ref=logp_ref)

@@ -46,7 +46,7 @@ def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
     decisions = torch.arange(len(rollouts))
     for where, idx in epoch_minibatches(decisions, cfg.epochs, cfg.minibatch_size, ctx.generator):
         new = recompute_log_prob(ctx, rollouts, idx)
-        pg_loss, loss_stats = policy_loss(new.log_prob, rollouts.log_probs[idx], advantages[idx], cfg.clip_low,
+        pg_loss, loss_stats = policy_loss(new.log_prob, new.old_log_prob, advantages[idx], cfg.clip_low,
                                           cfg.clip_high, cfg.dual_clip, cfg.kl_coef, new.ref_log_prob)
         if kl_exceeded(loss_stats, cfg.target_kl):
             stopped = True

@@ -57,6 +57,7 @@ class Rollouts:
     chains: torch.Tensor  # [N, K + 1, H, A]
     step_masks: torch.Tensor  # [N, K] bool
     log_probs: torch.Tensor  # [N] at rollout time
+    row_log_probs: torch.Tensor  # [N, n_action_steps] the same per executed action row (sums to log_probs)
     values: torch.Tensor  # [N] (zeros without a value head)
     rewards: torch.Tensor  # [N] binary: 1 for the decision whose chunk reached success
     env_rewards: torch.Tensor  # [N] the env's reward summed over the chunk
@@ -78,6 +79,10 @@ class Rollouts:
 
     def trajectory_groups(self) -> torch.Tensor:
         return torch.tensor([t.group for t in self.trajectories], dtype=torch.long)
+
+    def old_log_probs(self, idx: torch.Tensor, per_row: bool = False) -> torch.Tensor:
+        """Rollout-time log-probs of decisions idx: [M], or [M, n_action_steps] per executed row."""
+        return (self.row_log_probs if per_row else self.log_probs)[idx]
 
     def observation_batch(self, idx: torch.Tensor) -> dict:
         """The policy batch of the given decisions."""
@@ -109,7 +114,7 @@ class RolloutEngine:
         policy, n_envs = self.policy, self.vec_env.num_envs
         plan = [(g, s) for g, s in enumerate(group_seeds) for _ in range(group_size)]
         trajectories: list[Trajectory] = []
-        store: dict[str, list] = {k: [] for k in ("obs", "chain", "mask", "logp", "value", "reward", "env_reward",
+        store: dict[str, list] = {k: [] for k in ("obs", "chain", "mask", "logp", "row_logp", "value", "reward", "env_reward",
                                                   "done", "entropy", "std", "traj")}
         for wave_start in range(0, len(plan), n_envs):
             wave = plan[wave_start: wave_start + n_envs]
@@ -154,6 +159,7 @@ class RolloutEngine:
                     store["chain"].append(sample.chain[j].cpu())
                     store["mask"].append(sample.step_mask[j].cpu())
                     store["logp"].append(sample.log_prob[j].cpu())
+                    store["row_logp"].append(sample.row_log_prob[j].cpu())
                     store["value"].append(values[j])
                     store["reward"].append(float(success))
                     store["env_reward"].append(float(reward))
@@ -172,6 +178,7 @@ class RolloutEngine:
             chains=torch.stack(store["chain"]),
             step_masks=torch.stack(store["mask"]),
             log_probs=torch.stack(store["logp"]).float(),
+            row_log_probs=torch.stack(store["row_logp"]).float(),
             values=torch.stack(store["value"]).float(),
             rewards=torch.tensor(store["reward"], dtype=torch.float32),
             env_rewards=torch.tensor(store["env_reward"], dtype=torch.float32),

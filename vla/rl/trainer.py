@@ -44,6 +44,7 @@ from vla.train.sft import cosine_with_warmup, seed_everything
 ALGORITHMS: dict[str, tuple[Callable, bool]] = {"grpo": (grpo_update, False), "ppo": (ppo_update, True)}
 SCHEDULES = ("constant", "cosine")
 REWARDS = ("success", "shaped")
+LOGPROB_LEVELS = ("chunk", "action")
 
 VecEnvFactory = Callable[[int, dict], object]
 
@@ -73,6 +74,8 @@ def validate(cfg: RLConfig) -> None:
     if cfg.reward == "shaped" and "/" in cfg.env.task:
         raise ConfigError(f"--reward=shaped needs a robosuite task with a dense reward; {cfg.env.task} is a "
                           "LIBERO task (success only): use --reward=success")
+    if cfg.logprob_level not in LOGPROB_LEVELS:
+        raise ConfigError(f"--logprob_level: {cfg.logprob_level!r} is not one of {', '.join(LOGPROB_LEVELS)}")
     if cfg.target_kl < 0:
         raise ConfigError(f"--target_kl must be >= 0 (0 = off), got {cfg.target_kl}")
     if cfg.dual_clip and cfg.dual_clip <= 1:
@@ -213,7 +216,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                 # -- update
                 policy.train()
                 ctx = UpdateContext(policy, optimizer, params, sampling, it, generator, noise_head, value_head,
-                                    ref_policy)
+                                    ref_policy, logprob_level=cfg.logprob_level)
                 try:
                     stats = update_fn(ctx, rollouts, cfg)
                 except NonFiniteError as exc:

@@ -30,6 +30,10 @@ class UpdateContext:
     value_head: torch.nn.Module | None = None
     ref_policy: torch.nn.Module | None = None  # frozen initial policy, for the KL term
     n_action_steps: int | None = None
+    # "chunk": one PPO ratio per decision (log-prob summed over the executed chunk and action dims);
+    # "action": one ratio per executed action row (summed over its action dims), the decision's advantage
+    # shared by its rows.
+    logprob_level: str = "chunk"
     timings: dict[str, float] = field(default_factory=lambda: {"logprob_s": 0.0, "update_s": 0.0})
 
 
@@ -57,8 +61,9 @@ def epoch_minibatches(decisions: torch.Tensor, epochs: int, size: int, generator
 class Recomputed:
     """A minibatch's log-probs under the current weights, and what was computed on the way."""
 
-    log_prob: torch.Tensor  # [M], with gradients
-    ref_log_prob: torch.Tensor | None  # [M] under the frozen reference policy, or None
+    log_prob: torch.Tensor  # [M] ([M, n_action_steps] at logprob_level "action"), with gradients
+    ref_log_prob: torch.Tensor | None  # the same under the frozen reference policy, or None
+    old_log_prob: torch.Tensor  # the same at rollout time
     batch: dict  # the observation batch
     encoded: tuple  # policy.encode_observation(batch): (PrefixCache, state token); value heads read it
 
@@ -70,17 +75,18 @@ def recompute_log_prob(ctx: UpdateContext, rollouts: Rollouts, idx: torch.Tensor
     encoded = ctx.policy.encode_observation(batch)
     s = ctx.sampling
     chains, masks = rollouts.chains[idx], rollouts.step_masks[idx]
+    per_row = ctx.logprob_level == "action"
     logp = chain_log_prob(ctx.policy, batch, chains, masks, s.mode, s.noise_level, ctx.noise_head,
-                          ctx.n_action_steps, encoded)
+                          ctx.n_action_steps, encoded, per_row=per_row)
     logp_ref = None
     if ctx.ref_policy is not None:
         with torch.no_grad():
             logp_ref = chain_log_prob(ctx.ref_policy, batch, chains, masks, s.mode, s.noise_level, ctx.noise_head,
-                                      ctx.n_action_steps)
+                                      ctx.n_action_steps, per_row=per_row)
     check_finite("log-prob (recomputed)", logp, ctx.iteration)
     _sync(logp.device)
     ctx.timings["logprob_s"] += time.perf_counter() - start
-    return Recomputed(logp, logp_ref, batch, encoded)
+    return Recomputed(logp, logp_ref, rollouts.old_log_probs(idx, per_row), batch, encoded)
 
 
 def optimizer_step(ctx: UpdateContext, loss: torch.Tensor, grad_clip: float, where: str = "") -> float:
