@@ -127,11 +127,12 @@ def test_shaped_rewards_make_success_worth_more_than_lasting():
              SimpleNamespace(success=False, steps=40, decisions=[3, 4, 5, 6, 7])]
     rewards = shaped_decision_rewards(env_rewards, trajs, horizon=40)
     # the success's bonus is the reward of staying successful (1 per step) until the time limit
-    torch.testing.assert_close(rewards, env_rewards + torch.tensor([0, 0, 16.0, 0, 0, 0, 0, 0]))
+    # (in units of the horizon: a return is at most 1)
+    torch.testing.assert_close(rewards, (env_rewards + torch.tensor([0, 0, 16.0, 0, 0, 0, 0, 0])) / 40)
     returns = trajectory_returns(rewards, trajs)
-    torch.testing.assert_close(returns, torch.tensor([29.0, 35.0]))
+    torch.testing.assert_close(returns, torch.tensor([29.0, 35.0]) / 40)
     assert env_rewards[:3].sum() < env_rewards[3:].sum()  # without the bonus lasting would pay more
     # at the full 200-step horizon the success returns far more than the failure
-    assert trajectory_returns(shaped_decision_rewards(env_rewards, trajs, horizon=200), trajs)[0] > 35.0 + 100
+    assert trajectory_returns(shaped_decision_rewards(env_rewards, trajs, horizon=200), trajs)[0] > (35.0 + 100) / 200
     keep = varying_groups_keep(torch.tensor([1.0, 1.0, 2.0, 3.0]), torch.tensor([0, 0, 1, 1]))
     assert keep.tolist() == [False, False, True, True]

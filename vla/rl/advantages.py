@@ -70,12 +70,17 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, trajec
 def shaped_decision_rewards(env_rewards: torch.Tensor, trajectories, horizon: int,
                             success_reward: float = 1.0) -> torch.Tensor:
     """Per-decision shaped rewards [N]: env_rewards plus, at the last decision of each successful
-    trajectory, success_reward * (horizon - its steps) (success treated as absorbing)."""
+    trajectory, success_reward * (horizon - its steps) (success treated as absorbing), all divided
+    by the horizon.
+
+    With per-step rewards of at most 1 a return is then at most 1 (the share of the best possible
+    episode): PPO's freshly initialised value head fits targets of order 1, where raw returns of
+    order 100 left it at explained variance 0 for a whole run."""
     rewards = env_rewards.double().clone()
     for t in trajectories:
         if t.success and t.decisions:
             rewards[t.decisions[-1]] += success_reward * max(horizon - t.steps, 0)
-    return rewards.float()
+    return (rewards / horizon).float()
 
 
 def decision_rewards(rollouts, reward: str, horizon: int) -> torch.Tensor:
