@@ -257,6 +257,9 @@ class RLConfig:
     # or "shaped" (robosuite's staged dense reward per step, at most 1, and on success the reward of
     # staying successful until the time limit; turns on env.reward_shaping; robosuite tasks only).
     reward: str = "success"
+    # GRPO's advantage scale: "group" (divide by each group's std, ALGORITHMS.md) or "batch" (one std over
+    # the batch: groups whose shaped returns barely differ keep small advantages).
+    advantage_std: str = "group"
     # GRPO: keep groups whose success rate is in [low, high] (reward=shaped: groups whose returns differ).
     dynamic_sampling: bool = True
     dynamic_sampling_low: float = 0.1

@@ -34,6 +34,20 @@ def test_group_advantages_ignore_order():
                                group_normalized_advantages(rewards[perm], groups[perm]))
 
 
+def test_batch_std_keeps_small_differences_small():
+    # group 0's returns barely differ (noise), group 1's differ a lot
+    rewards = torch.tensor([0.10, 0.11, 0.20, 0.90])
+    groups = torch.tensor([0, 0, 1, 1])
+    per_group = group_normalized_advantages(rewards, groups)
+    assert torch.allclose(per_group[:2].abs(), per_group[2:].abs(), atol=1e-3)  # both blown up to unit scale
+    batch = group_normalized_advantages(rewards, groups, std_scope="batch")
+    centred = torch.tensor([-0.005, 0.005, -0.35, 0.35], dtype=torch.float64)
+    torch.testing.assert_close(batch, (centred / (centred.std() + 1e-6)).float())
+    assert batch[:2].abs().max() < 0.05 * batch[2:].abs().max()
+    with pytest.raises(ValueError, match="std_scope"):
+        group_normalized_advantages(rewards, groups, std_scope="token")
+
+
 def test_dynamic_sampling_keeps_only_informative_groups():
     success = torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0])
     groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])

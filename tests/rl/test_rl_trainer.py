@@ -137,6 +137,8 @@ def test_bad_input_is_explained(sft_policy, tmp_path, capsys):
         run(make_config(sft_policy, tmp_path / "c", "ppo", resume=True))
     with pytest.raises(ConfigError, match="group_size must be >= 2 for GRPO"):
         run(make_config(sft_policy, tmp_path / "d", group_size=1))
+    with pytest.raises(ConfigError, match="--advantage_std: 'token' is not one of group, batch"):
+        run(make_config(sft_policy, tmp_path / "g", advantage_std="token"))
     with pytest.raises(ConfigError, match="--logprob_level: 'token' is not one of chunk, action"):
         run(make_config(sft_policy, tmp_path / "f", logprob_level="token"))
     with pytest.raises(ConfigError, match="missing"):

@@ -16,10 +16,21 @@ from __future__ import annotations
 import torch
 
 
-def group_normalized_advantages(rewards: torch.Tensor, groups: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per-trajectory rewards [T] and group ids [T] -> advantages [T]."""
+STD_SCOPES = ("group", "batch")
+
+
+def group_normalized_advantages(rewards: torch.Tensor, groups: torch.Tensor, eps: float = 1e-6,
+                                std_scope: str = "group") -> torch.Tensor:
+    """Per-trajectory rewards [T] and group ids [T] -> advantages [T].
+
+    The baseline is always the group mean. std_scope "group" divides by each group's std (the
+    spec'd GRPO); "batch" divides every group's centred rewards by one std over the whole batch,
+    so a group whose returns barely differ keeps small advantages instead of being blown up to
+    unit scale (with dense rewards an all-failure group's differences are mostly noise)."""
     if rewards.shape != groups.shape or rewards.dim() != 1:
         raise ValueError(f"rewards {tuple(rewards.shape)} and groups {tuple(groups.shape)} must be matching 1-D tensors")
+    if std_scope not in STD_SCOPES:
+        raise ValueError(f"std_scope must be one of {STD_SCOPES}, got {std_scope!r}")
     rewards = rewards.double()
     adv = torch.zeros_like(rewards)
     for g in groups.unique():
@@ -27,7 +38,9 @@ def group_normalized_advantages(rewards: torch.Tensor, groups: torch.Tensor, eps
         r = rewards[members]
         if r.numel() < 2:
             continue
-        adv[members] = (r - r.mean()) / (r.std() + eps)
+        adv[members] = (r - r.mean()) / (r.std() + eps) if std_scope == "group" else r - r.mean()
+    if std_scope == "batch" and adv.numel() > 1:
+        adv = adv / (adv.std() + eps)
     return adv.float()
 
 

@@ -4,7 +4,8 @@ ALGORITHMS.md section 2. One update, top to bottom:
 1. reward per trajectory = 1 on success else 0 (or, with reward=shaped, the
    trajectory's shaped return: dense env reward + the absorbing success bonus);
 2. A_i = (r_i - mean_G r) / (std_G r + 1e-6) within each group of G rollouts
-   that started from the same initial state, broadcast to every decision;
+   that started from the same initial state (advantage_std=batch: one std over the
+   batch instead of std_G), broadcast to every decision;
 3. dynamic sampling: drop groups whose success rate is outside [low, high]
    (they have A = 0 everywhere: no signal, only dilution); with shaped returns,
    drop groups whose returns are all equal;
@@ -34,7 +35,7 @@ def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]
     groups = rollouts.trajectory_groups()
     returns = trajectory_returns(decision_rewards(rollouts, cfg.reward, cfg.env.max_episode_steps),
                                  rollouts.trajectories)  # binary rewards: the success flags
-    traj_adv = group_normalized_advantages(returns, groups)
+    traj_adv = group_normalized_advantages(returns, groups, std_scope=cfg.advantage_std)
     check_finite("advantages", traj_adv, ctx.iteration)
     check_finite("old log-prob", rollouts.log_probs, ctx.iteration)
 

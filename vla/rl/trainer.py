@@ -30,6 +30,7 @@ from vla.eval.report import build_eval_info, format_table, plot_results, write_j
 from vla.eval.runner import run_episodes
 from vla.policy.flow_vla import FlowVLAPolicy
 from vla.policy.sampling import MODES, SDE_MODES, NoiseHead
+from vla.rl.advantages import STD_SCOPES
 from vla.rl.checkpoint import POLICY_DIR, read_training_state, restore_training_state, save_training_checkpoint
 from vla.rl.grpo import grpo_update
 from vla.rl.heads import NOISE_HEAD, VALUE_HEAD, ValueHead, has_head, load_head, save_head
@@ -74,6 +75,8 @@ def validate(cfg: RLConfig) -> None:
     if cfg.reward == "shaped" and "/" in cfg.env.task:
         raise ConfigError(f"--reward=shaped needs a robosuite task with a dense reward; {cfg.env.task} is a "
                           "LIBERO task (success only): use --reward=success")
+    if cfg.advantage_std not in STD_SCOPES:
+        raise ConfigError(f"--advantage_std: {cfg.advantage_std!r} is not one of {', '.join(STD_SCOPES)}")
     if cfg.logprob_level not in LOGPROB_LEVELS:
         raise ConfigError(f"--logprob_level: {cfg.logprob_level!r} is not one of {', '.join(LOGPROB_LEVELS)}")
     if cfg.target_kl < 0:
