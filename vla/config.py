@@ -228,6 +228,10 @@ class RLConfig:
     n_envs: int = 4
     # Group g of iteration i resets from train_seed + i * n_groups + g (disjoint from eval seeds).
     train_seed: int = 1_000_000
+    # Which policy weights RL trains: everything (default), everything but the vision tower
+    # (freeze_vision), or only the action expert (train_expert_only; the VLM side stays the SFT one).
+    freeze_vision: bool = False
+    train_expert_only: bool = False
     # Optimisation.
     lr: float = 1e-5
     noise_head_lr: float = 1e-4

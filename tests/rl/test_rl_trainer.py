@@ -152,3 +152,15 @@ def test_shipped_rl_configs_parse_and_validate(path):
     validate(cfg)
     assert cfg.algo in path.name and cfg.env.task == "lift"
     assert cfg.n_groups * cfg.group_size == 16  # the CPU-sized default: about a minute per Lift iteration
+
+
+def test_train_expert_only_keeps_the_vlm_side_as_it_was(sft_policy, tmp_path):
+    out = tmp_path / "expert"
+    run(make_config(sft_policy, out, iterations=2, train_expert_only=True, dynamic_sampling=False))
+    before = load_file(str(sft_policy / "model.safetensors"))
+    after, _ = final_state(out)
+    vlm = [k for k in before if k.startswith(("vision.", "transformer.vlm.", "language_proj."))]
+    expert = [k for k in before if k.startswith(("transformer.expert.", "action_out_proj."))]
+    assert vlm and expert
+    assert all(torch.equal(before[k], after[k]) for k in vlm)
+    assert any(not torch.equal(before[k], after[k]) for k in expert)

@@ -28,6 +28,7 @@ from vla.config import ConfigError, RLConfig, resolve_threads, write_resolved_co
 from vla.eval.evaluate import check_compatible
 from vla.eval.report import build_eval_info, format_table, plot_results, write_json_atomic, write_videos
 from vla.eval.runner import run_episodes
+from vla.policy.finetune import apply_finetune_options
 from vla.policy.flow_vla import FlowVLAPolicy
 from vla.policy.sampling import MODES, SDE_MODES, NoiseHead
 from vla.rl.advantages import STD_SCOPES
@@ -173,6 +174,10 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     # ---- policy, heads, reference, optimizer (RNG states are restored after all modules are built)
     source = last / POLICY_DIR if cfg.resume else Path(cfg.policy)
     policy = FlowVLAPolicy.from_pretrained(source, map_location=cfg.device)
+    if cfg.freeze_vision or cfg.train_expert_only:
+        policy.config.freeze_vision, policy.config.train_expert_only = cfg.freeze_vision, cfg.train_expert_only
+        counts = apply_finetune_options(policy)
+        print(f"RL trains {counts['trainable'] / 1e6:.2f}M parameters, {counts['frozen'] / 1e6:.2f}M frozen")
     if cfg.reward == "shaped":
         cfg.env.reward_shaping = True
     env_kwargs = cfg.env.env_kwargs()
