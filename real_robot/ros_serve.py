@@ -79,8 +79,9 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
     unless enable_on_start (for simulation only).
 
     realtime_priority > 0 puts the control and callback threads, and Fast DDS's own receive and
-    send threads, at SCHED_FIFO and lowers this process's GIL switch interval to 0.5 ms, so that a real-time thread waiting for the GIL gets it
-    within that time from a busy Python thread, not Python's default 5 ms (benchmarks/ros_loop.py)."""
+    send threads, at SCHED_FIFO and lowers this process's GIL switch interval to 0.5 ms, so that
+    a real-time thread waiting for the GIL gets it within that time from a busy Python thread,
+    not Python's default 5 ms (benchmarks/ros_loop.py)."""
     from vla.real_robot.ros_env import import_rclpy, prepare_ros_environment
 
     config = load_robot_config(robot)  # config errors surface before anything heavy loads

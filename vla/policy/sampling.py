@@ -16,9 +16,10 @@ per rollout, the others are ODE steps; "joint" makes every step stochastic.
 Reduction (pi-RL's): the log-prob of a chain is summed over action dims, over
 the stochastic steps and over the EXECUTED rows of the chunk (the first
 ``n_action_steps``); ``row_log_prob`` / ``per_row=True`` keep one term per
-executed row (summed over dims and steps) for per-action-row PPO ratios. Noise is only injected into executed rows; the other rows
-follow the deterministic Euler step, so they are functions of the executed
-noise and the log-prob is the exact density of the whole stored chain.
+executed row (summed over dims and steps) for per-action-row PPO ratios.
+Noise is only injected into executed rows; the other rows follow the
+deterministic Euler step, so they are functions of the executed noise and the
+log-prob is the exact density of the whole stored chain.
 
 Chain layout: ``chain[:, 0]`` is the initial noise at t = 1, ``chain[:, k + 1]``
 the sample after step k (time ``1 - (k + 1) / K``), ``chain[:, K]`` the

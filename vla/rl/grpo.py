@@ -22,10 +22,10 @@ import torch
 
 from vla.rl.advantages import (decision_rewards, dynamic_sampling_keep, group_normalized_advantages,
                                trajectory_returns, varying_groups_keep)
-from vla.rl.losses import check_finite, policy_loss
+from vla.rl.losses import check_finite
 from vla.rl.rollout import Rollouts
-from vla.rl.update import (UpdateContext, epoch_minibatches, kl_exceeded, optimizer_step, recompute_log_prob,
-                           update_summary)
+from vla.rl.update import (UpdateContext, epoch_minibatches, kl_exceeded, minibatch_policy_loss, optimizer_step,
+                           recompute_log_prob, update_summary)
 
 
 def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
@@ -60,8 +60,7 @@ def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]
     rows, stopped = [], False
     for where, idx in epoch_minibatches(decisions, cfg.epochs, cfg.minibatch_size, ctx.generator):
         new = recompute_log_prob(ctx, rollouts, idx)
-        loss, loss_stats = policy_loss(new.log_prob, new.old_log_prob, advantages[idx], cfg.clip_low,
-                                       cfg.clip_high, cfg.dual_clip, cfg.kl_coef, new.ref_log_prob)
+        loss, loss_stats = minibatch_policy_loss(new, advantages[idx], cfg)
         if kl_exceeded(loss_stats, cfg.target_kl):
             stopped = True
             break

@@ -21,10 +21,10 @@ import torch
 
 from vla.rl.advantages import decision_rewards, gae
 from vla.rl.heads import value_inputs
-from vla.rl.losses import check_finite, policy_loss, value_loss
+from vla.rl.losses import check_finite, value_loss
 from vla.rl.rollout import Rollouts
-from vla.rl.update import (UpdateContext, epoch_minibatches, kl_exceeded, optimizer_step, recompute_log_prob,
-                           update_summary)
+from vla.rl.update import (UpdateContext, epoch_minibatches, kl_exceeded, minibatch_policy_loss, optimizer_step,
+                           recompute_log_prob, update_summary)
 
 
 def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
@@ -46,8 +46,7 @@ def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
     decisions = torch.arange(len(rollouts))
     for where, idx in epoch_minibatches(decisions, cfg.epochs, cfg.minibatch_size, ctx.generator):
         new = recompute_log_prob(ctx, rollouts, idx)
-        pg_loss, loss_stats = policy_loss(new.log_prob, new.old_log_prob, advantages[idx], cfg.clip_low,
-                                          cfg.clip_high, cfg.dual_clip, cfg.kl_coef, new.ref_log_prob)
+        pg_loss, loss_stats = minibatch_policy_loss(new, advantages[idx], cfg)
         if kl_exceeded(loss_stats, cfg.target_kl):
             stopped = True
             break

@@ -114,8 +114,8 @@ class RolloutEngine:
         policy, n_envs = self.policy, self.vec_env.num_envs
         plan = [(g, s) for g, s in enumerate(group_seeds) for _ in range(group_size)]
         trajectories: list[Trajectory] = []
-        store: dict[str, list] = {k: [] for k in ("obs", "chain", "mask", "logp", "row_logp", "value", "reward", "env_reward",
-                                                  "done", "entropy", "std", "traj")}
+        store: dict[str, list] = {k: [] for k in ("obs", "chain", "mask", "logp", "row_logp", "value", "reward",
+                                                  "env_reward", "done", "entropy", "std", "traj")}
         for wave_start in range(0, len(plan), n_envs):
             wave = plan[wave_start: wave_start + n_envs]
             n = len(wave)

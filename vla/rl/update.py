@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vla.policy.sampling import NoiseHead, chain_log_prob
-from vla.rl.losses import check_finite
+from vla.rl.losses import check_finite, policy_loss
 from vla.rl.rollout import Rollouts, SamplingSpec
 
 
@@ -87,6 +87,13 @@ def recompute_log_prob(ctx: UpdateContext, rollouts: Rollouts, idx: torch.Tensor
     _sync(logp.device)
     ctx.timings["logprob_s"] += time.perf_counter() - start
     return Recomputed(logp, logp_ref, rollouts.old_log_probs(idx, per_row), batch, encoded)
+
+
+def minibatch_policy_loss(new: Recomputed, advantages: torch.Tensor, cfg) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped policy loss of a recomputed minibatch under the run's clip, dual-clip and KL settings
+    (cfg is an RLConfig; advantages are the minibatch's, one per decision)."""
+    return policy_loss(new.log_prob, new.old_log_prob, advantages, cfg.clip_low, cfg.clip_high, cfg.dual_clip,
+                       cfg.kl_coef, new.ref_log_prob)
 
 
 def optimizer_step(ctx: UpdateContext, loss: torch.Tensor, grad_clip: float, where: str = "") -> float:
