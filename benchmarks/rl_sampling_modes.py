@@ -3,7 +3,8 @@
 Every (policy, sampler) pair runs the same initial states with the same random
 generator, so the differences between policies are paired rather than two
 independent evaluations. Samplers: `ode` (the deployed policy), `sde:<noise
-level>` (Flow-SDE, mixed mode), `noise` (Flow-Noise with a fresh head at the
+level>[:<mixed_steps>]` (Flow-SDE, mixed mode, the stochastic step among
+the first mixed_steps denoising steps; all of them when left out), `noise` (Flow-Noise with a fresh head at the
 geometric mean of its bounds, mixed mode). Shows whether RL improved the
 sampler it was trained with, the deployed ODE policy, or neither.
 
@@ -29,12 +30,13 @@ from vla.sim import VectorEnv  # noqa: E402
 
 
 def sampler(policy, name: str):
-    mode, _, level = name.partition(":")
+    mode, _, rest = name.partition(":")
+    level, _, mixed_steps = rest.partition(":")
     if mode == "noise":
         return SamplingSpec("noise", "mixed"), NoiseHead(policy.config.expert_width, policy.config.action_dim)
     if mode not in ("ode", "sde"):
-        raise SystemExit(f"unknown sampler {name!r}: use ode, sde:<noise level> or noise")
-    return SamplingSpec(mode, "mixed", float(level or 0.5)), None
+        raise SystemExit(f"unknown sampler {name!r}: use ode, sde:<noise level>[:<mixed_steps>] or noise")
+    return SamplingSpec(mode, "mixed", float(level or 0.5), int(mixed_steps or 0)), None
 
 
 def main() -> None:

@@ -209,3 +209,15 @@ def test_per_row_log_probs_sum_to_the_chain_log_prob(policy, batch, mode, sde_mo
     torch.testing.assert_close(rows, sample.row_log_prob, atol=1e-4, rtol=1e-5)
     # Each executed row carries its own terms: rows differ, and none is zero when a step was stochastic.
     assert (rows != 0).all() and not torch.allclose(rows[:, 0], rows[:, 1])
+
+
+def test_mixed_steps_keeps_the_stochastic_step_early_and_the_log_prob_exact(policy):
+    batch = make_batch(b=64, seed=3)
+    sample = sample_chain(policy, batch, "sde", "mixed", 0.5, generator=gen(15), mixed_steps=2)
+    assert torch.equal(sample.step_mask.sum(1), torch.ones(64, dtype=torch.long))
+    steps = sample.step_mask.float().argmax(1)
+    assert set(steps.tolist()) == {0, 1}  # 64 draws: both early steps, never a later one
+    torch.testing.assert_close(sample.log_prob.double(), manual_sde_log_prob(policy, batch, sample, 0.5),
+                               rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="mixed_steps must be in"):
+        sample_chain(policy, batch, "sde", "mixed", 0.5, generator=gen(15), mixed_steps=5)

@@ -141,6 +141,8 @@ def test_bad_input_is_explained(sft_policy, tmp_path, capsys):
         run(make_config(sft_policy, tmp_path / "g", advantage_std="token"))
     with pytest.raises(ConfigError, match="--logprob_level: 'token' is not one of chunk, action"):
         run(make_config(sft_policy, tmp_path / "f", logprob_level="token"))
+    with pytest.raises(ConfigError, match="mixed_steps=99 but the policy denoises in"):
+        run(make_config(sft_policy, tmp_path / "h", **{"sampling.mixed_steps": 99}))
     with pytest.raises(ConfigError, match="missing"):
         run(make_config(sft_policy, tmp_path / "e", **{"env.cameras": ["frontview"]}))
     assert not (tmp_path / "e").exists()

@@ -12,6 +12,10 @@ denoising step x_k -> x_{k+1} (time t -> t - dt) can be made Gaussian:
 
 Which steps are stochastic: "mixed" (pi-RL's default) picks one random step
 per rollout, the others are ODE steps; "joint" makes every step stochastic.
+``mixed_steps`` = m > 0 draws the mixed step from the first m steps only: the
+initial noise x0 explains most of an action chunk's spread and is not in the
+log-prob, and only the early, high-noise steps inject noise comparable to it
+(docs/DECISIONS.md "Which denoising step explores").
 
 Reduction (pi-RL's): the log-prob of a chain is summed over action dims, over
 the stochastic steps and over the EXECUTED rows of the chunk (the first
@@ -110,13 +114,16 @@ def executed_rows(batch: int, chunk: int, n_executed: int, device) -> torch.Tens
 
 
 def draw_step_mask(batch: int, num_steps: int, mode: str, sde_mode: str, generator=None,
-                   device="cpu") -> torch.Tensor:
-    """[B, K] bool: which denoising steps are stochastic (mixed: one uniformly random step per row)."""
+                   device="cpu", mixed_steps: int = 0) -> torch.Tensor:
+    """[B, K] bool: which denoising steps are stochastic (mixed: one uniformly random step per row,
+    among the first mixed_steps steps when mixed_steps > 0)."""
     if mode == "ode":
         return torch.zeros(batch, num_steps, dtype=torch.bool, device=device)
     if sde_mode == "joint":
         return torch.ones(batch, num_steps, dtype=torch.bool, device=device)
-    pick = torch.randint(0, num_steps, (batch,), generator=generator,
+    if not 0 <= mixed_steps <= num_steps:
+        raise ValueError(f"mixed_steps must be in [0, num_steps={num_steps}] (0 = all steps), got {mixed_steps}")
+    pick = torch.randint(0, mixed_steps or num_steps, (batch,), generator=generator,
                          device=generator.device if generator is not None else "cpu")
     return nn.functional.one_hot(pick, num_steps).bool().to(device)
 
@@ -144,7 +151,8 @@ def _prior_log_prob(x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample_chain(policy, batch: dict, mode: str = "sde", sde_mode: str = "mixed", noise_level: float = 0.5,
                  noise_head: NoiseHead | None = None, generator: torch.Generator | None = None,
-                 n_executed: int | None = None, num_steps: int | None = None) -> ChainSample:
+                 n_executed: int | None = None, num_steps: int | None = None, mixed_steps: int = 0,
+                 initial_noise: torch.Tensor | None = None) -> ChainSample:
     """Sample a normalised action chunk per row and the log-prob of its denoising chain.
 
     Args:
@@ -156,6 +164,8 @@ def sample_chain(policy, batch: dict, mode: str = "sde", sde_mode: str = "mixed"
         generator: torch.Generator for every random draw (initial noise, step choice, step noise).
         n_executed: rows of the chunk counted in the log-prob (default policy.config.n_action_steps).
         num_steps: denoising steps K (default policy.config.num_inference_steps).
+        mixed_steps: in mixed mode, draw the stochastic step among the first mixed_steps steps (0 = all).
+        initial_noise: [B, H, A] chain start x0 (default: drawn from the generator).
     """
     _check_args(mode, sde_mode, noise_level, noise_head)
     c = policy.config
@@ -166,9 +176,12 @@ def sample_chain(policy, batch: dict, mode: str = "sde", sde_mode: str = "mixed"
     b = state_token.shape[0]
     dt = 1.0 / k_steps
     rows = executed_rows(b, c.chunk_size, n_exec, device)
-    step_mask = draw_step_mask(b, k_steps, mode, sde_mode, generator, device)
+    step_mask = draw_step_mask(b, k_steps, mode, sde_mode, generator, device, mixed_steps)
 
-    x = _randn((b, c.chunk_size, c.action_dim), generator, device)
+    shape = (b, c.chunk_size, c.action_dim)
+    if initial_noise is not None and tuple(initial_noise.shape) != shape:
+        raise ValueError(f"initial_noise has shape {tuple(initial_noise.shape)}, the batch needs {shape}")
+    x = _randn(shape, generator, device) if initial_noise is None else initial_noise.to(device)
     chain = [x]
     log_prob = torch.zeros(b, c.chunk_size, device=device)  # per row until the end
     entropy = torch.zeros(b, device=device)

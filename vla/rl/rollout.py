@@ -33,6 +33,7 @@ class SamplingSpec:
     mode: str = "sde"
     sde_mode: str = "mixed"
     noise_level: float = 0.5
+    mixed_steps: int = 0  # mixed mode: the stochastic step is one of the first mixed_steps (0 = any)
 
 
 @dataclass
@@ -130,7 +131,8 @@ class RolloutEngine:
                 idx = [k for k in range(n_envs) if active[k]]
                 batch = observations_to_batch([obs[k] for k in idx], self.cameras)
                 sample = sample_chain(policy, batch, self.sampling.mode, self.sampling.sde_mode,
-                                      self.sampling.noise_level, self.noise_head, generator, self.n_exec)
+                                      self.sampling.noise_level, self.noise_head, generator, self.n_exec,
+                                      mixed_steps=self.sampling.mixed_steps)
                 if self.value_head is not None:
                     values = self.value_head(*value_inputs(policy, batch, sample.pooled)).float().cpu()
                 else:

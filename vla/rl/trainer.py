@@ -60,6 +60,8 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError(f"--sampling.mode: {s.mode!r} is not a stochastic mode; valid: sde, noise")
     if s.sde_mode not in SDE_MODES:
         raise ConfigError(f"--sampling.sde_mode: {s.sde_mode!r} is not one of {', '.join(SDE_MODES)}")
+    if s.mixed_steps < 0:
+        raise ConfigError(f"--sampling.mixed_steps must be >= 0 (0 = any denoising step), got {s.mixed_steps}")
     if s.mode == "sde" and not s.noise_level > 0:
         raise ConfigError(f"--sampling.noise_level must be > 0 for RL (0 is the deterministic ODE), got {s.noise_level}")
     if cfg.schedule not in SCHEDULES:
@@ -185,6 +187,9 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
         check_compatible(policy, env_kwargs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    if cfg.sampling.mixed_steps > policy.config.num_inference_steps:
+        raise ConfigError(f"--sampling.mixed_steps={cfg.sampling.mixed_steps} but the policy denoises in "
+                          f"{policy.config.num_inference_steps} steps (num_inference_steps)")
     write_resolved_config(cfg, out)
     noise_head, value_head = _make_heads(cfg, policy, source, needs_value)
     ref_policy = None
@@ -202,7 +207,8 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
           f"{cfg.iterations} iterations, {n_params / 1e6:.2f}M trainable parameters, sampling "
           f"{cfg.sampling.mode}/{cfg.sampling.sde_mode}")
 
-    sampling = SamplingSpec(cfg.sampling.mode, cfg.sampling.sde_mode, cfg.sampling.noise_level)
+    sampling = SamplingSpec(cfg.sampling.mode, cfg.sampling.sde_mode, cfg.sampling.noise_level,
+                            cfg.sampling.mixed_steps)
     writer = SummaryWriter(str(out / "tb"), purge_step=start)
     env_steps = int(history[-1]["env_steps"]) if history else 0
     summary: dict = {}
