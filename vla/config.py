@@ -260,6 +260,10 @@ class RLConfig:
     target_kl: float = 0.0
     # Weight of the k3 KL to the initial policy (0 = no reference policy is kept).
     kl_coef: float = 0.0
+    # Weight of the velocity anchor: mean squared gap between the policy's and the initial policy's
+    # velocity at one random denoising step of each stored chain. The clipped ratio only sees the
+    # stochastic step's velocity; the deployed ODE integrates all K of them (docs/RL.md).
+    anchor_coef: float = 0.0
     # What the algorithms optimise: "success" (1 when a chunk reaches success, else 0; ALGORITHMS.md)
     # or "shaped" (robosuite's staged dense reward per step, at most 1, and on success the reward of
     # staying successful until the time limit; turns on env.reward_shaping; robosuite tasks only).

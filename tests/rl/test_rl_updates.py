@@ -15,7 +15,7 @@ from vla.rl.heads import ValueHead, value_inputs
 from vla.rl.losses import NonFiniteError
 from vla.rl.ppo import ppo_update
 from vla.rl.rollout import RolloutEngine, SamplingSpec
-from vla.rl.update import UpdateContext
+from vla.rl.update import UpdateContext, recompute_log_prob
 
 SAMPLING = SamplingSpec("sde", "mixed", 0.5)
 
@@ -157,3 +157,34 @@ def test_shaped_reward_is_refused_for_libero_tasks():
         validate(cfg)
     with pytest.raises(ConfigError, match="--reward"):
         validate(RLConfig(reward="dense"))
+
+
+def deployed_drift(policy, ref, batch, x0) -> float:
+    """Mean |ODE action(policy) - ODE action(ref)| from the same initial noise."""
+    with torch.no_grad():
+        return float((policy.sample_actions(batch, noise=x0) - ref.sample_actions(batch, noise=x0)).abs().mean())
+
+
+def test_velocity_anchor_starts_at_zero_and_holds_the_deployed_policy_near_the_reference():
+    ref = make_policy(seed=0).eval().requires_grad_(False)
+    rollouts = rollouts_for(ref)
+    batch = rollouts.observation_batch(torch.arange(len(rollouts)))
+    x0 = torch.randn(len(rollouts), ref.config.chunk_size, ref.config.action_dim,
+                     generator=torch.Generator().manual_seed(3))
+    drift = {}
+    for coef in (0.0, 10.0):
+        policy = copy.deepcopy(ref).requires_grad_(True)
+        ctx = context(policy, lr=1e-3)
+        ctx.ref_policy, ctx.anchor = ref, True
+        stats = grpo_update(ctx, rollouts, config(dynamic_sampling=False, epochs=6, minibatch_size=32,
+                                                  anchor_coef=coef))
+        assert stats["velocity_anchor"] > 0  # the policy moved, so later minibatches see a gap
+        drift[coef] = deployed_drift(policy.eval(), ref, batch, x0)
+    assert drift[10.0] < 0.5 * drift[0.0], drift
+
+    # At the reference weights the anchor is exactly zero.
+    policy = copy.deepcopy(ref)
+    ctx = context(policy)
+    ctx.ref_policy, ctx.anchor = ref, True
+    new = recompute_log_prob(ctx, rollouts, torch.arange(8))
+    assert float(new.anchor) == 0.0 and new.ref_log_prob is None

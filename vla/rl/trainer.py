@@ -73,6 +73,8 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError("--group_size must be >= 2 for GRPO (a group of one has no baseline)")
     if not 0 <= cfg.clip_low < 1 or cfg.clip_high < 0:
         raise ConfigError(f"--clip_low must be in [0, 1) and --clip_high >= 0, got {cfg.clip_low}, {cfg.clip_high}")
+    if cfg.kl_coef < 0 or cfg.anchor_coef < 0:
+        raise ConfigError(f"--kl_coef and --anchor_coef must be >= 0, got {cfg.kl_coef}, {cfg.anchor_coef}")
     if cfg.reward not in REWARDS:
         raise ConfigError(f"--reward: {cfg.reward!r} is not one of {', '.join(REWARDS)}")
     if cfg.reward == "shaped" and "/" in cfg.env.task:
@@ -193,7 +195,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     write_resolved_config(cfg, out)
     noise_head, value_head = _make_heads(cfg, policy, source, needs_value)
     ref_policy = None
-    if cfg.kl_coef > 0:
+    if cfg.kl_coef > 0 or cfg.anchor_coef > 0:
         ref_policy = FlowVLAPolicy.from_pretrained(cfg.policy, map_location=cfg.device).requires_grad_(False)
     optimizer, scheduler, params = _optimizer(cfg, policy, noise_head, value_head)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -230,7 +232,8 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                 # -- update
                 policy.train()
                 ctx = UpdateContext(policy, optimizer, params, sampling, it, generator, noise_head, value_head,
-                                    ref_policy, logprob_level=cfg.logprob_level)
+                                    ref_policy, logprob_level=cfg.logprob_level, kl_to_ref=cfg.kl_coef > 0,
+                                    anchor=cfg.anchor_coef > 0)
                 try:
                     stats = update_fn(ctx, rollouts, cfg)
                 except NonFiniteError as exc:

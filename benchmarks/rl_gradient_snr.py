@@ -1,0 +1,131 @@
+"""How much signal is in one GRPO gradient on Lift: agreement of independent gradient estimates.
+
+Collects G groups of rollouts of a policy (RolloutEngine, Lift, a given sampler), then for
+many random splits of the groups into two halves computes the GRPO policy gradient of each
+half at the rollout weights (one minibatch holding the whole half, no clipping) and their
+cosine. For two independent estimates from n trajectories each,
+
+    E[cos] ~ rho n / (1 + rho n),   rho = |true gradient|^2 / (per-trajectory gradient variance),
+
+so rho = cos / (n (1 - cos)) and 1 / rho trajectories make a gradient whose signal equals its
+noise. The same rollouts are scored with the shaped and the binary reward.
+
+    python benchmarks/rl_gradient_snr.py --policy outputs/quickstart/train/policy --samplers sde:0.5 sde:1.0:2
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402  (benchmarks/common.py)
+from rl_sampling_modes import sampler  # noqa: E402
+
+from vla.config import RLConfig  # noqa: E402
+from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
+from vla.rl.grpo import grpo_update  # noqa: E402
+from vla.rl.rollout import RolloutEngine, Rollouts  # noqa: E402
+from vla.rl.update import UpdateContext  # noqa: E402
+from vla.sim import VectorEnv  # noqa: E402
+
+
+class GradientRecorder:
+    """Stands in for the optimizer: keeps the gradient of the (single) step instead of stepping."""
+
+    def __init__(self, params):
+        self.params, self.grad = params, None
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        self.grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in self.params])
+
+
+def subset(rollouts: Rollouts, groups: set[int]) -> Rollouts:
+    """The rollouts of the given groups, decisions and trajectories renumbered."""
+    keep_t = [t for t in rollouts.trajectories if t.group in groups]
+    idx = torch.tensor([d for t in keep_t for d in t.decisions])
+    new_traj = {t.index: i for i, t in enumerate(keep_t)}
+    trajectories, pos = [], 0
+    for t in keep_t:
+        n = len(t.decisions)
+        trajectories.append(type(t)(new_traj[t.index], t.group, t.seed, t.task, t.success, t.steps, t.env_reward,
+                                    list(range(pos, pos + n))))
+        pos += n
+    pick = lambda x: x.index_select(0, idx)
+    return Rollouts(observations=rollouts.observation_batch(idx), chains=pick(rollouts.chains),
+                    step_masks=pick(rollouts.step_masks), log_probs=pick(rollouts.log_probs),
+                    row_log_probs=pick(rollouts.row_log_probs), values=pick(rollouts.values),
+                    rewards=pick(rollouts.rewards), env_rewards=pick(rollouts.env_rewards), dones=pick(rollouts.dones),
+                    entropy=pick(rollouts.entropy), std_mean=pick(rollouts.std_mean),
+                    traj_ids=torch.tensor([new_traj[rollouts.trajectories[int(i)].index]
+                                           for i in rollouts.traj_ids[idx]]),
+                    trajectories=trajectories)
+
+
+def half_gradient(policy, spec, rollouts: Rollouts, cfg: RLConfig) -> torch.Tensor | None:
+    params = [p for p in policy.parameters() if p.requires_grad]
+    recorder = GradientRecorder(params)
+    cfg.minibatch_size = len(rollouts)
+    grpo_update(UpdateContext(policy, recorder, params, spec, 0, torch.Generator().manual_seed(0),
+                              logprob_level=cfg.logprob_level), rollouts, cfg)
+    return recorder.grad
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", required=True)
+    parser.add_argument("--samplers", nargs="+", default=["sde:0.5", "sde:1.0:2"])
+    parser.add_argument("--groups", type=int, default=8)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--splits", type=int, default=12)
+    parser.add_argument("--first-seed", type=int, default=7_000_000)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    env_kwargs = dict(task="lift", cameras=("agentview",), image_size=64, max_episode_steps=200, reward_shaping=True)
+    rows = []
+    with VectorEnv(1, env_kwargs) as env:
+        for name in args.samplers:
+            policy = FlowVLAPolicy.from_pretrained(args.policy).eval()
+            spec, head = sampler(policy, name)
+            seeds = [args.first_seed + g for g in range(args.groups)]
+            rollouts = RolloutEngine(policy, env, spec, noise_head=head).collect(
+                seeds, args.group_size, torch.Generator().manual_seed(0))
+            success = float(rollouts.trajectory_success().mean())
+            splits = list(itertools.combinations(range(args.groups), args.groups // 2))
+            random.Random(0).shuffle(splits)
+            for reward in ("shaped", "success"):
+                cfg = RLConfig(algo="grpo", reward=reward, advantage_std="batch", logprob_level="action", epochs=1,
+                               grad_clip=0.0, target_kl=0.0, dynamic_sampling=True)
+                cfg.env.max_episode_steps = 200
+                cosines = []
+                for half in splits[: args.splits]:
+                    a = half_gradient(policy, spec, subset(rollouts, set(half)), cfg)
+                    b = half_gradient(policy, spec, subset(rollouts, set(range(args.groups)) - set(half)), cfg)
+                    if a is not None and b is not None:
+                        cosines.append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
+                n = args.groups // 2 * args.group_size
+                cos = sum(cosines) / len(cosines) if cosines else float("nan")
+                rho = cos / (n * (1 - cos)) if cosines and cos > 0 else float("nan")
+                rows.append({"sampler": name, "reward": reward, "success": success, "cosines": cosines,
+                             "mean_cos": cos, "trajectories_per_half": n, "rho": rho,
+                             "trajectories_for_snr_1": 1 / rho if rho == rho and rho > 0 else None})
+                print(f"{name:10s} {reward:7s} rollout success {100 * success:.0f}%  cos {cos:+.3f} over "
+                      f"{len(cosines)} splits (n={n}/half)  -> {rows[-1]['trajectories_for_snr_1']} trajectories "
+                      f"for signal = noise", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
