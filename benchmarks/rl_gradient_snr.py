@@ -8,7 +8,9 @@ cosine. For two independent estimates from n trajectories each,
     E[cos] ~ rho n / (1 + rho n),   rho = |true gradient|^2 / (per-trajectory gradient variance),
 
 so rho = cos / (n (1 - cos)) and 1 / rho trajectories make a gradient whose signal equals its
-noise. The same rollouts are scored with the shaped and the binary reward.
+noise. When the cosines do not separate from 0, the upper end of mean + 2 standard errors
+gives a lower bound on that number (the splits share rollouts, so the bound is loose). The same
+rollouts are scored with the shaped and the binary reward.
 
     python benchmarks/rl_gradient_snr.py --policy outputs/quickstart/train/policy --samplers sde:0.5 sde:1.0:2
 """
@@ -115,14 +117,19 @@ def main() -> None:
                     if a is not None and b is not None:
                         cosines.append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
                 n = args.groups // 2 * args.group_size
-                cos = sum(cosines) / len(cosines) if cosines else float("nan")
-                rho = cos / (n * (1 - cos)) if cosines and cos > 0 else float("nan")
+                c = torch.tensor(cosines, dtype=torch.float64)
+                cos = float(c.mean()) if cosines else float("nan")
+                upper = cos + 2 * float(c.std()) / len(cosines) ** 0.5 if len(cosines) > 1 else float("nan")
+                at_least = n * (1 - upper) / upper if 0 < upper < 1 else None
                 rows.append({"sampler": name, "reward": reward, "success": success, "cosines": cosines,
-                             "mean_cos": cos, "trajectories_per_half": n, "rho": rho,
-                             "trajectories_for_snr_1": 1 / rho if rho == rho and rho > 0 else None})
-                print(f"{name:10s} {reward:7s} rollout success {100 * success:.0f}%  cos {cos:+.3f} over "
-                      f"{len(cosines)} splits (n={n}/half)  -> {rows[-1]['trajectories_for_snr_1']} trajectories "
-                      f"for signal = noise", flush=True)
+                             "mean_cos": cos, "cos_upper_2se": upper, "trajectories_per_half": n,
+                             "trajectories_for_snr_1": n * (1 - cos) / cos if 0 < cos < 1 else None,
+                             "trajectories_for_snr_1_at_least": at_least})
+                needed = rows[-1]["trajectories_for_snr_1"]
+                needed = f"{needed:.0f}" if needed else f"at least {at_least:.0f}" if at_least else "?"
+                print(f"{name:10s} {reward:7s} rollout success {100 * success:.0f}%  cos {cos:+.3f} "
+                      f"(+2 s.e. {upper:+.3f}) over {len(cosines)} splits of n={n}  -> signal = noise needs "
+                      f"{needed} trajectories", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=1))
 
