@@ -185,8 +185,8 @@ class SamplingConfig:
     mode: str = "sde"
     # "mixed": one random stochastic denoising step per rollout (pi-RL's default); "joint": every step.
     sde_mode: str = "mixed"
-    # Mixed mode draws its stochastic step from the first mixed_steps denoising steps (0 = all of them):
-    # late steps have small std, inject little exploration and dominate the gradient with noise.
+    # Mixed mode draws its stochastic step from the first mixed_steps denoising steps (0 = all of them).
+    # Early steps put more of the exploration into the log-prob; on Lift that made RL worse (docs/RL.md).
     mixed_steps: int = 0
     # Flow-SDE noise level a; 0 gives the deterministic Euler ODE.
     noise_level: float = 0.5

@@ -12,10 +12,10 @@ denoising step x_k -> x_{k+1} (time t -> t - dt) can be made Gaussian:
 
 Which steps are stochastic: "mixed" (pi-RL's default) picks one random step
 per rollout, the others are ODE steps; "joint" makes every step stochastic.
-``mixed_steps`` = m > 0 draws the mixed step from the first m steps only: the
+``mixed_steps`` = m > 0 draws the mixed step from the first m steps only. The
 initial noise x0 explains most of an action chunk's spread and is not in the
-log-prob, and only the early, high-noise steps inject noise comparable to it
-(docs/DECISIONS.md "Which denoising step explores").
+log-prob; early, high-noise steps inject noise comparable to it (measured in
+benchmarks/flow_exploration.py; on Lift this did not help RL, docs/DECISIONS.md).
 
 Reduction (pi-RL's): the log-prob of a chain is summed over action dims, over
 the stochastic steps and over the EXECUTED rows of the chunk (the first
