@@ -40,6 +40,15 @@ def repeat_rows(batch: dict, n: int) -> dict:
             for k, v in batch.items()}
 
 
+def lift_observations(config, first_seed: int, states: int) -> dict:
+    """The policy batch of Lift's initial observations at seeds first_seed, first_seed + 1, ..."""
+    env_kwargs = dict(task="lift", cameras=tuple(config.cameras), image_size=config.image_size,
+                      max_episode_steps=200)
+    with VectorEnv(1, env_kwargs) as env:
+        observations = [env.reset([first_seed + i])[0] for i in range(states)]
+    return observations_to_batch(observations, list(config.cameras))
+
+
 def spread(actions: torch.Tensor, n_states: int, n_exec: int) -> float:
     """Std over the samples of each state, averaged over states, executed rows and dims."""
     a = actions[:, :n_exec]
@@ -60,10 +69,7 @@ def main() -> None:
     torch.set_num_threads(1)
     policy = FlowVLAPolicy.from_pretrained(args.policy).eval()
     c = policy.config
-    env_kwargs = dict(task="lift", cameras=tuple(c.cameras), image_size=c.image_size, max_episode_steps=200)
-    with VectorEnv(1, env_kwargs) as env:
-        observations = [env.reset([args.first_seed + i])[0] for i in range(args.states)]
-    batch = repeat_rows(observations_to_batch(observations, list(c.cameras)), args.samples)
+    batch = repeat_rows(lift_observations(c, args.first_seed, args.states), args.samples)
     n = args.states * args.samples
     g = torch.Generator().manual_seed(0)
     # One x0 per state, shared by its samples: the "given x0" spread is the stochastic steps' alone.

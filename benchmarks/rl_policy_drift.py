@@ -20,13 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402  (benchmarks/common.py)
-from flow_exploration import spread  # noqa: E402
+from flow_exploration import lift_observations, repeat_rows, spread  # noqa: E402
 
 from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
-from vla.policy.observation import observations_to_batch  # noqa: E402
 from vla.policy.sampling import sample_chain  # noqa: E402
 from vla.rl.update import velocity_anchor  # noqa: E402
-from vla.sim import VectorEnv  # noqa: E402
 
 
 @torch.no_grad()
@@ -41,18 +39,13 @@ def main() -> None:
     torch.set_num_threads(1)
     ref = FlowVLAPolicy.from_pretrained(args.reference).eval()
     c = ref.config
-    env_kwargs = dict(task="lift", cameras=tuple(c.cameras), image_size=c.image_size, max_episode_steps=200)
-    with VectorEnv(1, env_kwargs) as env:
-        observations = [env.reset([args.first_seed + i])[0] for i in range(args.states)]
-    batch = observations_to_batch(observations, list(c.cameras))
+    batch = lift_observations(c, args.first_seed, args.states)
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(args.states, c.chunk_size, c.action_dim, generator=g)
     ref_chain = sample_chain(ref, batch, "ode", initial_noise=x0)
     ref_encoded = ref.encode_observation(batch)
     n_exec = c.n_action_steps
-    many = {k: v.repeat_interleave(32, 0) if torch.is_tensor(v) else [x for x in v for _ in range(32)]
-            for k, v in batch.items()}
-    own = spread(sample_chain(ref, many, "ode", generator=g).actions, args.states, n_exec)
+    own = spread(sample_chain(ref, repeat_rows(batch, 32), "ode", generator=g).actions, args.states, n_exec)
     print(f"reference's own ODE action spread over initial noise: {own:.3f}")
     rows = []
     for path in args.policies:
