@@ -4,7 +4,8 @@ Every (policy, sampler) pair runs the same initial states with the same random
 generator, so the differences between policies are paired rather than two
 independent evaluations. Samplers: `ode` (the deployed policy), `sde:<noise
 level>[:<mixed_steps>]` (Flow-SDE, mixed mode, the stochastic step among
-the first mixed_steps denoising steps; all of them when left out), `noise` (Flow-Noise with a fresh head at the
+the first mixed_steps denoising steps; all of them when left out), `joint:<noise level>`
+(Flow-SDE, every step stochastic), `noise` (Flow-Noise with a fresh head at the
 geometric mean of its bounds, mixed mode). Shows whether RL improved the
 sampler it was trained with, the deployed ODE policy, or neither.
 
@@ -34,8 +35,11 @@ def sampler(policy, name: str):
     level, _, mixed_steps = rest.partition(":")
     if mode == "noise":
         return SamplingSpec("noise", "mixed"), NoiseHead(policy.config.expert_width, policy.config.action_dim)
+    if mode == "joint":
+        return SamplingSpec("sde", "joint", float(level or 0.5)), None
     if mode not in ("ode", "sde"):
-        raise SystemExit(f"unknown sampler {name!r}: use ode, sde:<noise level>[:<mixed_steps>] or noise")
+        raise SystemExit(f"unknown sampler {name!r}: use ode, sde:<noise level>[:<mixed_steps>], joint:<noise level> "
+                         "or noise")
     return SamplingSpec(mode, "mixed", float(level or 0.5), int(mixed_steps or 0)), None
 
 

@@ -58,20 +58,23 @@ def final_state(out):
     return load_file(str(last / "policy" / "model.safetensors")), load_file(str(last / "optimizer.safetensors"))
 
 
-@pytest.mark.parametrize("algo,mode", [("grpo", "sde"), ("ppo", "noise")])
-def test_resume_reproduces_an_uninterrupted_run(sft_policy, tmp_path, algo, mode):
+# GRPO runs with the velocity anchor (its random denoising steps come from the checkpointed generator).
+@pytest.mark.parametrize("algo,mode,anchor", [("grpo", "sde", 1.0), ("ppo", "noise", 0.0)])
+def test_resume_reproduces_an_uninterrupted_run(sft_policy, tmp_path, algo, mode, anchor):
+    options = {"sampling.mode": mode, "dynamic_sampling": False, "anchor_coef": anchor}
     straight = tmp_path / "straight"
-    run(make_config(sft_policy, straight, algo, **{"sampling.mode": mode, "dynamic_sampling": False}))
+    run(make_config(sft_policy, straight, algo, **options))
     resumed = tmp_path / "resumed"
-    run(make_config(sft_policy, resumed, algo, stop_after=2, **{"sampling.mode": mode, "dynamic_sampling": False}))
+    run(make_config(sft_policy, resumed, algo, stop_after=2, **options))
     assert json.loads((resumed / "checkpoints/last/trainer_state.json").read_text())["iteration"] == 2
     assert not (resumed / "policy").exists()  # not finished yet
-    run(make_config(sft_policy, resumed, algo, resume=True, **{"sampling.mode": mode, "dynamic_sampling": False}))
+    run(make_config(sft_policy, resumed, algo, resume=True, **options))
 
     h_straight, h_resumed = history(straight), history(resumed)
     assert len(h_straight) == 4
     assert h_straight == h_resumed  # losses, KL, clip fraction, success, env steps: identical numbers
     assert any(h["policy_loss"] != 0 for h in h_straight)
+    assert all(("velocity_anchor" in h) == (anchor > 0) for h in h_straight)
     (w1, o1), (w2, o2) = final_state(straight), final_state(resumed)
     assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
     assert o1.keys() == o2.keys() and all(torch.equal(o1[k], o2[k]) for k in o1)
