@@ -104,6 +104,12 @@ def step_times(num_steps: int) -> list[float]:
     return [1.0 - k * dt for k in range(num_steps)]
 
 
+def times_of_steps(steps: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """Flow time [N] (float32) at the start of denoising steps [N], with step_times' float arithmetic,
+    so a recomputed velocity sees bit for bit the t the sampler used."""
+    return (1.0 - steps.to(torch.float64) * (1.0 / num_steps)).to(torch.float32)
+
+
 def executed_rows(batch: int, chunk: int, n_executed: int, device) -> torch.Tensor:
     """[B, H] bool: True for the rows of the chunk that the robot executes."""
     if not 1 <= n_executed <= chunk:
@@ -251,8 +257,7 @@ def chain_log_prob(policy, batch: dict, chain: torch.Tensor, step_mask: torch.Te
     cache, state_token = encoded if encoded is not None else policy.encode_observation(batch)
     dt = 1.0 / k_steps
     rows, steps = step_mask.nonzero(as_tuple=True)
-    # The same float arithmetic as step_times, so t matches the sampler bit for bit.
-    t = (1.0 - steps.to(torch.float64) * dt).to(torch.float32)
+    t = times_of_steps(steps, k_steps)
     x, x_next = chain[rows, steps], chain[rows, steps + 1]
     sub_cache = select_cache(cache, rows)
     sub_state = state_token.index_select(0, rows)
