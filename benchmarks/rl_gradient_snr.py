@@ -10,9 +10,12 @@ cosine. For two independent estimates from n trajectories each,
 so rho = cos / (n (1 - cos)) and 1 / rho trajectories make a gradient whose signal equals its
 noise. When the cosines do not separate from 0, the upper end of mean + 2 standard errors
 gives a lower bound on that number (the splits share rollouts, so the bound is loose). The same
-rollouts are scored with the shaped and the binary reward.
+rollouts are scored with the shaped and the binary reward, and (--surrogates) with the chain's
+Flow-SDE log-prob and with FPO's flow-matching surrogate (vla/rl/flow_surrogate.py).
 
     python benchmarks/rl_gradient_snr.py --policy outputs/quickstart/train/policy --samplers sde:0.5 sde:1.0:2
+    python benchmarks/rl_gradient_snr.py --policy outputs/quickstart/train/policy --samplers sde:0.5 ode \
+        --surrogates logprob fpo
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from rl_sampling_modes import sampler  # noqa: E402
 
 from vla.config import RLConfig  # noqa: E402
 from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
+from vla.rl.flow_surrogate import build_flow_surrogate  # noqa: E402
 from vla.rl.grpo import grpo_update  # noqa: E402
 from vla.rl.rollout import RolloutEngine, Rollouts  # noqa: E402
 from vla.rl.update import UpdateContext  # noqa: E402
@@ -78,8 +82,12 @@ def half_gradient(policy, spec, rollouts: Rollouts, cfg: RLConfig) -> torch.Tens
     params = [p for p in policy.parameters() if p.requires_grad]
     recorder = GradientRecorder(params)
     cfg.minibatch_size = len(rollouts)
-    grpo_update(UpdateContext(policy, recorder, params, spec, 0, torch.Generator().manual_seed(0),
-                              logprob_level=cfg.logprob_level), rollouts, cfg)
+    ctx = UpdateContext(policy, recorder, params, spec, 0, torch.Generator().manual_seed(0),
+                        logprob_level=cfg.logprob_level)
+    if cfg.surrogate == "fpo":
+        ctx.flow_surrogate = build_flow_surrogate(policy, rollouts, cfg.fpo_samples, rollouts.row_log_probs.shape[1],
+                                                  torch.Generator().manual_seed(1))
+    grpo_update(ctx, rollouts, cfg)
     return recorder.grad
 
 
@@ -90,6 +98,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--splits", type=int, default=12)
+    parser.add_argument("--surrogates", nargs="+", default=["logprob"], choices=["logprob", "fpo"])
     parser.add_argument("--first-seed", type=int, default=7_000_000)
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -106,9 +115,11 @@ def main() -> None:
             success = float(rollouts.trajectory_success().mean())
             splits = list(itertools.combinations(range(args.groups), args.groups // 2))
             random.Random(0).shuffle(splits)
-            for reward in ("shaped", "success"):
+            for surrogate, reward in itertools.product(args.surrogates, ("shaped", "success")):
+                if surrogate == "logprob" and spec.mode == "ode":
+                    continue  # the ODE chain has no log-prob
                 cfg = RLConfig(algo="grpo", reward=reward, advantage_std="batch", logprob_level="action", epochs=1,
-                               grad_clip=0.0, target_kl=0.0, dynamic_sampling=True)
+                               grad_clip=0.0, target_kl=0.0, dynamic_sampling=True, surrogate=surrogate)
                 cfg.env.max_episode_steps = 200
                 cosines = []
                 for half in splits[: args.splits]:
@@ -121,13 +132,13 @@ def main() -> None:
                 cos = float(c.mean()) if cosines else float("nan")
                 upper = cos + 2 * float(c.std()) / len(cosines) ** 0.5 if len(cosines) > 1 else float("nan")
                 at_least = n * (1 - upper) / upper if 0 < upper < 1 else None
-                rows.append({"sampler": name, "reward": reward, "success": success, "cosines": cosines,
+                rows.append({"sampler": name, "surrogate": surrogate, "reward": reward, "success": success, "cosines": cosines,
                              "mean_cos": cos, "cos_upper_2se": upper, "trajectories_per_half": n,
                              "trajectories_for_snr_1": n * (1 - cos) / cos if 0 < cos < 1 else None,
                              "trajectories_for_snr_1_at_least": at_least})
                 needed = rows[-1]["trajectories_for_snr_1"]
                 needed = f"{needed:.0f}" if needed else f"at least {at_least:.0f}" if at_least else "?"
-                print(f"{name:10s} {reward:7s} rollout success {100 * success:.0f}%  cos {cos:+.3f} "
+                print(f"{name:10s} {surrogate:7s} {reward:7s} rollout success {100 * success:.0f}%  cos {cos:+.3f} "
                       f"(+2 s.e. {upper:+.3f}) over {len(cosines)} splits of n={n}  -> signal = noise needs "
                       f"{needed} trajectories", flush=True)
     if args.json:

@@ -181,7 +181,8 @@ def print_err(msg: str) -> None:
 class SamplingConfig:
     """Stochastic flow sampling for RL (ALGORITHMS.md section 1)."""
 
-    # "sde" (Flow-SDE) or "noise" (Flow-Noise: learned std, bounded, dropped at deployment).
+    # "sde" (Flow-SDE) or "noise" (Flow-Noise: learned std, bounded, dropped at deployment);
+    # "ode" (the deployed sampler, exploration from the initial noise only) needs surrogate "fpo".
     mode: str = "sde"
     # "mixed": one random stochastic denoising step per rollout (pi-RL's default); "joint": every step.
     sde_mode: str = "mixed"
@@ -256,6 +257,12 @@ class RLConfig:
     # Per-row ratios are clipped one by one, so a policy step may move each row as far as "chunk"
     # lets the whole decision move (see docs/RL.md).
     logprob_level: str = "chunk"
+    # What stands in the ratio for log pi(action): "logprob" (the sampled chain's exact Flow-SDE / Flow-Noise
+    # log-prob, ALGORITHMS.md section 1) or "fpo" (minus the executed chunk's flow-matching loss at
+    # fpo_samples fixed (t, eps) pairs, Flow Policy Optimization; works with any sampling mode, "ode"
+    # included, and credits all of an action's randomness, not only the stochastic step's; docs/RL.md).
+    surrogate: str = "logprob"
+    fpo_samples: int = 4
     # Stop an update's epochs once a minibatch's approximate KL to the rollout policy exceeds this (0 = off).
     target_kl: float = 0.0
     # Weight of the k3 KL to the initial policy (0 = no reference policy is kept).

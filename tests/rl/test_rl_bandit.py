@@ -1,5 +1,6 @@
-"""End to end on a one-decision bandit: sampling, log-probs, advantages and the GRPO update together
-raise the success of a reward that depends only on the sampled action chunk (no simulator).
+"""End to end on a one-decision bandit: sampling, log-probs (or FPO's flow-matching surrogate),
+advantages and the GRPO update together raise the success of a reward that depends only on the
+sampled action chunk (no simulator).
 
 The update tests check one update's direction; this checks that iterating sample -> update climbs."""
 
@@ -9,6 +10,7 @@ import torch
 from tests.policy.helpers import make_batch, make_policy
 from vla.config import RLConfig
 from vla.policy.sampling import sample_chain
+from vla.rl.flow_surrogate import build_flow_surrogate
 from vla.rl.grpo import grpo_update
 from vla.rl.rollout import Rollouts, SamplingSpec, Trajectory
 from vla.rl.update import UpdateContext
@@ -35,17 +37,20 @@ def bandit_rollouts(policy, batch, spec: SamplingSpec, threshold, generator) -> 
                     traj_ids=torch.arange(n), trajectories=trajectories)
 
 
-@pytest.mark.parametrize("logprob_level,mixed_steps", [("chunk", 0), ("action", 0), ("action", 2)])
-def test_grpo_climbs_a_chunk_bandit(logprob_level, mixed_steps):
+@pytest.mark.parametrize("logprob_level,mixed_steps,surrogate,mode", [
+    ("chunk", 0, "logprob", "sde"), ("action", 0, "logprob", "sde"), ("action", 2, "logprob", "sde"),
+    ("action", 0, "fpo", "ode"),  # FPO with the deployed ODE sampler: all exploration from x0
+])
+def test_grpo_climbs_a_chunk_bandit(logprob_level, mixed_steps, surrogate, mode):
     policy = make_policy(seed=0, num_inference_steps=4)
     batch = make_batch(b=STATES, seed=2)
     batch = {k: v.repeat_interleave(GROUP, 0) if torch.is_tensor(v) else [x for x in v for _ in range(GROUP)]
              for k, v in batch.items() if k in ("observation.images.agentview", "observation.state", "task")}
     g = torch.Generator().manual_seed(0)
     n_exec = policy.config.n_action_steps
-    spec = SamplingSpec("sde", "mixed", 1.0, mixed_steps)
+    spec = SamplingSpec(mode, "mixed", 1.0, mixed_steps)
     with torch.no_grad():  # per state: the 70th percentile of the initial policy's scores (30% success)
-        scores = torch.stack([score(sample_chain(policy, batch, "sde", "mixed", 1.0, generator=g).actions, n_exec)
+        scores = torch.stack([score(sample_chain(policy, batch, mode, "mixed", 1.0, generator=g).actions, n_exec)
                               for _ in range(4)])
     threshold = scores.reshape(4, STATES, GROUP).transpose(0, 1).reshape(STATES, -1).quantile(0.7, dim=1)
     threshold = threshold.repeat_interleave(GROUP)
@@ -58,7 +63,9 @@ def test_grpo_climbs_a_chunk_bandit(logprob_level, mixed_steps):
     for it in range(12):
         rollouts = bandit_rollouts(policy.eval(), batch, spec, threshold, g)
         rates.append(float(rollouts.rewards.mean()))
-        grpo_update(UpdateContext(policy.train(), optimizer, params, spec, it, g, logprob_level=logprob_level),
-                    rollouts, cfg)
+        ctx = UpdateContext(policy.train(), optimizer, params, spec, it, g, logprob_level=logprob_level)
+        if surrogate == "fpo":
+            ctx.flow_surrogate = build_flow_surrogate(policy, rollouts, 4, n_exec, g)
+        grpo_update(ctx, rollouts, cfg)
     assert rates[0] < 0.5, rates
     assert sum(rates[-3:]) / 3 > 0.8, rates

@@ -58,10 +58,12 @@ def final_state(out):
     return load_file(str(last / "policy" / "model.safetensors")), load_file(str(last / "optimizer.safetensors"))
 
 
-# GRPO runs with the velocity anchor (its random denoising steps come from the checkpointed generator).
-@pytest.mark.parametrize("algo,mode,anchor", [("grpo", "sde", 1.0), ("ppo", "noise", 0.0)])
-def test_resume_reproduces_an_uninterrupted_run(sft_policy, tmp_path, algo, mode, anchor):
-    options = {"sampling.mode": mode, "dynamic_sampling": False, "anchor_coef": anchor}
+# GRPO runs with the velocity anchor (its random denoising steps come from the checkpointed generator),
+# and with FPO on ODE rollouts (its (t, eps) pairs too).
+@pytest.mark.parametrize("algo,mode,anchor,surrogate", [("grpo", "sde", 1.0, "logprob"), ("ppo", "noise", 0.0, "logprob"),
+                                                        ("grpo", "ode", 0.0, "fpo")])
+def test_resume_reproduces_an_uninterrupted_run(sft_policy, tmp_path, algo, mode, anchor, surrogate):
+    options = {"sampling.mode": mode, "dynamic_sampling": False, "anchor_coef": anchor, "surrogate": surrogate}
     straight = tmp_path / "straight"
     run(make_config(sft_policy, straight, algo, **options))
     resumed = tmp_path / "resumed"
@@ -144,6 +146,12 @@ def test_bad_input_is_explained(sft_policy, tmp_path, capsys):
         run(make_config(sft_policy, tmp_path / "g", advantage_std="token"))
     with pytest.raises(ConfigError, match="--logprob_level: 'token' is not one of chunk, action"):
         run(make_config(sft_policy, tmp_path / "f", logprob_level="token"))
+    with pytest.raises(ConfigError, match="--surrogate: 'elbo' is not one of logprob, fpo"):
+        run(make_config(sft_policy, tmp_path / "i", surrogate="elbo"))
+    with pytest.raises(ConfigError, match="'ode' is not a stochastic mode.*only with --surrogate fpo"):
+        run(make_config(sft_policy, tmp_path / "j", **{"sampling.mode": "ode"}))
+    with pytest.raises(ConfigError, match="--fpo_samples must be >= 1"):
+        run(make_config(sft_policy, tmp_path / "k", surrogate="fpo", fpo_samples=0))
     with pytest.raises(ConfigError, match="mixed_steps=99 but the policy denoises in"):
         run(make_config(sft_policy, tmp_path / "h", **{"sampling.mixed_steps": 99}))
     with pytest.raises(ConfigError, match="missing"):

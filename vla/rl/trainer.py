@@ -37,6 +37,7 @@ from vla.rl.grpo import grpo_update
 from vla.rl.heads import NOISE_HEAD, VALUE_HEAD, ValueHead, has_head, load_head, save_head
 from vla.rl.losses import NonFiniteError
 from vla.rl.plots import plot_success
+from vla.rl.flow_surrogate import build_flow_surrogate
 from vla.rl.ppo import ppo_update
 from vla.rl.rollout import RolloutEngine, Rollouts, SamplingSpec
 from vla.rl.update import UpdateContext
@@ -47,6 +48,7 @@ ALGORITHMS: dict[str, tuple[Callable, bool]] = {"grpo": (grpo_update, False), "p
 SCHEDULES = ("constant", "cosine")
 REWARDS = ("success", "shaped")
 LOGPROB_LEVELS = ("chunk", "action")
+SURROGATES = ("logprob", "fpo")
 
 VecEnvFactory = Callable[[int, dict], object]
 
@@ -56,8 +58,13 @@ def validate(cfg: RLConfig) -> None:
     if cfg.algo not in ALGORITHMS:
         raise ConfigError(f"--algo: unknown algorithm {cfg.algo!r}; valid algorithms: {', '.join(ALGORITHMS)}")
     s = cfg.sampling
-    if s.mode not in MODES or s.mode == "ode":
-        raise ConfigError(f"--sampling.mode: {s.mode!r} is not a stochastic mode; valid: sde, noise")
+    if cfg.surrogate not in SURROGATES:
+        raise ConfigError(f"--surrogate: {cfg.surrogate!r} is not one of {', '.join(SURROGATES)}")
+    if cfg.surrogate == "fpo" and cfg.fpo_samples < 1:
+        raise ConfigError(f"--fpo_samples must be >= 1, got {cfg.fpo_samples}")
+    if s.mode not in MODES or (s.mode == "ode" and cfg.surrogate != "fpo"):
+        raise ConfigError(f"--sampling.mode: {s.mode!r} is not a stochastic mode; valid: sde, noise "
+                          "(ode only with --surrogate fpo, which needs no chain log-prob)")
     if s.sde_mode not in SDE_MODES:
         raise ConfigError(f"--sampling.sde_mode: {s.sde_mode!r} is not one of {', '.join(SDE_MODES)}")
     if s.mixed_steps < 0:
@@ -234,6 +241,9 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                 ctx = UpdateContext(policy, optimizer, params, sampling, it, generator, noise_head, value_head,
                                     ref_policy, logprob_level=cfg.logprob_level, kl_to_ref=cfg.kl_coef > 0,
                                     anchor=cfg.anchor_coef > 0)
+                if cfg.surrogate == "fpo":  # scored at the rollout weights, before any optimizer step
+                    ctx.flow_surrogate = build_flow_surrogate(policy, rollouts, cfg.fpo_samples,
+                                                              rollouts.row_log_probs.shape[1], generator)
                 try:
                     stats = update_fn(ctx, rollouts, cfg)
                 except NonFiniteError as exc:

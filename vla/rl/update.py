@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vla.policy.sampling import NoiseHead, chain_log_prob, times_of_steps
+from vla.rl.flow_surrogate import FlowSurrogate, surrogate_log_prob
 from vla.rl.losses import check_finite, policy_loss
 from vla.rl.rollout import Rollouts, SamplingSpec
 
@@ -36,6 +37,9 @@ class UpdateContext:
     logprob_level: str = "chunk"
     kl_to_ref: bool = False  # recompute the chains' log-probs under ref_policy too (the k3 KL term)
     anchor: bool = False  # compute the velocity anchor to ref_policy
+    # surrogate "fpo": the ratio scores the executed chunk by its flow-matching loss at these fixed (t, eps)
+    # pairs (vla/rl/flow_surrogate.py) instead of the stochastic step's log-prob.
+    flow_surrogate: FlowSurrogate | None = None
     timings: dict[str, float] = field(default_factory=lambda: {"logprob_s": 0.0, "update_s": 0.0})
 
 
@@ -79,22 +83,31 @@ def recompute_log_prob(ctx: UpdateContext, rollouts: Rollouts, idx: torch.Tensor
     s = ctx.sampling
     chains, masks = rollouts.chains[idx], rollouts.step_masks[idx]
     per_row = ctx.logprob_level == "action"
-    logp = chain_log_prob(ctx.policy, batch, chains, masks, s.mode, s.noise_level, ctx.noise_head,
-                          ctx.n_action_steps, encoded, per_row=per_row)
+    fpo = ctx.flow_surrogate
+
+    def log_prob(policy, policy_encoded):
+        if fpo is None:
+            return chain_log_prob(policy, batch, chains, masks, s.mode, s.noise_level, ctx.noise_head,
+                                  ctx.n_action_steps, policy_encoded, per_row=per_row)
+        rows = surrogate_log_prob(policy, policy_encoded, chains[:, -1], fpo.times[idx], fpo.noises[idx],
+                                  rollouts.row_log_probs.shape[1])
+        return rows if per_row else rows.sum(-1)
+
+    logp = log_prob(ctx.policy, encoded)
     logp_ref, anchor = None, None
     if ctx.ref_policy is not None and (ctx.kl_to_ref or ctx.anchor):
         with torch.no_grad():
             ref_encoded = ctx.ref_policy.encode_observation(batch)
             if ctx.kl_to_ref:
-                logp_ref = chain_log_prob(ctx.ref_policy, batch, chains, masks, s.mode, s.noise_level,
-                                          ctx.noise_head, ctx.n_action_steps, ref_encoded, per_row=per_row)
+                logp_ref = log_prob(ctx.ref_policy, ref_encoded)
         if ctx.anchor:
             anchor = velocity_anchor(ctx.policy, ctx.ref_policy, chains, encoded, ref_encoded, ctx.generator)
             check_finite("velocity anchor", anchor.detach(), ctx.iteration)
     check_finite("log-prob (recomputed)", logp, ctx.iteration)
     _sync(logp.device)
     ctx.timings["logprob_s"] += time.perf_counter() - start
-    return Recomputed(logp, logp_ref, anchor, rollouts.old_log_probs(idx, per_row), batch, encoded)
+    old = rollouts.old_log_probs(idx, per_row) if fpo is None else fpo.old_log_probs(idx, per_row)
+    return Recomputed(logp, logp_ref, anchor, old, batch, encoded)
 
 
 def velocity_anchor(policy, ref_policy, chains: torch.Tensor, encoded: tuple, ref_encoded: tuple,
