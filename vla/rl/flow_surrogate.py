@@ -6,9 +6,12 @@ the sampled action, a (scaled, shifted) evidence lower bound:
 
     L_theta(a | o) = (1/S) sum_j || v_theta(x_tj, t_j | o) - (eps_j - a) ||^2,   x_tj = t_j eps_j + (1 - t_j) a,
 
-summed over action dims and the executed rows of the chunk, with S pairs (t_j, eps_j) drawn once
-per decision and held fixed for the whole update, so the PPO ratio exp(L_old - L_theta) is exactly 1
-at the rollout weights. t follows the SFT time distribution.
+averaged over action dims (the SFT loss's reduction) and summed over the executed rows of the
+chunk, with S pairs (t_j, eps_j) drawn once per decision and held fixed for the whole update, so the
+PPO ratio exp(L_old - L_theta) is exactly 1 at the rollout weights. t follows the SFT time
+distribution. The scale of L is a temperature of the trust region (Adam's steps do not depend on
+it): summed over the 7 action dims, one Adam step at lr 3e-5 already moved the per-row ratio of
+the Lift policy past target_kl 0.1; the mean over dims is the SFT loss and FPO's choice.
 
 Why here (docs/DECISIONS.md): with Flow-SDE, only the stochastic denoising step is in the log-prob,
 and on Lift that credits 14% of the executed actions' spread (benchmarks/flow_exploration.py); the
@@ -52,8 +55,9 @@ def draw_times(policy, shape: tuple[int, ...], generator: torch.Generator) -> to
 
 def surrogate_log_prob(policy, encoded: tuple, actions: torch.Tensor, times: torch.Tensor, noises: torch.Tensor,
                        n_executed: int) -> torch.Tensor:
-    """Minus the flow-matching loss of actions [M, H, A] per executed row, [M, n_executed], averaged over
-    the S pairs times [M, S] / noises [M, S, H, A]; gradients flow to policy (encoded is its encoding)."""
+    """Minus the flow-matching loss (mean over action dims) of actions [M, H, A] per executed row,
+    [M, n_executed], averaged over the S pairs times [M, S] / noises [M, S, H, A]; gradients flow to
+    policy (encoded is its encoding)."""
     m, s = times.shape
     rows = torch.arange(m, device=actions.device).repeat_interleave(s)
     cache, state_token = encoded
@@ -62,7 +66,7 @@ def surrogate_log_prob(policy, encoded: tuple, actions: torch.Tensor, times: tor
     t = times.reshape(m * s).to(a)
     x_t = t[:, None, None] * eps + (1 - t[:, None, None]) * a
     v = policy.velocity(select_cache(cache, rows), state_token.index_select(0, rows), x_t, t)
-    err = (v.float() - (eps - a)).pow(2)[:, :n_executed].sum(-1)  # [M * S, n_executed]
+    err = (v.float() - (eps - a)).pow(2)[:, :n_executed].mean(-1)  # [M * S, n_executed]
     return -err.reshape(m, s, n_executed).mean(1)
 
 
