@@ -11,7 +11,14 @@ so rho = cos / (n (1 - cos)) and 1 / rho trajectories make a gradient whose sign
 noise. When the cosines do not separate from 0, the upper end of mean + 2 standard errors
 gives a lower bound on that number (the splits share rollouts, so the bound is loose). The same
 rollouts are scored with the shaped and the binary reward, and (--surrogates) with the chain's
-Flow-SDE log-prob and with FPO's flow-matching surrogate (vla/rl/flow_surrogate.py).
+Flow-SDE log-prob and with FPO's flow-matching surrogate (vla/rl/flow_surrogate.py; "fpo-uncentred"
+leaves out GRPO's per-group re-centring of FPO advantages over decisions).
+
+Agreement alone does not say the agreeing part is about reward: a flow-matching loss gradient has a
+nonzero mean over the policy's own actions, so any net advantage weight adds the same reward-blind
+direction to both halves. Each row therefore also reports the mean cosine of a half's gradient with
+that half's "blind" direction, the gradient of the mean surrogate over all its decisions
+(advantage 1 everywhere: lower the flow-matching loss of whatever the policy did).
 
     python benchmarks/rl_gradient_snr.py --policy outputs/quickstart/train/policy --samplers sde:0.5 sde:1.0:2
     python benchmarks/rl_gradient_snr.py --policy outputs/quickstart/train/policy --samplers sde:0.5 ode \
@@ -35,7 +42,8 @@ from rl_sampling_modes import sampler  # noqa: E402
 
 from vla.config import RLConfig  # noqa: E402
 from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
-from vla.rl.flow_surrogate import build_flow_surrogate  # noqa: E402
+import vla.rl.grpo as grpo  # noqa: E402
+from vla.rl.flow_surrogate import build_flow_surrogate, surrogate_log_prob  # noqa: E402
 from vla.rl.grpo import grpo_update  # noqa: E402
 from vla.rl.rollout import RolloutEngine, Rollouts  # noqa: E402
 from vla.rl.update import UpdateContext  # noqa: E402
@@ -78,17 +86,41 @@ def subset(rollouts: Rollouts, groups: set[int]) -> Rollouts:
                     trajectories=trajectories)
 
 
-def half_gradient(policy, spec, rollouts: Rollouts, cfg: RLConfig) -> torch.Tensor | None:
+def fpo_surrogate(policy, rollouts: Rollouts, cfg: RLConfig):
+    return build_flow_surrogate(policy, rollouts, cfg.fpo_samples, rollouts.row_log_probs.shape[1],
+                                torch.Generator().manual_seed(1))
+
+
+def half_gradient(policy, spec, rollouts: Rollouts, cfg: RLConfig, centre: bool = True) -> torch.Tensor | None:
     params = [p for p in policy.parameters() if p.requires_grad]
     recorder = GradientRecorder(params)
     cfg.minibatch_size = len(rollouts)
     ctx = UpdateContext(policy, recorder, params, spec, 0, torch.Generator().manual_seed(0),
                         logprob_level=cfg.logprob_level)
     if cfg.surrogate == "fpo":
-        ctx.flow_surrogate = build_flow_surrogate(policy, rollouts, cfg.fpo_samples, rollouts.row_log_probs.shape[1],
-                                                  torch.Generator().manual_seed(1))
-    grpo_update(ctx, rollouts, cfg)
+        ctx.flow_surrogate = fpo_surrogate(policy, rollouts, cfg)
+    centre_per_group = grpo.centre_per_group
+    if not centre:
+        grpo.centre_per_group = lambda values, groups: values
+    try:
+        grpo_update(ctx, rollouts, cfg)
+    finally:
+        grpo.centre_per_group = centre_per_group
     return recorder.grad
+
+
+def blind_direction(policy, rollouts: Rollouts, cfg: RLConfig) -> torch.Tensor:
+    """Gradient of the mean FPO surrogate over all decisions: the direction any net advantage adds."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = None
+    fpo, n = fpo_surrogate(policy, rollouts, cfg), len(rollouts)
+    for idx in torch.arange(n).split(256):
+        encoded = policy.encode_observation(rollouts.observation_batch(idx))
+        rows = surrogate_log_prob(policy, encoded, rollouts.chains[idx, -1], fpo.times[idx], fpo.noises[idx],
+                                  rollouts.row_log_probs.shape[1])
+        (rows.sum() / n).backward()
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
 
 
 def main() -> None:
@@ -98,7 +130,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--splits", type=int, default=12)
-    parser.add_argument("--surrogates", nargs="+", default=["logprob"], choices=["logprob", "fpo"])
+    parser.add_argument("--surrogates", nargs="+", default=["logprob"], choices=["logprob", "fpo", "fpo-uncentred"])
     parser.add_argument("--first-seed", type=int, default=7_000_000)
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -115,18 +147,26 @@ def main() -> None:
             success = float(rollouts.trajectory_success().mean())
             splits = list(itertools.combinations(range(args.groups), args.groups // 2))
             random.Random(0).shuffle(splits)
+            blind = {}  # half (groups) -> its blind direction
             for surrogate, reward in itertools.product(args.surrogates, ("shaped", "success")):
                 if surrogate == "logprob" and spec.mode == "ode":
                     continue  # the ODE chain has no log-prob
                 cfg = RLConfig(algo="grpo", reward=reward, advantage_std="batch", logprob_level="action", epochs=1,
-                               grad_clip=0.0, target_kl=0.0, dynamic_sampling=True, surrogate=surrogate)
+                               grad_clip=0.0, target_kl=0.0, dynamic_sampling=True,
+                               surrogate="fpo" if surrogate.startswith("fpo") else surrogate)
                 cfg.env.max_episode_steps = 200
-                cosines = []
+                cosines, to_blind = [], []
                 for half in splits[: args.splits]:
-                    a = half_gradient(policy, spec, subset(rollouts, set(half)), cfg)
-                    b = half_gradient(policy, spec, subset(rollouts, set(range(args.groups)) - set(half)), cfg)
-                    if a is not None and b is not None:
-                        cosines.append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
+                    other = tuple(sorted(set(range(args.groups)) - set(half)))
+                    grads = [half_gradient(policy, spec, subset(rollouts, set(h)), cfg, surrogate != "fpo-uncentred")
+                             for h in (half, other)]
+                    if any(g is None for g in grads):
+                        continue
+                    cosines.append(float(torch.nn.functional.cosine_similarity(*grads, dim=0)))
+                    for h, g in zip((half, other), grads):
+                        if h not in blind:
+                            blind[h] = blind_direction(policy, subset(rollouts, set(h)), cfg)
+                        to_blind.append(float(torch.nn.functional.cosine_similarity(g, blind[h], dim=0)))
                 n = args.groups // 2 * args.group_size
                 c = torch.tensor(cosines, dtype=torch.float64)
                 cos = float(c.mean()) if cosines else float("nan")
@@ -135,12 +175,14 @@ def main() -> None:
                 rows.append({"sampler": name, "surrogate": surrogate, "reward": reward, "success": success, "cosines": cosines,
                              "mean_cos": cos, "cos_upper_2se": upper, "trajectories_per_half": n,
                              "trajectories_for_snr_1": n * (1 - cos) / cos if 0 < cos < 1 else None,
-                             "trajectories_for_snr_1_at_least": at_least})
+                             "trajectories_for_snr_1_at_least": at_least,
+                             "cos_to_blind_direction": sum(to_blind) / max(len(to_blind), 1)})
                 needed = rows[-1]["trajectories_for_snr_1"]
                 needed = f"{needed:.0f}" if needed else f"at least {at_least:.0f}" if at_least else "?"
                 print(f"{name:10s} {surrogate:7s} {reward:7s} rollout success {100 * success:.0f}%  cos {cos:+.3f} "
                       f"(+2 s.e. {upper:+.3f}) over {len(cosines)} splits of n={n}  -> signal = noise needs "
-                      f"{needed} trajectories", flush=True)
+                      f"{needed} trajectories; cos to the blind direction {rows[-1]['cos_to_blind_direction']:+.3f}",
+                      flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=1))
 

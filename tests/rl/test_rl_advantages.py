@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vla.rl.advantages import dynamic_sampling_keep, gae, group_normalized_advantages
+from vla.rl.advantages import centre_per_group, dynamic_sampling_keep, gae, group_normalized_advantages
 from vla.rl.losses import NonFiniteError, check_finite, policy_loss, value_loss
 
 
@@ -150,3 +150,13 @@ def test_shaped_rewards_make_success_worth_more_than_lasting():
     assert trajectory_returns(shaped_decision_rewards(env_rewards, trajs, horizon=200), trajs)[0] > (35.0 + 100) / 200
     keep = varying_groups_keep(torch.tensor([1.0, 1.0, 2.0, 3.0]), torch.tensor([0, 0, 1, 1]))
     assert keep.tolist() == [False, False, True, True]
+
+
+def test_centre_per_group_sums_each_group_to_zero_and_keeps_order():
+    values = torch.tensor([1.0, 1.0, 1.0, -1.0, 2.0, 0.0, 5.0])  # group 0: a long success, one short failure
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 2])
+    centred = centre_per_group(values, groups)
+    for g in range(3):
+        assert abs(float(centred[groups == g].sum())) < 1e-6
+    assert torch.equal(centred[:4].argsort(stable=True), values[:4].argsort(stable=True))
+    torch.testing.assert_close(centred[:4], torch.tensor([0.5, 0.5, 0.5, -1.5]))

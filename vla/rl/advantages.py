@@ -44,6 +44,15 @@ def group_normalized_advantages(rewards: torch.Tensor, groups: torch.Tensor, eps
     return adv.float()
 
 
+def centre_per_group(values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """values [N] minus the mean of their group's values (groups [N] ids): every group sums to zero."""
+    out = values.clone()
+    for g in groups.unique():
+        members = groups == g
+        out[members] = values[members] - values[members].mean()
+    return out
+
+
 def group_success_rates(success: torch.Tensor, groups: torch.Tensor) -> dict[int, float]:
     return {int(g): float(success[groups == g].float().mean()) for g in groups.unique()}
 

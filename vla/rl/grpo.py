@@ -9,6 +9,10 @@ ALGORITHMS.md section 2. One update, top to bottom:
 3. dynamic sampling: drop groups whose success rate is outside [low, high]
    (they have A = 0 everywhere: no signal, only dilution); with shaped returns,
    drop groups whose returns are all equal;
+   with FPO's surrogate (ctx.flow_surrogate), re-centre each group's advantages over its
+   decisions: a flow-matching loss gradient is not zero-mean over actions as a log-prob's is,
+   and failures run longer (more decisions), so uncentred advantages would add a reward-blind
+   "raise the loss everywhere" term;
 4. for each epoch and shuffled minibatch of decisions: recompute the chain
    log-probs under the current weights, clipped loss
    -E[min(r A, clip(r, 1 - 0.2, 1 + 0.28) A)] (+ k3 KL to the reference), one
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from vla.rl.advantages import (decision_rewards, dynamic_sampling_keep, group_normalized_advantages,
+from vla.rl.advantages import (centre_per_group, decision_rewards, dynamic_sampling_keep, group_normalized_advantages,
                                trajectory_returns, varying_groups_keep)
 from vla.rl.losses import check_finite
 from vla.rl.rollout import Rollouts
@@ -48,6 +52,8 @@ def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]
         keep_traj = torch.ones_like(success, dtype=torch.bool)
     advantages = traj_adv[rollouts.traj_ids]
     decisions = keep_traj[rollouts.traj_ids].nonzero().squeeze(1)
+    if ctx.flow_surrogate is not None:
+        advantages = centre_per_group(advantages, groups[rollouts.traj_ids])
     n_groups = int(groups.unique().numel())
     kept_groups = int(groups[keep_traj].unique().numel())
     stats = {"kept_groups": float(kept_groups), "kept_group_fraction": kept_groups / n_groups,
