@@ -33,11 +33,11 @@ from vla.policy.flow_vla import FlowVLAPolicy
 from vla.policy.sampling import MODES, SDE_MODES, NoiseHead
 from vla.rl.advantages import STD_SCOPES
 from vla.rl.checkpoint import POLICY_DIR, read_training_state, restore_training_state, save_training_checkpoint
+from vla.rl.flow_surrogate import build_flow_surrogate
 from vla.rl.grpo import grpo_update
 from vla.rl.heads import NOISE_HEAD, VALUE_HEAD, ValueHead, has_head, load_head, save_head
 from vla.rl.losses import NonFiniteError
 from vla.rl.plots import plot_success
-from vla.rl.flow_surrogate import build_flow_surrogate
 from vla.rl.ppo import ppo_update
 from vla.rl.rollout import RolloutEngine, Rollouts, SamplingSpec
 from vla.rl.update import UpdateContext
@@ -242,8 +242,10 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                                     ref_policy, logprob_level=cfg.logprob_level, kl_to_ref=cfg.kl_coef > 0,
                                     anchor=cfg.anchor_coef > 0)
                 if cfg.surrogate == "fpo":  # scored at the rollout weights, before any optimizer step
+                    t1 = time.perf_counter()
                     ctx.flow_surrogate = build_flow_surrogate(policy, rollouts, cfg.fpo_samples,
                                                               rollouts.row_log_probs.shape[1], generator)
+                    ctx.timings["logprob_s"] += time.perf_counter() - t1
                 try:
                     stats = update_fn(ctx, rollouts, cfg)
                 except NonFiniteError as exc:
