@@ -18,7 +18,8 @@ Agreement alone does not say the agreeing part is about reward: a flow-matching 
 nonzero mean over the policy's own actions, so any net advantage weight adds the same reward-blind
 direction to both halves. Each row therefore also reports the mean cosine of a half's gradient with
 that half's "blind" direction, the gradient of the mean surrogate over all its decisions
-(advantage 1 everywhere: lower the flow-matching loss of whatever the policy did).
+(advantage 1 everywhere: lower the flow-matching loss of whatever the policy did), and the
+agreement of the two halves once each half's blind direction is projected out of its gradient.
 
     python benchmarks/rl_gradient_snr.py --policy outputs/quickstart/train/policy --samplers sde:0.5 sde:1.0:2
     python benchmarks/rl_gradient_snr.py --policy outputs/quickstart/train/policy --samplers sde:0.5 ode \
@@ -155,7 +156,7 @@ def main() -> None:
                                grad_clip=0.0, target_kl=0.0, dynamic_sampling=True,
                                surrogate="fpo" if surrogate.startswith("fpo") else surrogate)
                 cfg.env.max_episode_steps = 200
-                cosines, to_blind = [], []
+                cosines, to_blind, residual = [], [], []
                 for half in splits[: args.splits]:
                     other = tuple(sorted(set(range(args.groups)) - set(half)))
                     grads = [half_gradient(policy, spec, subset(rollouts, set(h)), cfg, surrogate != "fpo-uncentred")
@@ -163,10 +164,14 @@ def main() -> None:
                     if any(g is None for g in grads):
                         continue
                     cosines.append(float(torch.nn.functional.cosine_similarity(*grads, dim=0)))
+                    rests = []
                     for h, g in zip((half, other), grads):
                         if h not in blind:
                             blind[h] = blind_direction(policy, subset(rollouts, set(h)), cfg)
                         to_blind.append(float(torch.nn.functional.cosine_similarity(g, blind[h], dim=0)))
+                        unit = blind[h] / blind[h].norm()
+                        rests.append(g - (g @ unit) * unit)
+                    residual.append(float(torch.nn.functional.cosine_similarity(*rests, dim=0)))
                 n = args.groups // 2 * args.group_size
                 c = torch.tensor(cosines, dtype=torch.float64)
                 cos = float(c.mean()) if cosines else float("nan")
@@ -176,12 +181,14 @@ def main() -> None:
                              "mean_cos": cos, "cos_upper_2se": upper, "trajectories_per_half": n,
                              "trajectories_for_snr_1": n * (1 - cos) / cos if 0 < cos < 1 else None,
                              "trajectories_for_snr_1_at_least": at_least,
-                             "cos_to_blind_direction": sum(to_blind) / max(len(to_blind), 1)})
+                             "cos_to_blind_direction": sum(to_blind) / max(len(to_blind), 1),
+                             "mean_cos_blind_projected_out": sum(residual) / max(len(residual), 1)})
                 needed = rows[-1]["trajectories_for_snr_1"]
                 needed = f"{needed:.0f}" if needed else f"at least {at_least:.0f}" if at_least else "?"
                 print(f"{name:10s} {surrogate:7s} {reward:7s} rollout success {100 * success:.0f}%  cos {cos:+.3f} "
                       f"(+2 s.e. {upper:+.3f}) over {len(cosines)} splits of n={n}  -> signal = noise needs "
-                      f"{needed} trajectories; cos to the blind direction {rows[-1]['cos_to_blind_direction']:+.3f}",
+                      f"{needed} trajectories; cos to the blind direction {rows[-1]['cos_to_blind_direction']:+.3f}, "
+                      f"halves' cos with it projected out {rows[-1]['mean_cos_blind_projected_out']:+.3f}",
                       flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=1))
