@@ -16,10 +16,11 @@ leaves out GRPO's per-group re-centring of FPO advantages over decisions).
 
 Agreement alone does not say the agreeing part is about reward: a flow-matching loss gradient has a
 nonzero mean over the policy's own actions, so any net advantage weight adds the same reward-blind
-direction to both halves. Each row therefore also reports the mean cosine of a half's gradient with
-that half's "blind" direction, the gradient of the mean surrogate over all its decisions
-(advantage 1 everywhere: lower the flow-matching loss of whatever the policy did), and the
-agreement of the two halves once each half's blind direction is projected out of its gradient.
+direction to both halves. Each row therefore also reports the mean cosine of a half's gradient (of
+the loss, which the optimizer descends) with that half's "blind" direction, the gradient of the
+mean surrogate log-prob over all its decisions; a positive cosine means the update raises the
+flow-matching loss of whatever the policy did, as advantage -1 everywhere would. It also reports
+the agreement of the two halves once each half's blind direction is projected out of its gradient.
 
     python benchmarks/rl_gradient_snr.py --policy outputs/quickstart/train/policy --samplers sde:0.5 sde:1.0:2
     python benchmarks/rl_gradient_snr.py --policy outputs/quickstart/train/policy --samplers sde:0.5 ode \
