@@ -45,7 +45,7 @@ from rl_sampling_modes import sampler  # noqa: E402
 from vla.config import RLConfig  # noqa: E402
 from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
 import vla.rl.grpo as grpo  # noqa: E402
-from vla.rl.flow_surrogate import build_flow_surrogate, surrogate_log_prob  # noqa: E402
+from vla.rl.flow_surrogate import build_flow_surrogate  # noqa: E402
 from vla.rl.grpo import grpo_update  # noqa: E402
 from vla.rl.rollout import RolloutEngine, Rollouts  # noqa: E402
 from vla.rl.update import UpdateContext  # noqa: E402
@@ -119,9 +119,7 @@ def blind_direction(policy, rollouts: Rollouts, cfg: RLConfig) -> torch.Tensor:
     fpo, n = fpo_surrogate(policy, rollouts, cfg), len(rollouts)
     for idx in torch.arange(n).split(256):
         encoded = policy.encode_observation(rollouts.observation_batch(idx))
-        rows = surrogate_log_prob(policy, encoded, rollouts.chains[idx, -1], fpo.times[idx], fpo.noises[idx],
-                                  rollouts.row_log_probs.shape[1])
-        (rows.sum() / n).backward()
+        (fpo.log_prob(policy, encoded, rollouts.chains[idx, -1], idx, per_row=False).sum() / n).backward()
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vla.kernels import flow_interpolate
 from vla.policy.sampling import select_cache
 
 
@@ -36,6 +37,13 @@ class FlowSurrogate:
     times: torch.Tensor  # [N, S]
     noises: torch.Tensor  # [N, S, H, A]
     old: torch.Tensor  # [N, n_executed]: minus the per-row flow-matching loss at the rollout weights
+
+    def log_prob(self, policy, encoded: tuple, actions: torch.Tensor, idx: torch.Tensor,
+                 per_row: bool) -> torch.Tensor:
+        """The surrogate of decisions idx (actions [M, H, A], encoded by policy) under policy's current
+        weights: [M, n_executed] per row, or [M] summed over the executed rows."""
+        rows = surrogate_log_prob(policy, encoded, actions, self.times[idx], self.noises[idx], self.old.shape[1])
+        return rows if per_row else rows.sum(-1)
 
     def old_log_probs(self, idx: torch.Tensor, per_row: bool) -> torch.Tensor:
         old = self.old[idx]
@@ -64,7 +72,7 @@ def surrogate_log_prob(policy, encoded: tuple, actions: torch.Tensor, times: tor
     a = actions[rows].float()
     eps = noises.reshape(m * s, *noises.shape[2:]).to(a)
     t = times.reshape(m * s).to(a)
-    x_t = t[:, None, None] * eps + (1 - t[:, None, None]) * a
+    x_t = flow_interpolate(a, eps, t)
     v = policy.velocity(select_cache(cache, rows), state_token.index_select(0, rows), x_t, t)
     err = (v.float() - (eps - a)).pow(2)[:, :n_executed].mean(-1)  # [M * S, n_executed]
     return -err.reshape(m, s, n_executed).mean(1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vla.policy.sampling import NoiseHead, chain_log_prob, times_of_steps
-from vla.rl.flow_surrogate import FlowSurrogate, surrogate_log_prob
+from vla.rl.flow_surrogate import FlowSurrogate
 from vla.rl.losses import check_finite, policy_loss
 from vla.rl.rollout import Rollouts, SamplingSpec
 
@@ -89,9 +89,7 @@ def recompute_log_prob(ctx: UpdateContext, rollouts: Rollouts, idx: torch.Tensor
         if fpo is None:
             return chain_log_prob(policy, batch, chains, masks, s.mode, s.noise_level, ctx.noise_head,
                                   ctx.n_action_steps, policy_encoded, per_row=per_row)
-        rows = surrogate_log_prob(policy, policy_encoded, chains[:, -1], fpo.times[idx], fpo.noises[idx],
-                                  rollouts.row_log_probs.shape[1])
-        return rows if per_row else rows.sum(-1)
+        return fpo.log_prob(policy, policy_encoded, chains[:, -1], idx, per_row)
 
     logp = log_prob(ctx.policy, encoded)
     logp_ref, anchor = None, None
