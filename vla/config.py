@@ -263,6 +263,10 @@ class RLConfig:
     # included, and credits all of an action's randomness, not only the stochastic step's; docs/RL.md).
     surrogate: str = "logprob"
     fpo_samples: int = 4
+    # Remove from each minibatch's policy gradient its component along the gradient of the minibatch's mean
+    # (surrogate) log-prob: the reward-blind "make what the policy did more likely" direction that FPO's
+    # surrogate adds whenever a minibatch's advantages do not cancel (vla/rl/update.py, docs/RL.md).
+    project_out_blind: bool = False
     # Stop an update's epochs once a minibatch's approximate KL to the rollout policy exceeds this (0 = off).
     target_kl: float = 0.0
     # Weight of the k3 KL to the initial policy (0 = no reference policy is kept).

@@ -40,6 +40,7 @@ def bandit_rollouts(policy, batch, spec: SamplingSpec, threshold, generator) -> 
 @pytest.mark.parametrize("logprob_level,mixed_steps,surrogate,mode", [
     ("chunk", 0, "logprob", "sde"), ("action", 0, "logprob", "sde"), ("action", 2, "logprob", "sde"),
     ("action", 0, "fpo", "ode"),  # FPO with the deployed ODE sampler: all exploration from x0
+    ("action", 0, "fpo-blind", "ode"),  # the same with the blind direction projected out
 ])
 def test_grpo_climbs_a_chunk_bandit(logprob_level, mixed_steps, surrogate, mode):
     policy = make_policy(seed=0, num_inference_steps=4)
@@ -64,8 +65,9 @@ def test_grpo_climbs_a_chunk_bandit(logprob_level, mixed_steps, surrogate, mode)
         rollouts = bandit_rollouts(policy.eval(), batch, spec, threshold, g)
         rates.append(float(rollouts.rewards.mean()))
         ctx = UpdateContext(policy.train(), optimizer, params, spec, it, g, logprob_level=logprob_level)
-        if surrogate == "fpo":
+        if surrogate.startswith("fpo"):
             ctx.flow_surrogate = build_flow_surrogate(policy, rollouts, 4, n_exec, g)
+            ctx.project_out_blind = surrogate == "fpo-blind"
         grpo_update(ctx, rollouts, cfg)
     assert rates[0] < 0.5, rates
     assert sum(rates[-3:]) / 3 > 0.8, rates

@@ -59,11 +59,13 @@ def final_state(out):
 
 
 # GRPO runs with the velocity anchor (its random denoising steps come from the checkpointed generator),
-# and with FPO on ODE rollouts (its (t, eps) pairs too).
-@pytest.mark.parametrize("algo,mode,anchor,surrogate", [("grpo", "sde", 1.0, "logprob"), ("ppo", "noise", 0.0, "logprob"),
-                                                        ("grpo", "ode", 0.0, "fpo")])
-def test_resume_reproduces_an_uninterrupted_run(sft_policy, tmp_path, algo, mode, anchor, surrogate):
-    options = {"sampling.mode": mode, "dynamic_sampling": False, "anchor_coef": anchor, "surrogate": surrogate}
+# and with FPO on ODE rollouts (its (t, eps) pairs too), with and without the blind direction projected out.
+@pytest.mark.parametrize("algo,mode,anchor,surrogate,blind", [
+    ("grpo", "sde", 1.0, "logprob", False), ("ppo", "noise", 0.0, "logprob", False), ("grpo", "ode", 0.0, "fpo", False),
+    ("ppo", "ode", 0.0, "fpo", True)])
+def test_resume_reproduces_an_uninterrupted_run(sft_policy, tmp_path, algo, mode, anchor, surrogate, blind):
+    options = {"sampling.mode": mode, "dynamic_sampling": False, "anchor_coef": anchor, "surrogate": surrogate,
+               "project_out_blind": blind}
     straight = tmp_path / "straight"
     run(make_config(sft_policy, straight, algo, **options))
     resumed = tmp_path / "resumed"
@@ -77,6 +79,7 @@ def test_resume_reproduces_an_uninterrupted_run(sft_policy, tmp_path, algo, mode
     assert h_straight == h_resumed  # losses, KL, clip fraction, success, env steps: identical numbers
     assert any(h["policy_loss"] != 0 for h in h_straight)
     assert all(("velocity_anchor" in h) == (anchor > 0) for h in h_straight)
+    assert all(("blind_cos" in h) == blind for h in h_straight)
     (w1, o1), (w2, o2) = final_state(straight), final_state(resumed)
     assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
     assert o1.keys() == o2.keys() and all(torch.equal(o1[k], o2[k]) for k in o1)

@@ -15,7 +15,9 @@ from vla.rl.heads import ValueHead, value_inputs
 from vla.rl.losses import NonFiniteError
 from vla.rl.ppo import ppo_update
 from vla.rl.rollout import RolloutEngine, SamplingSpec
-from vla.rl.update import UpdateContext, recompute_log_prob
+from vla.rl.flow_surrogate import build_flow_surrogate
+from vla.rl.losses import policy_loss
+from vla.rl.update import UpdateContext, minibatch_policy_loss, recompute_log_prob
 
 SAMPLING = SamplingSpec("sde", "mixed", 0.5)
 
@@ -188,3 +190,33 @@ def test_velocity_anchor_starts_at_zero_and_holds_the_deployed_policy_near_the_r
     ctx.ref_policy, ctx.anchor = ref, True
     new = recompute_log_prob(ctx, rollouts, torch.arange(8))
     assert float(new.anchor) == 0.0 and new.ref_log_prob is None
+
+
+def flat_grad(value, params) -> torch.Tensor:
+    grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
+
+
+@pytest.mark.parametrize("logprob_level", ["chunk", "action"])
+def test_projecting_out_the_blind_direction(logprob_level):
+    policy = make_policy(seed=0)
+    rollouts = rollouts_for(policy)
+    ctx = context(policy, logprob_level=logprob_level)
+    ctx.flow_surrogate = build_flow_surrogate(policy, rollouts, 2, 2, torch.Generator().manual_seed(4))
+    ctx.project_out_blind = True
+    params, idx, cfg = ctx.params, torch.arange(12), config()
+    for advantages in (torch.randn(12, generator=torch.Generator().manual_seed(5)), torch.full((12,), -0.7)):
+        new = recompute_log_prob(ctx, rollouts, idx)
+        projected, stats = minibatch_policy_loss(new, advantages, cfg)
+        plain, _ = policy_loss(new.log_prob, new.old_log_prob, advantages, cfg.clip_low, cfg.clip_high)
+        g, g_plain, d = (flat_grad(x, params) for x in (projected, plain, new.log_prob.mean()))
+        assert float(projected.detach()) == float(plain.detach())  # the loss value is untouched, only its gradient
+        cos = float(g_plain @ d / (g_plain.norm() * d.norm()))
+        assert abs(stats["blind_cos"] - cos) < 1e-4
+        assert float((g - (g_plain - (g_plain @ d) / (d @ d) * d)).norm()) < 1e-4 * float(g_plain.norm())
+        assert abs(float(g @ d)) < 1e-5 * float(g_plain.norm() * d.norm())
+        if advantages.unique().numel() == 1:
+            # one advantage for every decision at the rollout weights (ratio 1): the whole gradient is blind
+            assert abs(cos) > 0.999 and float(g.norm()) < 1e-3 * float(g_plain.norm())
+        else:
+            assert float(g.norm()) > 0.1 * float(g_plain.norm())

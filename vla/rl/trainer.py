@@ -240,7 +240,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                 policy.train()
                 ctx = UpdateContext(policy, optimizer, params, sampling, it, generator, noise_head, value_head,
                                     ref_policy, logprob_level=cfg.logprob_level, kl_to_ref=cfg.kl_coef > 0,
-                                    anchor=cfg.anchor_coef > 0)
+                                    anchor=cfg.anchor_coef > 0, project_out_blind=cfg.project_out_blind)
                 if cfg.surrogate == "fpo":  # scored at the rollout weights, before any optimizer step
                     t1 = time.perf_counter()
                     ctx.flow_surrogate = build_flow_surrogate(policy, rollouts, cfg.fpo_samples,
