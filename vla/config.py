@@ -246,8 +246,10 @@ class RLConfig:
     warmup_iterations: int = 0
     grad_clip: float = 1.0
     epochs: int = 2
-    # Decisions (chunk boundaries) per optimizer step.
+    # Decisions (chunk boundaries) per forward/backward pass; grad_accumulation consecutive minibatches of an
+    # epoch make one optimizer step (their mean gradient): the memory of one minibatch, the noise of several.
     minibatch_size: int = 64
+    grad_accumulation: int = 1
     # Policy loss: ratio clipped to [1 - clip_low, 1 + clip_high]; dual_clip > 1 enables dual clip (0 = off).
     clip_low: float = 0.2
     clip_high: float = 0.28

@@ -153,6 +153,8 @@ def test_bad_input_is_explained(sft_policy, tmp_path, capsys):
         run(make_config(sft_policy, tmp_path / "i", surrogate="elbo"))
     with pytest.raises(ConfigError, match="'ode' is not a stochastic mode.*only with --surrogate fpo"):
         run(make_config(sft_policy, tmp_path / "j", **{"sampling.mode": "ode"}))
+    with pytest.raises(ConfigError, match="--grad_accumulation must be >= 1, got 0"):
+        run(make_config(sft_policy, tmp_path / "l", grad_accumulation=0))
     with pytest.raises(ConfigError, match="--fpo_samples must be >= 1"):
         run(make_config(sft_policy, tmp_path / "k", surrogate="fpo", fpo_samples=0))
     with pytest.raises(ConfigError, match="mixed_steps=99 but the policy denoises in"):

@@ -17,7 +17,7 @@ from vla.rl.ppo import ppo_update
 from vla.rl.rollout import RolloutEngine, SamplingSpec
 from vla.rl.flow_surrogate import build_flow_surrogate
 from vla.rl.losses import policy_loss
-from vla.rl.update import UpdateContext, minibatch_policy_loss, recompute_log_prob
+from vla.rl.update import UpdateContext, epoch_minibatches, minibatch_policy_loss, recompute_log_prob
 
 SAMPLING = SamplingSpec("sde", "mixed", 0.5)
 
@@ -220,3 +220,35 @@ def test_projecting_out_the_blind_direction(logprob_level):
             assert abs(cos) > 0.999 and float(g.norm()) < 1e-3 * float(g_plain.norm())
         else:
             assert float(g.norm()) > 0.1 * float(g_plain.norm())
+
+
+def test_minibatches_group_into_steps_weighted_by_their_decisions():
+    groups = list(epoch_minibatches(torch.arange(23), 2, 5, torch.Generator().manual_seed(0), accumulate=2))
+    assert len(groups) == 2 * 5  # minibatches of 5, 5, 5, 5, 3 per epoch
+    steps = [[mb for mb in groups[i:j]] for i, j in ((0, 2), (2, 4), (4, 5))]
+    assert [len(s) for s in steps] == [2, 2, 1] and all(s[0].first and s[-1].last for s in steps)
+    assert not steps[0][0].last and not steps[0][1].first
+    for step in steps:
+        assert abs(sum(mb.weight for mb in step) - 1.0) < 1e-12
+    assert sorted(torch.cat([mb.idx for mb in groups[:5]]).tolist()) == list(range(23))  # each epoch: all, once
+    with pytest.raises(ValueError, match="grad_accumulation must be >= 1"):
+        next(epoch_minibatches(torch.arange(3), 1, 2, torch.Generator(), accumulate=0))
+
+
+@pytest.mark.parametrize("logprob_level", ["chunk", "action"])
+def test_accumulated_minibatches_step_like_one_full_batch(logprob_level):
+    ref = make_policy(seed=0)
+    rollouts = rollouts_for(ref)
+    weights, stats = [], []
+    for size, accumulate in ((1000, 1), (7, 1000)):
+        policy = copy.deepcopy(ref)
+        ctx = context(policy, logprob_level=logprob_level)
+        ctx.optimizer = torch.optim.SGD(ctx.params, lr=1.0)  # the step is the gradient (Adam's sign-like first step hides it)
+        stats.append(grpo_update(ctx, rollouts,
+                                 config(dynamic_sampling=False, minibatch_size=size, grad_accumulation=accumulate)))
+        weights.append(policy.state_dict())
+    assert stats[0]["optimizer_steps"] == stats[1]["optimizer_steps"] == 1
+    floats = [k for k, v in weights[0].items() if v.is_floating_point()]
+    moved = max(float((weights[0][k] - ref.state_dict()[k]).abs().max()) for k in floats)
+    gap = max(float((weights[0][k] - weights[1][k]).abs().max()) for k in floats)
+    assert moved > 1e-4 and gap < 1e-4 * moved, (moved, gap)

@@ -15,9 +15,10 @@ ALGORITHMS.md section 2. One update, top to bottom:
    "raise the loss everywhere" term;
 4. for each epoch and shuffled minibatch of decisions: recompute the chain
    log-probs under the current weights, clipped loss
-   -E[min(r A, clip(r, 1 - 0.2, 1 + 0.28) A)] (+ k3 KL to the reference), one
-   optimizer step with gradient clipping; the epochs stop early when a
-   minibatch's approximate KL to the rollout policy exceeds target_kl.
+   -E[min(r A, clip(r, 1 - 0.2, 1 + 0.28) A)] (+ k3 KL to the reference), backward;
+   every grad_accumulation minibatches one optimizer step with gradient clipping; the
+   epochs stop early when a minibatch's approximate KL to the rollout policy exceeds
+   target_kl (a partly accumulated step is dropped).
 """
 
 from __future__ import annotations
@@ -64,12 +65,13 @@ def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]
     # 4. clipped policy-gradient epochs over minibatches of decisions
     #    (stopping early once the policy has moved target_kl away from the rollout policy)
     rows, stopped = [], False
-    for where, idx in epoch_minibatches(decisions, cfg.epochs, cfg.minibatch_size, ctx.generator):
-        new = recompute_log_prob(ctx, rollouts, idx)
-        loss, loss_stats = minibatch_policy_loss(new, advantages[idx], cfg)
+    for mb in epoch_minibatches(decisions, cfg.epochs, cfg.minibatch_size, ctx.generator,
+                                 cfg.grad_accumulation):
+        new = recompute_log_prob(ctx, rollouts, mb.idx)
+        loss, loss_stats = minibatch_policy_loss(new, advantages[mb.idx], cfg)
         if kl_exceeded(loss_stats, cfg.target_kl):
             stopped = True
             break
-        grad_norm = optimizer_step(ctx, loss, cfg.grad_clip, where)
-        rows.append({"policy_loss": float(loss.detach()), "grad_norm": grad_norm, **loss_stats})
+        step = optimizer_step(ctx, loss, cfg.grad_clip, mb)
+        rows.append({"policy_loss": float(loss.detach()), **step, **loss_stats})
     return {**stats, "skipped_update": 0.0, **update_summary(rows, stopped)}

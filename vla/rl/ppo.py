@@ -11,8 +11,9 @@ One update, top to bottom:
    the chain log-probs (policy) and the values (critic on the same pooled prefix
    features + state, detached from the policy), clipped policy loss
    (clip-higher, optional dual clip and k3 KL to the reference) + value_coef *
-   0.5 * MSE(value, return), one optimizer step with gradient clipping; stop
-   early when a minibatch's approximate KL to the rollout policy exceeds target_kl.
+   0.5 * MSE(value, return), backward; every grad_accumulation minibatches one optimizer
+   step with gradient clipping; stop early when a minibatch's approximate KL to the
+   rollout policy exceeds target_kl (a partly accumulated step is dropped).
 """
 
 from __future__ import annotations
@@ -44,17 +45,18 @@ def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
     # 3. clipped policy loss + value loss over minibatches
     rows, stopped = [], False
     decisions = torch.arange(len(rollouts))
-    for where, idx in epoch_minibatches(decisions, cfg.epochs, cfg.minibatch_size, ctx.generator):
-        new = recompute_log_prob(ctx, rollouts, idx)
-        pg_loss, loss_stats = minibatch_policy_loss(new, advantages[idx], cfg)
+    for mb in epoch_minibatches(decisions, cfg.epochs, cfg.minibatch_size, ctx.generator,
+                                 cfg.grad_accumulation):
+        new = recompute_log_prob(ctx, rollouts, mb.idx)
+        pg_loss, loss_stats = minibatch_policy_loss(new, advantages[mb.idx], cfg)
         if kl_exceeded(loss_stats, cfg.target_kl):
             stopped = True
             break
         values = ctx.value_head(*value_inputs(ctx.policy, new.batch, new.encoded[0].pooled()))
-        v_loss = value_loss(values, returns[idx])
+        v_loss = value_loss(values, returns[mb.idx])
         loss = pg_loss + cfg.value_coef * v_loss
-        grad_norm = optimizer_step(ctx, loss, cfg.grad_clip, where)
-        rows.append({"policy_loss": float(pg_loss.detach()), "value_loss": float(v_loss.detach()), "grad_norm": grad_norm,
+        step = optimizer_step(ctx, loss, cfg.grad_clip, mb)
+        rows.append({"policy_loss": float(pg_loss.detach()), "value_loss": float(v_loss.detach()), **step,
                      **loss_stats})
     explained = 1.0 - float((returns - rollouts.values).var() / returns.var().clamp(min=1e-8))
     return {"skipped_update": 0.0, "explained_variance": explained, "return_mean": float(returns.mean()),

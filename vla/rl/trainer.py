@@ -73,7 +73,8 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError(f"--sampling.noise_level must be > 0 for RL (0 is the deterministic ODE), got {s.noise_level}")
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"--schedule: {cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
-    for name in ("iterations", "n_groups", "group_size", "n_envs", "epochs", "minibatch_size"):
+    for name in ("iterations", "n_groups", "group_size", "n_envs", "epochs", "minibatch_size",
+                 "grad_accumulation"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.algo == "grpo" and cfg.group_size < 2:

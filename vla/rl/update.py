@@ -59,11 +59,31 @@ def minibatches(indices: torch.Tensor, size: int, generator: torch.Generator) ->
     return list(order.split(size))
 
 
-def epoch_minibatches(decisions: torch.Tensor, epochs: int, size: int, generator: torch.Generator):
-    """(where, idx) for every minibatch of every epoch; each epoch reshuffles when it starts."""
+@dataclass
+class Minibatch:
+    """One minibatch of an epoch, and where it sits in its optimizer step's accumulation group."""
+
+    where: str  # "epoch e, minibatch i", for error messages
+    idx: torch.Tensor  # decision indices
+    weight: float  # its share of the step's decisions: the step follows their mean gradient
+    first: bool  # the first of its group: gradients start from zero
+    last: bool  # the last of its group: the optimizer steps after its backward
+
+
+def epoch_minibatches(decisions: torch.Tensor, epochs: int, size: int, generator: torch.Generator,
+                      accumulate: int = 1):
+    """Every minibatch of every epoch (each epoch reshuffles when it starts); every `accumulate`
+    consecutive minibatches of an epoch (and the epoch's remainder) make one optimizer step."""
+    if accumulate < 1:
+        raise ValueError(f"grad_accumulation must be >= 1, got {accumulate}")
     for epoch in range(epochs):
-        for i, idx in enumerate(minibatches(decisions, size, generator)):
-            yield f"epoch {epoch}, minibatch {i}", idx
+        batches = minibatches(decisions, size, generator)
+        for start in range(0, len(batches), accumulate):
+            group = batches[start:start + accumulate]
+            total = sum(idx.numel() for idx in group)
+            for j, idx in enumerate(group):
+                yield Minibatch(f"epoch {epoch}, minibatch {start + j}", idx, idx.numel() / total, j == 0,
+                                j == len(group) - 1)
 
 
 @dataclass
@@ -169,18 +189,24 @@ def without_blind_direction(loss: torch.Tensor, mean_log_prob: torch.Tensor,
     return loss - (dot / dd) * (mean_log_prob - mean_log_prob.detach()), dot / (gg * dd) ** 0.5
 
 
-def optimizer_step(ctx: UpdateContext, loss: torch.Tensor, grad_clip: float, where: str = "") -> float:
-    """Backward, clip, step; stops (NonFiniteError) before the step if the loss or gradients are not finite."""
+def optimizer_step(ctx: UpdateContext, loss: torch.Tensor, grad_clip: float, mb: Minibatch) -> dict[str, float]:
+    """Backward (loss weighted by the minibatch's share of its step); on the last minibatch of the
+    step, clip and step. Stops (NonFiniteError) before any step if the loss or gradients are not finite.
+    Returns {"grad_norm": ...} when it stepped, else {}."""
     start = time.perf_counter()
-    check_finite("loss", loss.detach(), ctx.iteration, where)
-    ctx.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(ctx.params, grad_clip if grad_clip > 0 else float("inf"))
-    check_finite("gradient norm", grad_norm.detach(), ctx.iteration, where)
-    ctx.optimizer.step()
+    check_finite("loss", loss.detach(), ctx.iteration, mb.where)
+    if mb.first:
+        ctx.optimizer.zero_grad(set_to_none=True)
+    (loss * mb.weight).backward()
+    stats = {}
+    if mb.last:
+        grad_norm = torch.nn.utils.clip_grad_norm_(ctx.params, grad_clip if grad_clip > 0 else float("inf"))
+        check_finite("gradient norm", grad_norm.detach(), ctx.iteration, mb.where)
+        ctx.optimizer.step()
+        stats["grad_norm"] = float(grad_norm)
     _sync(loss.device)
     ctx.timings["update_s"] += time.perf_counter() - start
-    return float(grad_norm)
+    return stats
 
 
 def mean_stats(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -199,5 +225,7 @@ def kl_exceeded(loss_stats: dict[str, float], target_kl: float) -> bool:
 
 
 def update_summary(rows: list[dict[str, float]], stopped_early: bool) -> dict[str, float]:
-    """Per-minibatch statistics averaged, plus how many optimizer steps ran and whether target_kl stopped them."""
-    return {**mean_stats(rows), "optimizer_steps": float(len(rows)), "kl_stopped": float(stopped_early)}
+    """Per-minibatch statistics averaged, plus how many optimizer steps ran (the rows with a grad_norm)
+    and whether target_kl stopped them."""
+    steps = sum(1 for r in rows if "grad_norm" in r)
+    return {**mean_stats(rows), "optimizer_steps": float(steps), "kl_stopped": float(stopped_early)}
