@@ -207,7 +207,7 @@ def test_projecting_out_the_blind_direction(logprob_level):
     params, idx, cfg = ctx.params, torch.arange(12), config()
     for advantages in (torch.randn(12, generator=torch.Generator().manual_seed(5)), torch.full((12,), -0.7)):
         new = recompute_log_prob(ctx, rollouts, idx)
-        projected, stats = minibatch_policy_loss(new, advantages, cfg)
+        projected, stats = minibatch_policy_loss(ctx, new, advantages, cfg)
         plain, _ = policy_loss(new.log_prob, new.old_log_prob, advantages, cfg.clip_low, cfg.clip_high)
         g, g_plain, d = (flat_grad(x, params) for x in (projected, plain, new.log_prob.mean()))
         assert float(projected.detach()) == float(plain.detach())  # the loss value is untouched, only its gradient

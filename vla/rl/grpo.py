@@ -68,7 +68,7 @@ def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]
     for mb in epoch_minibatches(decisions, cfg.epochs, cfg.minibatch_size, ctx.generator,
                                  cfg.grad_accumulation):
         new = recompute_log_prob(ctx, rollouts, mb.idx)
-        loss, loss_stats = minibatch_policy_loss(new, advantages[mb.idx], cfg)
+        loss, loss_stats = minibatch_policy_loss(ctx, new, advantages[mb.idx], cfg)
         if kl_exceeded(loss_stats, cfg.target_kl):
             stopped = True
             break

@@ -48,7 +48,7 @@ def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
     for mb in epoch_minibatches(decisions, cfg.epochs, cfg.minibatch_size, ctx.generator,
                                  cfg.grad_accumulation):
         new = recompute_log_prob(ctx, rollouts, mb.idx)
-        pg_loss, loss_stats = minibatch_policy_loss(new, advantages[mb.idx], cfg)
+        pg_loss, loss_stats = minibatch_policy_loss(ctx, new, advantages[mb.idx], cfg)
         if kl_exceeded(loss_stats, cfg.target_kl):
             stopped = True
             break

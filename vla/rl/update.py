@@ -96,7 +96,6 @@ class Recomputed:
     old_log_prob: torch.Tensor  # the same at rollout time
     batch: dict  # the observation batch
     encoded: tuple  # policy.encode_observation(batch): (PrefixCache, state token); value heads read it
-    params: list[torch.nn.Parameter] | None = None  # set when the blind direction is projected out (ctx.params)
 
 
 def recompute_log_prob(ctx: UpdateContext, rollouts: Rollouts, idx: torch.Tensor) -> Recomputed:
@@ -129,7 +128,7 @@ def recompute_log_prob(ctx: UpdateContext, rollouts: Rollouts, idx: torch.Tensor
     _sync(logp.device)
     ctx.timings["logprob_s"] += time.perf_counter() - start
     old = rollouts.old_log_probs(idx, per_row) if fpo is None else fpo.old_log_probs(idx, per_row)
-    return Recomputed(logp, logp_ref, anchor, old, batch, encoded, ctx.params if ctx.project_out_blind else None)
+    return Recomputed(logp, logp_ref, anchor, old, batch, encoded)
 
 
 def velocity_anchor(policy, ref_policy, chains: torch.Tensor, encoded: tuple, ref_encoded: tuple,
@@ -153,13 +152,16 @@ def velocity_anchor(policy, ref_policy, chains: torch.Tensor, encoded: tuple, re
     return (v.float() - v_ref.float()).pow(2).mean()
 
 
-def minibatch_policy_loss(new: Recomputed, advantages: torch.Tensor, cfg) -> tuple[torch.Tensor, dict[str, float]]:
-    """The clipped policy loss of a recomputed minibatch under the run's clip, dual-clip, KL and anchor
-    settings (cfg is an RLConfig; advantages are the minibatch's, one per decision)."""
+def minibatch_policy_loss(ctx: UpdateContext, new: Recomputed, advantages: torch.Tensor,
+                          cfg) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped policy loss of a recomputed minibatch under the run's clip, dual-clip, KL, blind-direction
+    and anchor settings (cfg is an RLConfig; advantages are the minibatch's, one per decision)."""
     loss, stats = policy_loss(new.log_prob, new.old_log_prob, advantages, cfg.clip_low, cfg.clip_high,
                               cfg.dual_clip, cfg.kl_coef, new.ref_log_prob)
-    if new.params is not None:
-        loss, stats["blind_cos"] = without_blind_direction(loss, new.log_prob.mean(), new.params)
+    if ctx.project_out_blind:
+        start = time.perf_counter()  # two backward passes: part of the update's time
+        loss, stats["blind_cos"] = without_blind_direction(loss, new.log_prob.mean(), ctx.params)
+        ctx.timings["update_s"] += time.perf_counter() - start
     if new.anchor is not None:
         loss = loss + cfg.anchor_coef * new.anchor
         stats["velocity_anchor"] = float(new.anchor.detach())
@@ -177,7 +179,9 @@ def without_blind_direction(loss: torch.Tensor, mean_log_prob: torch.Tensor,
     d: "make whatever the policy did more (or less) likely", whatever the reward. On Lift that direction
     dominated the gradients that two halves of a batch agreed on (cosine +0.66 with it), and following
     them without an anchor took the SFT policy from 58% to 26-35%. Without it, the halves still agree at
-    +0.25 (benchmarks/rl_gradient_snr.py). Costs two extra backward passes per minibatch."""
+    +0.25 (benchmarks/rl_gradient_snr.py). Measured since: with the projection the deployed policy drifted
+    as far and ended as low (BENCHMARKS.md, stop 13), so it is an option, off by default.
+    Costs two extra backward passes per minibatch."""
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
     blind = torch.autograd.grad(mean_log_prob, params, retain_graph=True, allow_unused=True)
     pairs = [(g.double(), d.double()) for g, d in zip(grads, blind) if g is not None and d is not None]
