@@ -52,6 +52,11 @@ from vla.rl.update import UpdateContext  # noqa: E402
 from vla.sim import VectorEnv  # noqa: E402
 
 
+def flat_grads(params) -> torch.Tensor:
+    """The parameters' .grad as one vector (zeros where a parameter got none)."""
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+
+
 class GradientRecorder:
     """Stands in for the optimizer: keeps the gradient of the (single) step instead of stepping."""
 
@@ -63,7 +68,7 @@ class GradientRecorder:
             p.grad = None
 
     def step(self):
-        self.grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in self.params])
+        self.grad = flat_grads(self.params)
 
 
 def subset(rollouts: Rollouts, groups: set[int]) -> Rollouts:
@@ -120,7 +125,7 @@ def blind_direction(policy, rollouts: Rollouts, cfg: RLConfig) -> torch.Tensor:
     for idx in torch.arange(n).split(256):
         encoded = policy.encode_observation(rollouts.observation_batch(idx))
         (fpo.log_prob(policy, encoded, rollouts.chains[idx, -1], idx, per_row=False).sum() / n).backward()
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+    return flat_grads(params)
 
 
 def main() -> None:
