@@ -40,6 +40,17 @@ def header(title: str) -> str:
     return f"## {title}\n\nMachine: {machine()}. Date: {today}. Commit: {rev}. Command: `{cmd}`\n"
 
 
+def write_json(path: str | Path, args, **fields) -> Path:
+    """Write a script's results as JSON (the machine and its arguments first), atomically."""
+    import json
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"machine": machine(), "args": vars(args), **fields}, indent=1))
+    tmp.replace(path)
+    return path
+
+
 def write_result(name: str, text: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name

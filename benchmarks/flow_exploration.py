@@ -20,14 +20,13 @@ joint mode, at several noise levels.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402  (benchmarks/common.py)
+from common import write_json  # noqa: E402  (benchmarks/common.py)
 
 from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
 from vla.policy.observation import observations_to_batch  # noqa: E402
@@ -95,7 +94,7 @@ def main() -> None:
         rows.append(measure(f"sde {level} joint", mode="sde", sde_mode="joint", noise_level=level)
                     | {"noise_level": level, "mixed_steps": None})
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=1))
+        write_json(args.json, args, rows=rows)
 
 
 if __name__ == "__main__":

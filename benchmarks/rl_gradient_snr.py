@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import random
 import sys
 from pathlib import Path
@@ -39,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402  (benchmarks/common.py)
+from common import write_json  # noqa: E402  (benchmarks/common.py)
 from rl_sampling_modes import sampler  # noqa: E402
 
 from vla.config import RLConfig  # noqa: E402
@@ -195,7 +194,7 @@ def main() -> None:
                       f"halves' cos with it projected out {rows[-1]['mean_cos_blind_projected_out']:+.3f}",
                       flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=1))
+        write_json(args.json, args, rows=rows)
 
 
 if __name__ == "__main__":

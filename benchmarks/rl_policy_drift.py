@@ -12,14 +12,13 @@ at random denoising steps of the reference's chains).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402  (benchmarks/common.py)
+from common import write_json  # noqa: E402  (benchmarks/common.py)
 from flow_exploration import lift_observations, repeat_rows, spread  # noqa: E402
 
 from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
@@ -57,8 +56,7 @@ def main() -> None:
         rows.append({"policy": path, "ode_action_gap": gap, "velocity_anchor": anchor})
         print(f"{path}: ODE action gap {gap:.3f}, velocity anchor {anchor:.4f}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "reference_spread": own,
-                                               "rows": rows}, indent=1))
+        write_json(args.json, args, reference_spread=own, rows=rows)
 
 
 if __name__ == "__main__":

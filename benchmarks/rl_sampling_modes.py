@@ -15,14 +15,13 @@ sampler it was trained with, the deployed ODE policy, or neither.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402  (benchmarks/common.py)
+from common import write_json  # noqa: E402  (benchmarks/common.py)
 
 from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
 from vla.policy.sampling import NoiseHead  # noqa: E402
@@ -69,7 +68,7 @@ def main() -> None:
                              "per_state": per_state})
                 print(f"{path}  {name:8s}  {100 * rows[-1]['success']:.0f}% of {len(per_state)}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "results": rows}, indent=1))
+        write_json(args.json, args, results=rows)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ the 16 actions that actually followed that observation. Images get the SFT's ran
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402  (benchmarks/common.py)
+from common import write_json  # noqa: E402  (benchmarks/common.py)
 
 from vla.eval.runner import run_episodes  # noqa: E402
 from vla.policy.flow_vla import ACTION_KEY, IMAGE_PREFIX, PAD_KEY, FlowVLAPolicy  # noqa: E402
@@ -122,8 +121,7 @@ def main() -> None:
                   f"loss {first:.3f} -> {last:.3f}, evaluation {row['eval_success']:.0%} "
                   f"({row['round_s']:.0f} s)", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "policy": args.policy, "seed": args.seed,
-                                               "args": vars(args), "rows": rows}, indent=2))
+        write_json(args.json, args, rows=rows)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ all G failed, all succeeded, or the outcomes were mixed. Two figures follow from
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402  (benchmarks/common.py)
+from common import write_json  # noqa: E402  (benchmarks/common.py)
 from rl_sampling_modes import sampler  # noqa: E402
 
 from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
@@ -71,8 +70,7 @@ def main() -> None:
                   f"all-success {row['all_success']:.0%}, mixed {row['signal_share']:.0%}; "
                   f"reachable {row['reachable']:.0%}; wins per state {row['wins_per_state']}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "policy": args.policy, "states": args.states,
-                                               "first_seed": args.first_seed, "rows": rows}, indent=2))
+        write_json(args.json, args, rows=rows)
 
 
 if __name__ == "__main__":
