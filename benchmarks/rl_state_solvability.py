@@ -51,8 +51,9 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    env_kwargs = dict(task="lift", cameras=("agentview",), image_size=64, max_episode_steps=200, control_freq=20)
     policy = FlowVLAPolicy.from_pretrained(args.policy).eval()
+    env_kwargs = dict(task="lift", cameras=tuple(policy.config.cameras), image_size=policy.config.image_size,
+                      max_episode_steps=200, control_freq=20)
     seeds = [args.first_seed + i for i in range(args.states)]
     rows = []
     with VectorEnv(args.n_envs, env_kwargs) as env:
