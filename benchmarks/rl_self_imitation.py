@@ -36,7 +36,7 @@ from vla.train.augment import random_shift  # noqa: E402
 def successful_examples(policy, rollouts: Rollouts) -> dict[str, list]:
     """Per decision of every successful trajectory: observation and the chunk of actions that followed."""
     chunks = policy.normalizer.unnormalize(ACTION_KEY, rollouts.chains[:, -1])  # [N, H, A]
-    n_exec = rollouts.row_log_probs.shape[1]
+    n_exec = policy.config.n_action_steps  # the rows each decision executed (the engine's default)
     keys = [k for k in rollouts.observations if k != "task"]
     out: dict[str, list] = {k: [] for k in keys + [ACTION_KEY, PAD_KEY, "task"]}
     for traj in rollouts.trajectories:
@@ -58,7 +58,8 @@ def successful_examples(policy, rollouts: Rollouts) -> dict[str, list]:
 
 def fine_tune(policy, data: dict[str, list], steps: int, lr: float, batch_size: int, image_shift: int,
               generator: torch.Generator) -> tuple[float, float]:
-    """AdamW on the flow-matching loss over data; returns the mean loss of the first and last 20 steps."""
+    """A fresh AdamW on the flow-matching loss over data (every success so far, so earlier rounds' examples
+    are revisited); returns the mean loss of the first and last 20 steps."""
     tensors = {k: torch.stack(v) for k, v in data.items() if k != "task"}
     n = len(data["task"])
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=1e-4)
