@@ -14,10 +14,12 @@ from pathlib import Path
 import draccus
 import yaml
 
+from vla.errors import UserError
+
 OUTPUT_MODES = ("joint_trajectory", "forward_position")
 
 
-class RobotConfigError(ValueError):
+class RobotConfigError(UserError, ValueError):
     """A robot config file is missing, malformed, or names an unknown key."""
 
 

@@ -15,10 +15,12 @@ import os
 import sys
 from types import ModuleType
 
+from vla.errors import UserError
+
 DEFAULT_RMW = "rmw_fastrtps_cpp"
 
 
-class RosUnavailableError(ImportError):
+class RosUnavailableError(UserError, ImportError):
     """rclpy (the `[ros]` extra) cannot be imported in this interpreter."""
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create (or reuse) the project's virtual environment and install the package.
+# Create (or reuse) the project's virtual environment and install the package with exactly the
+# versions in requirements-lock.txt (the ones CI last tested; scripts/lock.sh refreshes it).
 # Usage: scripts/setup_env.sh [EXTRAS]   e.g. "train" or "dev"; VENV overrides the location (.venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 . "$venv/bin/activate"
-python -m pip install -q --upgrade pip
-# The CPU build of torch first, pinned: a looser request makes pip pull a multi-GB CUDA build.
-python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[${extras}]"
+python -m pip install -q "pip==26.3"
+# The lock is a constraints file: every package installed for these extras gets its locked version,
+# torch its CPU build (a looser request makes pip pull a multi-GB CUDA build).
+python -m pip install -q -c requirements-lock.txt -e ".[${extras}]"

@@ -52,7 +52,9 @@ def test_quickstart_with_a_short_rl_phase_reports_before_and_after(tmp_path, cap
     assert "success before RL" in capsys.readouterr().out
     rl_info = json.loads((out / "rl" / "eval" / "eval_info.json").read_text())
     assert [e["seed"] for e in rl_info["per_episode"]] == [100000, 100001]  # same protocol as the SFT evaluation
-    assert main(args) == 0  # a rerun replaces the quickstart's own RL run instead of refusing
+    assert main(args) == 2  # a rerun into the same folder is refused...
+    assert "--overwrite=true" in capsys.readouterr().err
+    assert main([*args, "--overwrite=true"]) == 0  # ...unless asked to replace it
 
 
 def test_eval_is_reproducible_and_refuses_camera_mismatch(tmp_path):
@@ -64,11 +66,8 @@ def test_eval_is_reproducible_and_refuses_camera_mismatch(tmp_path):
                  "--eval.env.max_episode_steps=24"]) == 0
     policy = str(out / "train" / "policy")
     common = [f"--policy={policy}", "--n_episodes=2", "--n_envs=2", "--n_videos=0", "--env.max_episode_steps=24"]
-    import torch
-
     results = []
     for run in ("a", "b"):
-        torch.manual_seed(0)
         assert main(["eval", *common, f"--output_dir={tmp_path / run}"]) == 0
         results.append(json.loads((tmp_path / run / "eval_info.json").read_text())["per_episode"])
     assert [(e["sum_reward"], e["steps"]) for e in results[0]] == [(e["sum_reward"], e["steps"]) for e in results[1]]

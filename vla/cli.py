@@ -1,107 +1,137 @@
 """The `vla` command: one entry point, one sub-command per job.
 
-Each sub-command takes `--config configs/....yaml` plus dotted overrides
-(`--train.steps=100`), parsed into the typed configs of vla.config.
+Each sub-command takes `--config FILE.yaml` plus dotted overrides (`--train.steps=100`),
+parsed into the typed configs of vla.config. Heavy modules (torch, transformers, MuJoCo)
+are imported only after the arguments parse, so `--help` and argument errors answer fast.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-
-USAGE = """usage: vla <command> [--config FILE.yaml] [--key.sub=value ...]
-
-commands:
-  collect      scripted expert demonstrations -> LeRobot v3.0 dataset
-  train        supervised flow-matching training on a dataset
-  eval         evaluate a policy checkpoint: success table, eval_info.json, plot, videos
-  quickstart   collect + train + eval on the default config (the whole main job)
-  rl           RL post-training of a policy in simulation: `vla rl --algo grpo|ppo --policy PATH --task lift`
-  rl           RL post-training (GRPO, PPO) of a policy in simulation
-  serve-ros    run a policy on an arm through ROS 2 (needs the [ros] extra)
-  sim-arm      a MuJoCo simulated arm on the same ROS 2 topics (needs the [ros] extra)
-  serve-policy serve a policy checkpoint over websockets for `serve-ros --policy ws://HOST:PORT`
-  bench        benchmarks: `vla bench kernels`
-
-`vla <command> --help` lists a command's options."""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 
-def _collect(argv):
+@dataclass(frozen=True)
+class Command:
+    summary: str
+    config: str  # the config class's name in vla.config
+    run: Callable[[Any], None]  # gets the parsed config; imports what it needs itself
+    kept: Callable[[Any], str]  # what an interrupted run leaves behind, in words
+
+
+def _collect(cfg) -> None:
     from vla.collect import collect
-    from vla.config import CollectConfig, parse_config
 
-    collect(parse_config(CollectConfig, argv))
+    collect(cfg)
 
 
-def _train(argv):
-    from vla.config import TrainConfig, parse_config
+def _train(cfg) -> None:
     from vla.train.sft import train
 
-    train(parse_config(TrainConfig, argv))
+    train(cfg)
 
 
-def _eval(argv):
-    from vla.config import EvalConfig, parse_config
+def _eval(cfg) -> None:
     from vla.eval.evaluate import run_eval
 
-    run_eval(parse_config(EvalConfig, argv))
+    run_eval(cfg)
 
 
-def _quickstart(argv):
-    from vla.config import QuickstartConfig, parse_config
+def _quickstart(cfg) -> None:
     from vla.quickstart import run_quickstart
 
-    run_quickstart(parse_config(QuickstartConfig, argv))
+    run_quickstart(cfg)
 
 
-def _rl(argv):
-    from vla.config import RLConfig, parse_config
-    from vla.rl.losses import NonFiniteError
+def _rl(cfg) -> None:
     from vla.rl.trainer import train_rl
 
-    try:
-        train_rl(parse_config(RLConfig, argv))
-    except NonFiniteError as exc:
-        raise SystemExit(f"vla rl: stopped: {exc}") from exc
+    train_rl(cfg)
 
 
-def _bench(argv):
-    if not argv or argv[0] != "kernels":
-        raise SystemExit("usage: vla bench kernels [options]   (`vla bench kernels --help` lists them)")
+def _serve_ros(cfg) -> None:
+    import dataclasses
+
+    from vla.real_robot.ros_serve import serve_ros
+
+    serve_ros(**dataclasses.asdict(cfg))
+
+
+def _sim_arm(cfg) -> None:
+    import dataclasses
+
+    from vla.real_robot.ros_serve import run_sim_arm
+
+    run_sim_arm(**dataclasses.asdict(cfg))
+
+
+def _serve_policy(cfg) -> None:
+    import dataclasses
+
+    from vla.real_robot.serve_policy import serve_policy
+
+    serve_policy(**dataclasses.asdict(cfg))
+
+
+def _checkpoint_kept(directory: str, resume_hint: str) -> str:
+    last = Path(directory) / "checkpoints" / "last"
+    if last.is_dir():
+        return f"the last checkpoint is kept in {last}; {resume_hint}"
+    return "no checkpoint had been written yet, nothing kept"
+
+
+def _dataset_kept(cfg) -> str:
+    return f"nothing kept: the dataset is written only when collection finishes (no partial {cfg.output_dir})"
+
+
+def _quickstart_kept(cfg) -> str:
+    done = [name for name, marker in (("demos", "demos/meta/info.json"), ("training", "train/policy/config.json"),
+                                      ("evaluation", "eval/eval_info.json")) if (Path(cfg.output_dir) / marker).exists()]
+    return f"finished stages kept in {cfg.output_dir}: {', '.join(done)}" if done else "no stage had finished, nothing kept"
+
+
+COMMANDS: dict[str, Command] = {
+    "collect": Command("scripted expert demonstrations -> LeRobot v3.0 dataset", "CollectConfig", _collect,
+                       _dataset_kept),
+    "train": Command("supervised flow-matching training of a policy on a dataset", "TrainConfig", _train,
+                     lambda c: _checkpoint_kept(c.output_dir, "continue with --resume=true")),
+    "eval": Command("evaluate a policy checkpoint: success table, eval_info.json, plot, videos", "EvalConfig", _eval,
+                    lambda c: "nothing kept: results are written only when every episode has finished"),
+    "quickstart": Command("collect + train + eval (+ optional RL) on the default config: the whole main job",
+                          "QuickstartConfig", _quickstart, _quickstart_kept),
+    "rl": Command("RL post-training (GRPO, PPO) of a flow policy in simulation", "RLConfig", _rl,
+                  lambda c: _checkpoint_kept(c.output_dir, "continue with --resume=true")),
+    "serve-ros": Command("run a policy on an arm through ROS 2 (needs the [ros] extra)", "ServeRosConfig", _serve_ros,
+                         lambda c: "node stopped"),
+    "sim-arm": Command("a MuJoCo simulated arm on the robot's ROS 2 topics (needs the [ros] extra)", "SimArmConfig",
+                       _sim_arm, lambda c: "simulated arm stopped"),
+    "serve-policy": Command("serve a policy checkpoint over websockets for `serve-ros --policy ws://HOST:PORT`",
+                            "ServePolicyConfig", _serve_policy, lambda c: "server stopped"),
+}
+BENCH_SUMMARY = "benchmarks: `vla bench kernels` (fused kernels against torch eager / compile)"
+
+
+def usage() -> str:
+    rows = [(name, c.summary) for name, c in COMMANDS.items()] + [("bench", BENCH_SUMMARY)]
+    return "\n".join(["usage: vla <command> [--config FILE.yaml] [--key.sub=value ...]", "", "commands:"]
+                     + [f"  {name:<13}{summary}" for name, summary in rows]
+                     + ["", "`vla <command> --help` lists a command's options with their descriptions and defaults."])
+
+
+def _bench(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: vla bench kernels [options]\n\n{BENCH_SUMMARY}\n`vla bench kernels --help` lists its options.")
+        return 0
+    if argv[0] != "kernels":
+        print(f"vla bench: unknown benchmark {argv[0]!r}; valid: kernels", file=sys.stderr)
+        return 2
     from vla.kernels.benchmark import main
 
     main(argv[1:])
-
-
-def _serve_ros(argv):
-    import dataclasses
-
-    from vla.config import ServeRosConfig, parse_config
-    from vla.real_robot.ros_serve import serve_ros
-
-    serve_ros(**dataclasses.asdict(parse_config(ServeRosConfig, argv)))
-
-
-def _sim_arm(argv):
-    import dataclasses
-
-    from vla.config import SimArmConfig, parse_config
-    from vla.real_robot.ros_serve import run_sim_arm
-
-    run_sim_arm(**dataclasses.asdict(parse_config(SimArmConfig, argv)))
-
-
-def _serve_policy(argv):
-    import dataclasses
-
-    from vla.config import ServePolicyConfig, parse_config
-    from vla.real_robot.serve_policy import serve_policy
-
-    serve_policy(**dataclasses.asdict(parse_config(ServePolicyConfig, argv)))
-
-
-COMMANDS = {"collect": _collect, "train": _train, "eval": _eval, "quickstart": _quickstart, "rl": _rl,
-            "serve-ros": _serve_ros, "sim-arm": _sim_arm, "serve-policy": _serve_policy, "bench": _bench}
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,31 +139,35 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(usage())
         return 0
-    command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        print(f"vla: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+    name, rest = argv[0], argv[1:]
+    if name == "bench":
+        return _bench(rest)
+    if name not in COMMANDS:
+        print(f"vla: unknown command {name!r}; valid commands: {', '.join([*COMMANDS, 'bench'])}", file=sys.stderr)
         return 2
-    from vla.config import ConfigError
-    from vla.policy.checkpoint import CheckpointError
+    command = COMMANDS[name]
+    import vla.config
+    from vla.errors import UserError
 
-    user_errors: tuple[type[BaseException], ...] = (ConfigError, CheckpointError)
-    try:  # the dataset layer needs pyarrow, which an evaluation-only install does not have
-        from vla.data.errors import DatasetError
+    config_cls = getattr(vla.config, command.config)
+    if "-h" in rest or "--help" in rest:
+        from vla.cli_help import format_help
 
-        user_errors += (DatasetError,)
-    except ImportError:
-        pass
-    from vla.real_robot.robot_config import RobotConfigError
-    from vla.real_robot.ros_env import RosUnavailableError
-
-    user_errors += (RobotConfigError, RosUnavailableError)
+        print(format_help(name, command.summary, config_cls))
+        return 0
+    cfg = None
     try:
-        COMMANDS[command](rest)
-    except user_errors as exc:
-        print(f"vla {command}: error: {exc}", file=sys.stderr)
+        cfg = vla.config.parse_config(config_cls, rest, command=name)
+        command.run(cfg)
+    except UserError as exc:
+        print(f"vla {name}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        kept = command.kept(cfg) if cfg is not None else "nothing started"
+        print(f"\nvla {name}: interrupted; {kept}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -9,14 +9,15 @@ instruction. Attempts and kept episodes are counted per task and written to
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from vla.atomic_io import write_json_atomic
 from vla.config import CollectConfig, ConfigError, write_resolved_config
+from vla.run_dir import claim_output_dir
 
 STATE_NAMES = ["eef_x", "eef_y", "eef_z", "eef_axis_angle_x", "eef_axis_angle_y", "eef_axis_angle_z",
                "gripper_qpos_left", "gripper_qpos_right"]
@@ -131,12 +132,6 @@ def _collect_task(cfg: CollectConfig, task: str, writer, tb, bar) -> TaskTally:
     return tally
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
 def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     from torch.utils.tensorboard import SummaryWriter
 
@@ -144,11 +139,16 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
 
     tasks = resolve_tasks(cfg)  # before anything is written: bad input leaves no trace
     out = Path(cfg.output_dir)
-    writer = LeRobotDatasetWriter(out, fps=cfg.env.control_freq, robot_type="panda",
-                                  features=dataset_features(cfg.env.cameras, cfg.env.image_size),
-                                  overwrite=cfg.overwrite)
+    try:
+        writer = LeRobotDatasetWriter(out, fps=cfg.env.control_freq, robot_type="panda",
+                                      features=dataset_features(cfg.env.cameras, cfg.env.image_size),
+                                      overwrite=cfg.overwrite)
+    except FileExistsError as exc:
+        raise ConfigError(f"output_dir {out} already exists; pass --overwrite=true to replace it "
+                          "(the old dataset stays until the new one is complete), or choose another --output_dir") from exc
     # Logs sit beside the dataset (not inside it: the dataset folder holds only the format's files).
-    log_dir = out.with_name(out.name + ".logs")
+    # A previous run's logs go, so TensorBoard never mixes two runs.
+    log_dir = claim_output_dir(out.with_name(out.name + ".logs"), overwrite=True)
     tb = SummaryWriter(str(log_dir / "tb"))
     tallies: list[TaskTally] = []
     bar = tqdm(total=cfg.num_episodes * len(tasks), desc="collect", disable=not progress, dynamic_ncols=True)
@@ -157,7 +157,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
             for task in tasks:
                 tallies.append(_collect_task(cfg, task, writer, tb, bar))
             if writer.num_episodes == 0:
-                raise RuntimeError(f"the expert succeeded on none of {sum(t.attempts for t in tallies)} attempts "
+                raise ConfigError(f"the expert succeeded on none of {sum(t.attempts for t in tallies)} attempts "
                                    f"({', '.join(tasks)}); lower collect.expert_noise or set "
                                    "collect.only_successful=false")
             path = writer.finalize()
@@ -166,7 +166,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
         tb.close()
     write_resolved_config(cfg, log_dir)
     summary = _summary(cfg, tallies)
-    _write_json_atomic(log_dir / "collect_summary.json", summary)
+    write_json_atomic(log_dir / "collect_summary.json", summary)
     _print_summary(tallies)
     short = [t.task for t in tallies if t.kept < cfg.num_episodes]
     if short:

@@ -15,21 +15,27 @@ from typing import TypeVar
 
 import draccus
 
+from vla.errors import UserError
 from vla.policy.config import PolicyConfig
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     pass
 
 
 @dataclass
 class EnvConfig:
+    # Simulated task: lift, stack, pick_place_can, nut_assembly_square, door, or "<LIBERO suite>/<task>".
     task: str = "lift"
+    # Cameras rendered into the observations (e.g. agentview, robot0_eye_in_hand).
     cameras: list[str] = field(default_factory=lambda: ["agentview"])
+    # Side in pixels of the square camera images.
     image_size: int = 64
+    # Control steps (actions) after which an episode is truncated.
     max_episode_steps: int = 200
+    # Control steps per simulated second (Hz); also the fps of the dataset and the videos.
     control_freq: int = 20
     # robosuite tasks: the staged dense reward instead of the sparse success reward (RL's reward=shaped).
     reward_shaping: bool = False
@@ -45,7 +51,9 @@ class EnvConfig:
 @dataclass
 class CollectConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
+    # Folder the LeRobot v3.0 dataset is written to (its logs go beside it, in <output_dir>.logs).
     output_dir: str = "outputs/demos/lift"
+    # Episodes to keep per task (the expert gets at most 3x as many attempts).
     num_episodes: int = 20
     # Demo seeds start here; evaluation uses a disjoint range (EvalConfig.seed).
     seed: int = 0
@@ -53,9 +61,10 @@ class CollectConfig:
     expert_noise: float = 0.0
     # Keep only episodes the expert finished successfully.
     only_successful: bool = True
+    # Replace an existing dataset at output_dir (without it, an existing output_dir is refused).
     overwrite: bool = False
-    # A LIBERO suite with a scripted expert (libero_spatial, libero_object) instead of env.task: each
-    # selected task gets num_episodes demos, attempt j from the suite's initial state (seed + j) mod N,
+    # A LIBERO suite with a scripted expert (libero_spatial, libero_object) to collect instead of env.task.
+    # Each selected task gets num_episodes demos, attempt j from the suite's initial state (seed + j) mod N,
     # under the suite's step limit, with the task's instruction as the dataset task. One dataset in all.
     suite: str = ""
     # Only these task indices of the suite (empty = all).
@@ -66,51 +75,77 @@ class CollectConfig:
 
 @dataclass
 class TrainConfig:
+    # LeRobot v3.0 dataset folder to train on (as `vla collect` writes it).
     dataset: str = "outputs/demos/lift"
+    # Run folder: config.yaml, tb/ logs, checkpoints/last and the final policy/.
     output_dir: str = "outputs/train/lift"
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    # Optimizer steps (one batch each).
     steps: int = 3000
+    # Samples (a frame and its action chunk) per step, drawn at random with replacement.
     batch_size: int = 32
+    # Peak AdamW learning rate (linear warmup, then cosine decay to 5% of it).
     lr: float = 3e-4
+    # AdamW weight decay.
     weight_decay: float = 1e-4
+    # Steps of linear learning-rate warmup before the cosine decay.
     warmup_steps: int = 100
+    # Maximum global gradient norm; larger gradients are scaled down to it (0 zeroes every gradient).
     grad_clip: float = 1.0
     # Random image shift in pixels (DrQ-style augmentation; 0 disables).
     image_shift: int = 4
+    # Seed for weight init, data order, augmentation and flow-matching noise.
     seed: int = 0
+    # Log loss, gradient norm and learning rate to TensorBoard every this many steps.
     log_every: int = 25
+    # Write checkpoints/last every this many steps (0 = only the final policy).
     save_every: int = 1000
+    # Torch device to train on (cpu, cuda, cuda:1, ...).
     device: str = "cpu"
-    # 0 = half the cores (see resolve_threads).
+    # Torch intra-op threads; 0 = half the cores (see resolve_threads).
     num_threads: int = 0
+    # Continue exactly from output_dir/checkpoints/last (weights, optimizer, schedule, data order, RNGs).
+    resume: bool = False
+    # Replace a non-empty output_dir (without it or resume, a non-empty output_dir is refused).
+    overwrite: bool = False
 
 
 @dataclass
 class EvalConfig:
+    # Policy checkpoint folder to evaluate (a training run's policy/).
     policy: str = "outputs/train/lift/policy"
+    # Results folder: config.yaml, eval_info.json, eval_report.png, videos/ and tb/.
     output_dir: str = "outputs/eval/lift"
     env: EnvConfig = field(default_factory=EnvConfig)
+    # Episodes to evaluate (per task when suite is set).
     n_episodes: int = 50
+    # Parallel simulator processes (at most n_episodes are started).
     n_envs: int = 2
     # Episode i starts from the initial state of seed + i.
     seed: int = 100_000
+    # Save videos of the first this many episodes (per task when suite is set).
     n_videos: int = 3
+    # Torch device the policy runs on (cpu, cuda, ...).
     device: str = "cpu"
     # Override the policy's n_action_steps (actions executed per predicted chunk); 0 keeps it.
     n_action_steps: int = 0
-    # 0 = half the cores (see resolve_threads).
+    # Torch intra-op threads; 0 = half the cores (see resolve_threads).
     num_threads: int = 0
     # A LIBERO suite (libero_spatial, libero_object, libero_goal, libero_10, libero_90, or a LIBERO-PRO
-    # variant) instead of env.task: every task of the suite, episode i from the suite's initial state i,
-    # the suite's step limit (ALGORITHMS.md section 6). n_episodes is then per task (protocol: 50).
+    # variant) to evaluate instead of env.task. It runs every task of the suite, episode i from the suite's
+    # initial state i, under the suite's step limit (ALGORITHMS.md section 6). n_episodes is then per task (protocol: 50).
     suite: str = ""
     # Only these task indices of the suite (empty = all).
     task_ids: list[int] = field(default_factory=list)
     # Step limit override for suites (0 = the suite's protocol limit).
     suite_max_steps: int = 0
+    # One policy call per wave of envs instead of per episode: faster, but results then depend on n_envs.
+    batched_inference: bool = False
+    # Replace a non-empty output_dir (without it, a non-empty output_dir is refused).
+    overwrite: bool = False
 
 
-def parse_config(cls: type[T], argv: list[str]) -> T:
+def parse_config(cls: type[T], argv: list[str], command: str = "") -> T:
     """Parse `--config FILE` plus dotted overrides into cls; errors name the key and the file."""
     argv = list(argv)
     config_path = None
@@ -127,9 +162,12 @@ def parse_config(cls: type[T], argv: list[str]) -> T:
     if config_path is not None and not Path(config_path).is_file():
         raise ConfigError(f"config file {config_path} does not exist")
     try:
-        return draccus.parse(config_class=cls, config_path=config_path, args=argv)
+        return draccus.parse(config_class=cls, config_path=config_path, args=argv,
+                             prog=f"vla {command}" if command else None)
     except SystemExit as exc:  # argparse exits on unknown flags after printing the reason
-        raise ConfigError(f"bad command-line arguments {argv} for {cls.__name__} (see the message above)") from exc
+        what = f"`vla {command}`" if command else cls.__name__
+        raise ConfigError(f"bad command-line arguments {argv} for {what} (see the message above; "
+                          f"--help lists the options)") from exc
     except Exception as exc:  # draccus raises several types; the message names the key
         raise ConfigError(f"{source}: {_explain(exc)}") from exc
 
@@ -191,20 +229,23 @@ class SamplingConfig:
     mixed_steps: int = 0
     # Flow-SDE noise level a; 0 gives the deterministic Euler ODE.
     noise_level: float = 0.5
-    # Flow-Noise std bounds (pi-RL's).
+    # Flow-Noise: lower bound of the learned std (for a newly created noise head; pi-RL's value).
     noise_std_min: float = 0.08
+    # Flow-Noise: upper bound of the learned std (for a newly created noise head; pi-RL's value).
     noise_std_max: float = 0.16
 
 
 @dataclass
 class RLEvalConfig:
-    # Deterministic (ODE) evaluation of the deployed policy at the end of training; 0 skips it.
+    # Episodes of the final deterministic (ODE) evaluation of the deployed policy; 0 skips it.
     n_episodes: int = 50
     # Episode i starts from the initial state of seed + i (disjoint from training seeds).
     seed: int = 100_000
+    # Save videos of the first this many episodes of the final evaluation (in eval/videos).
     n_videos: int = 0
     # Also evaluate every this many iterations (n_episodes_periodic episodes each); 0 = only at the end.
     every: int = 0
+    # Episodes of each periodic evaluation (see every).
     n_episodes_periodic: int = 20
 
 
@@ -218,56 +259,71 @@ class RLConfig:
     algo: str = "grpo"
     # Supervised policy checkpoint to start from (also the KL reference).
     policy: str = "outputs/quickstart/train/policy"
+    # Run folder: checkpoints/last, the final policy/, eval/, history.json, success.png and tb/.
     output_dir: str = "outputs/rl/lift"
     # Shorthand for env.task (`vla rl --task lift`).
     task: str | None = None
     env: EnvConfig = field(default_factory=EnvConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: RLEvalConfig = field(default_factory=RLEvalConfig)
+    # RL iterations, each one round of rollouts followed by one update.
     iterations: int = 30
     # Rollouts per iteration = n_groups * group_size; a group shares its initial state.
     n_groups: int = 4
+    # Rollouts per group, all from the group's initial state (GRPO needs at least 2).
     group_size: int = 4
     # Parallel env workers (processes).
     n_envs: int = 4
     # Group g of iteration i resets from train_seed + i * n_groups + g (disjoint from eval seeds).
     train_seed: int = 1_000_000
-    # Which policy weights RL trains: everything (default), everything but the vision tower
-    # (freeze_vision), or only the action expert (train_expert_only; the VLM side stays the SFT one).
+    # Freeze the vision tower during RL (by default RL trains every policy weight).
     freeze_vision: bool = False
+    # Train only the action expert: the whole VLM side, vision included, stays the SFT one.
     train_expert_only: bool = False
-    # Optimisation.
+    # AdamW learning rate of the policy's trained weights.
     lr: float = 1e-5
+    # Learning rate of the Flow-Noise std head (sampling.mode=noise).
     noise_head_lr: float = 1e-4
+    # Learning rate of PPO's value head.
     value_lr: float = 1e-4
+    # AdamW weight decay, for the policy and the heads.
     weight_decay: float = 0.0
     # "constant" or "cosine" (per iteration, after warmup_iterations of linear warmup).
     schedule: str = "constant"
+    # Iterations of linear learning-rate warmup (0 = none).
     warmup_iterations: int = 0
+    # Clip the global gradient norm of all trained weights to this (0 = no clipping).
     grad_clip: float = 1.0
+    # Passes over each iteration's rollouts, reshuffled each time (target_kl may stop them early).
     epochs: int = 2
-    # Decisions (chunk boundaries) per forward/backward pass; grad_accumulation consecutive minibatches of an
-    # epoch make one optimizer step (their mean gradient): the memory of one minibatch, the noise of several.
+    # Decisions (chunk boundaries) per forward/backward pass.
     minibatch_size: int = 64
+    # Consecutive minibatches of an epoch per optimizer step (their mean gradient): the memory of one
+    # minibatch, the noise of several.
     grad_accumulation: int = 1
     # Policy loss: ratio clipped to [1 - clip_low, 1 + clip_high]; dual_clip > 1 enables dual clip (0 = off).
     clip_low: float = 0.2
+    # Upper ratio clip: the policy loss clips the ratio at 1 + clip_high (clip-higher).
     clip_high: float = 0.28
+    # Dual clip: cap the loss of negative-advantage decisions at -dual_clip * A (must be > 1; 0 = off).
     dual_clip: float = 0.0
     # What one PPO ratio covers: "chunk" (a decision: log-prob summed over the executed rows and action
     # dims, ALGORITHMS.md's default) or "action" (one executed action row; its decision's advantage).
     # Per-row ratios are clipped one by one, so a policy step may move each row as far as "chunk"
     # lets the whole decision move (see docs/RL.md).
     logprob_level: str = "chunk"
-    # What stands in the ratio for log pi(action): "logprob" (the sampled chain's exact Flow-SDE / Flow-Noise
-    # log-prob, ALGORITHMS.md section 1) or "fpo" (minus the executed chunk's flow-matching loss at
-    # fpo_samples fixed (t, eps) pairs, Flow Policy Optimization; works with any sampling mode, "ode"
-    # included, and credits all of an action's randomness, not only the stochastic step's; docs/RL.md).
+    # What stands in the ratio for log pi(action): "logprob" (the sampled chain's exact log-prob) or "fpo".
+    # The "logprob" surrogate is the Flow-SDE / Flow-Noise log-prob of ALGORITHMS.md section 1. With "fpo"
+    # (Flow Policy Optimization) it is minus the executed chunk's flow-matching loss at fpo_samples fixed
+    # (t, eps) pairs; that works with any sampling mode, "ode" included, and credits all of an action's
+    # randomness, not only the stochastic step's (docs/RL.md).
     surrogate: str = "logprob"
+    # With surrogate=fpo: fixed (t, eps) pairs at which each executed chunk's flow-matching loss is scored.
     fpo_samples: int = 4
-    # Remove from each minibatch's policy gradient its component along the gradient of the minibatch's mean
-    # (surrogate) log-prob: the reward-blind "make what the policy did more likely" direction that FPO's
-    # surrogate adds whenever a minibatch's advantages do not cancel (vla/rl/update.py, docs/RL.md).
+    # Project the reward-blind direction out of each minibatch's policy gradient (docs/RL.md).
+    # That direction is the gradient of the minibatch's mean (surrogate) log-prob, "make what the policy
+    # did more likely", which FPO's surrogate adds whenever a minibatch's advantages do not cancel
+    # (vla/rl/update.py).
     project_out_blind: bool = False
     # Stop an update's epochs once a minibatch's approximate KL to the rollout policy exceeds this (0 = off).
     target_kl: float = 0.0
@@ -277,33 +333,44 @@ class RLConfig:
     # velocity at one random denoising step of each stored chain. The clipped ratio only sees the
     # stochastic step's velocity; the deployed ODE integrates all K of them (docs/RL.md).
     anchor_coef: float = 0.0
-    # What the algorithms optimise: "success" (1 when a chunk reaches success, else 0; ALGORITHMS.md)
-    # or "shaped" (robosuite's staged dense reward per step, at most 1, and on success the reward of
-    # staying successful until the time limit; turns on env.reward_shaping; robosuite tasks only).
+    # What the algorithms optimise: "success" (1 when a chunk reaches success, else 0) or "shaped".
+    # The success reward is ALGORITHMS.md's. The shaped one (robosuite tasks only; turns on
+    # env.reward_shaping) is robosuite's staged dense reward per step, at most 1, and on success the
+    # reward of staying successful until the time limit.
     reward: str = "success"
     # GRPO's advantage scale: "group" (divide by each group's std, ALGORITHMS.md) or "batch" (one std over
     # the batch: groups whose shaped returns barely differ keep small advantages).
     advantage_std: str = "group"
     # GRPO: keep groups whose success rate is in [low, high] (reward=shaped: groups whose returns differ).
     dynamic_sampling: bool = True
+    # GRPO dynamic sampling: lowest group success rate kept (reward=success only).
     dynamic_sampling_low: float = 0.1
+    # GRPO dynamic sampling: highest group success rate kept (reward=success only).
     dynamic_sampling_high: float = 0.9
-    # PPO: GAE over decisions, value head.
+    # PPO: discount per decision (chunk) in GAE; decisions, not env steps, are GAE's time steps.
     gamma: float = 0.99
+    # PPO: GAE's lambda (1 = Monte-Carlo returns, 0 = one-step TD).
     gae_lambda: float = 0.95
+    # PPO: weight of the value loss (0.5 * MSE to the GAE returns) in the total loss.
     value_coef: float = 1.0
+    # PPO: hidden width of a newly created value head (an MLP; a loaded head keeps its own).
     value_hidden: int = 256
+    # PPO: normalise the advantages to zero mean and unit std over the batch.
     normalize_advantages: bool = True
-    # Reproducibility and checkpoints.
+    # Seed for new heads' weights, sampling noise and minibatch order (initial states: train_seed).
     seed: int = 0
+    # Checkpoint to checkpoints/last every this many iterations (0 = only at the end or stop_after).
     save_every: int = 1
     # Continue from output_dir/checkpoints/last.
     resume: bool = False
+    # Replace a non-empty output_dir (without it or resume, a non-empty output_dir is refused).
+    overwrite: bool = False
     # Stop (checkpointed, resumable) after this many iterations in this invocation; 0 = run to the end.
     stop_after: int = 0
+    # Torch device of the learner and the rollout policy (cpu, cuda, ...); env workers stay on the CPU.
     device: str = "cpu"
     # Torch threads in the learner. 1 by default: the env workers need the other cores, and OpenMP
-    # threads competing with them made CPU updates 10x slower on a 2-core machine. 0 lets torch decide.
+    # threads competing with them made CPU updates 10x slower on a 2-core machine. 0 = half the cores.
     num_threads: int = 1
 
     def __post_init__(self) -> None:
@@ -313,7 +380,10 @@ class RLConfig:
 
 @dataclass
 class QuickstartConfig:
+    # Everything goes under it: demos/, train/, eval/ (and rl/); the stages' own output paths are derived.
     output_dir: str = "outputs/quickstart"
+    # Replace a non-empty output_dir (without it, a non-empty output_dir is refused).
+    overwrite: bool = False
     collect: CollectConfig = field(default_factory=CollectConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -327,11 +397,15 @@ class ServeRosConfig:
 
     # A policy checkpoint directory, or ws://host:port of a `PolicyServer`.
     policy: str = "outputs/quickstart/train/policy"
+    # Robot config YAML: joints and their limits, workspace, control rate, cameras, topics.
     robot: str = "configs/robot/panda.yaml"
     # "end_effector_delta" (turned into joints by the arm's kinematics) or "joint".
     action_space: str = "end_effector_delta"
+    # Action rows per second in the policy's chunks; match the training env's control_freq.
     policy_rate_hz: float = 20.0
+    # Torch device for a local checkpoint (unused with a ws:// policy server).
     device: str = "cpu"
+    # ROS_DOMAIN_ID to use, 0-232 (unset: the environment's).
     domain_id: int | None = None
     # Simulation only: skip the operator's enable step.
     enable_on_start: bool = False
@@ -343,9 +417,13 @@ class ServeRosConfig:
 class ServePolicyConfig:
     """`vla serve-policy`: a checkpoint behind a websocket PolicyServer (real_robot/serve_policy.py)."""
 
+    # Policy checkpoint folder to serve.
     policy: str = "outputs/quickstart/train/policy"
+    # Address to listen on (0.0.0.0 = every interface).
     host: str = "0.0.0.0"
+    # TCP port of the websocket server.
     port: int = 8000
+    # Torch device the policy runs on (cpu, cuda, ...).
     device: str = "cpu"
 
 
@@ -353,8 +431,13 @@ class ServePolicyConfig:
 class SimArmConfig:
     """`vla sim-arm`: a MuJoCo arm that speaks the robot's ROS 2 topics."""
 
+    # Robot config YAML whose joints, cameras and topics the simulated arm serves.
     robot: str = "configs/robot/panda.yaml"
+    # robosuite task whose scene is simulated (lift, stack, pick_place_can, nut_assembly_square, door).
     task: str = "lift"
+    # JointState publishing rate in Hz.
     state_rate_hz: float = 100.0
+    # Image publishing rate in Hz, for each configured camera.
     image_rate_hz: float = 10.0
+    # ROS_DOMAIN_ID to use, 0-232 (unset: the environment's).
     domain_id: int | None = None

@@ -7,11 +7,12 @@ derived from it, so one flag moves the whole run).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
+from vla.atomic_io import write_json_atomic
 from vla.config import QuickstartConfig, write_resolved_config
+from vla.run_dir import claim_output_dir
 
 
 def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict:
@@ -19,7 +20,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict:
     from vla.eval.evaluate import run_eval
     from vla.train.sft import train
 
-    out = Path(cfg.output_dir)
+    out = claim_output_dir(cfg.output_dir, cfg.overwrite)
     cfg.collect.output_dir = str(out / "demos")
     cfg.collect.overwrite = True
     cfg.train.dataset = cfg.collect.output_dir
@@ -49,11 +50,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict:
     summary = {"pc_success": info["aggregated"]["pc_success"], "pc_success_ci95": info["aggregated"]["pc_success_ci95"],
                "n_episodes": info["aggregated"]["n_episodes"]}
     if cfg.rl.iterations > 0:
-        import shutil
-
         from vla.rl.trainer import train_rl
-
-        shutil.rmtree(cfg.rl.output_dir, ignore_errors=True)  # the quickstart owns its output tree, as with the demos
 
         print(f"[4/{stages}] RL post-training ({cfg.rl.algo}, {cfg.rl.iterations} iterations), then the same evaluation")
         t = time.time()
@@ -64,7 +61,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict:
               f"({summary['n_episodes']} episodes each, same initial states)")
     timings["total_s"] = time.time() - start
     summary.update(timings)
-    (out / "quickstart_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(out / "quickstart_summary.json", summary)
     print(f"quickstart finished in {timings['total_s'] / 60:.1f} min ("
           + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in timings.items() if k != "total_s") + ")")
     print(f"report: {out / 'eval' / 'eval_report.png'}, videos: {out / 'eval' / 'videos'}, "

@@ -85,8 +85,10 @@ class _ZeroPolicy:
     class config:  # noqa: N801 - mirrors policy.config
         cameras = ["agentview"]
         n_action_steps = 10
+        chunk_size = 10
+        model_action_dim = 7
 
-    def predict_action_chunk(self, batch):
+    def predict_action_chunk(self, batch, noise=None):
         import torch
 
         return torch.zeros(batch["observation.state"].shape[0], 10, 7)

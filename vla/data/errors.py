@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from vla.errors import UserError
 
-class DatasetError(ValueError):
+
+class DatasetError(UserError, ValueError):
     """A dataset on disk is missing, malformed or inconsistent.
 
     The message always names the offending path so a user can find the file.

@@ -7,9 +7,11 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 from vla.config import ConfigError, EvalConfig, resolve_threads, write_resolved_config
-from vla.eval.report import build_eval_info, format_table, plot_results, write_json_atomic, write_videos
+from vla.atomic_io import write_json_atomic
+from vla.eval.report import build_eval_info, format_table, plot_results, write_videos
 from vla.eval.runner import evaluate_policy
 from vla.policy.flow_vla import FlowVLAPolicy
+from vla.run_dir import claim_output_dir, removed_on_user_error
 
 
 def check_compatible(policy, env_kwargs: dict) -> None:
@@ -45,7 +47,8 @@ def _evaluate_suite(cfg: EvalConfig, policy, env_kwargs: dict, progress: bool):
     for i in task_ids:
         task_episodes, _ = evaluate_policy(policy, dict(env_kwargs, task=f"{cfg.suite}/{i}"), cfg.n_episodes,
                                            cfg.n_envs, cfg.seed, cfg.n_videos, cfg.n_action_steps, progress,
-                                           fixed_init_states=True, desc=f"{cfg.suite}/{i}")
+                                           fixed_init_states=True, desc=f"{cfg.suite}/{i}",
+                                           batched_inference=cfg.batched_inference)
         for e in task_episodes:
             e.episode_index += len(episodes)  # unique across the run; the task field tells them apart
         episodes.extend(task_episodes)
@@ -53,17 +56,22 @@ def _evaluate_suite(cfg: EvalConfig, policy, env_kwargs: dict, progress: bool):
 
 
 def run_eval(cfg: EvalConfig, progress: bool = True, policy=None) -> dict:
-    out = Path(cfg.output_dir)
+    out = claim_output_dir(cfg.output_dir, cfg.overwrite)
     resolve_threads(cfg.num_threads)
-    write_resolved_config(cfg, out)
+    with removed_on_user_error(out):
+        return _run_eval(cfg, out, progress, policy)
+
+
+def _run_eval(cfg: EvalConfig, out: Path, progress: bool, policy) -> dict:
     policy = policy or FlowVLAPolicy.from_pretrained(cfg.policy, map_location=cfg.device)
     env_kwargs = cfg.env.env_kwargs()
     check_compatible(policy, env_kwargs)
+    write_resolved_config(cfg, out)
     if cfg.suite:
         episodes, seconds = _evaluate_suite(cfg, policy, env_kwargs, progress)
     else:
         episodes, seconds = evaluate_policy(policy, env_kwargs, cfg.n_episodes, cfg.n_envs, cfg.seed, cfg.n_videos,
-                                            cfg.n_action_steps, progress)
+                                            cfg.n_action_steps, progress, batched_inference=cfg.batched_inference)
     videos = write_videos([e for e in episodes if e.frames], out / "videos", fps=cfg.env.control_freq)
     info = build_eval_info(episodes, seconds, cfg.seed, videos)
     if cfg.suite:

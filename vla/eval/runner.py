@@ -2,8 +2,10 @@
 
 The policy looks only at action-chunk boundaries: each env executes
 `n_action_steps` actions of a chunk in its worker and renders once at the end.
-Episode i always starts from the initial state of `seed + i`, so two runs with
-the same seed see the same episodes.
+Episode i always starts from the initial state of `seed + i`, and the policy's
+initial noise for every chunk of that episode comes from a generator seeded with
+`seed + i` too. So an episode's result depends on its seed alone: not on the
+worker count, on which episodes share a batch, or on what ran before.
 """
 
 from __future__ import annotations
@@ -32,11 +34,23 @@ class EpisodeResult:
     infra_failure: bool = False
 
 
+def episode_noise(policy, generator: torch.Generator) -> torch.Tensor:
+    """One chunk's initial noise [H, A_model], drawn from the episode's own generator (on the CPU, so
+    the same seed gives the same noise on any device)."""
+    c = policy.config
+    return torch.randn(c.chunk_size, c.model_action_dim, generator=generator)
+
+
 def run_episodes(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0, n_action_steps: int = 0,
-                 progress: bool = True, desc: str = "eval", fixed_init_states: bool = False) -> list[EpisodeResult]:
+                 progress: bool = True, desc: str = "eval", fixed_init_states: bool = False,
+                 batched_inference: bool = False) -> list[EpisodeResult]:
     """Evaluate `policy` on `n_episodes` episodes in waves of `vec_env.num_envs`.
 
-    With fixed_init_states (LIBERO), episode i starts from the suite's initial state i."""
+    With fixed_init_states (LIBERO), episode i starts from the suite's initial state i. By default the
+    policy runs once per episode and decision, so results do not depend on the worker count: a batched
+    call's float results differ from single calls' in the last bits (measured 2e-7 on the tiny policy),
+    which a long rollout can amplify into another outcome. `batched_inference` trades that guarantee
+    for one policy call per wave (about 2.7x less policy time for 4 envs on the CPU)."""
     cameras = policy.config.cameras
     execute = n_action_steps or policy.config.n_action_steps
     results: list[EpisodeResult] = []
@@ -54,11 +68,18 @@ def run_episodes(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0,
         record = [i < n_videos for i in ids] + [False] * (vec_env.num_envs - n)
         active = [True] * n + [False] * (vec_env.num_envs - n)
         eps = [EpisodeResult(i, s, obs[k]["task"], False, 0, 0.0, 0.0) for k, (i, s) in enumerate(zip(ids, seeds))]
+        noise_generators = [torch.Generator().manual_seed(s) for s in pad_seeds]
         while any(active):
             idx = [k for k in range(vec_env.num_envs) if active[k]]
-            batch = observations_to_batch([obs[k] for k in idx], cameras)
+            noise = [episode_noise(policy, noise_generators[k]) for k in idx]
             with torch.no_grad():
-                chunk = policy.predict_action_chunk(batch)[:, :execute].cpu().numpy()
+                if batched_inference:
+                    chunk = policy.predict_action_chunk(observations_to_batch([obs[k] for k in idx], cameras),
+                                                        noise=torch.stack(noise))
+                else:  # one call per episode: a batched matmul's result depends on the batch size
+                    chunk = torch.cat([policy.predict_action_chunk(observations_to_batch([obs[k]], cameras),
+                                                                   noise=n[None]) for k, n in zip(idx, noise)])
+            chunk = chunk[:, :execute].cpu().numpy()
             actions = np.zeros((vec_env.num_envs, execute, chunk.shape[-1]), dtype=np.float32)
             actions[idx] = chunk
             outs = vec_env.step_chunk(actions, record=record, active=active)
@@ -83,11 +104,11 @@ def run_episodes(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0,
 
 def evaluate_policy(policy, env_kwargs: dict, n_episodes: int, n_envs: int, seed: int, n_videos: int = 0,
                     n_action_steps: int = 0, progress: bool = True, fixed_init_states: bool = False,
-                    desc: str = "eval"):
+                    desc: str = "eval", batched_inference: bool = False):
     from vla.sim import VectorEnv
 
     start = time.time()
     with VectorEnv(min(n_envs, n_episodes), env_kwargs) as vec_env:
         results = run_episodes(policy, vec_env, n_episodes, seed, n_videos, n_action_steps, progress, desc,
-                               fixed_init_states)
+                               fixed_init_states, batched_inference)
     return results, time.time() - start

@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from vla.errors import UserError
 from vla.policy.config import PolicyConfig
 from vla.policy.smolvla_config import SMOLVLA_TYPE, SmolVLAConfig
 
@@ -26,7 +27,7 @@ STATS_FILE = "normalization_stats.safetensors"
 POLICY_TYPE = "flow_vla"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     pass
 
 

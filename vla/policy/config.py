@@ -51,46 +51,75 @@ PRESETS: dict[str, dict] = {
 
 @dataclass
 class PolicyConfig:
+    # Named model size (tiny, small, pi0, pi05); the fields below left at None take its values.
     preset: str = "tiny"
-    # Set from the dataset at training time (state and action dimensions and
-    # camera names are properties of the data, not of the model size).
+    # Robot state size; `vla train` sets it from the dataset. State and action sizes and camera
+    # names are properties of the data, not of the model size.
     state_dim: int = 8
+    # Action size; `vla train` sets it from the dataset.
     action_dim: int = 7
+    # Cameras the policy reads, in order; each must be in the dataset (train) and the env (eval).
     cameras: list[str] = field(default_factory=lambda: ["agentview"])
-    # Architecture; None means "take it from the preset".
+    # Side in pixels of the square images the vision tower sees (camera images are resized to it).
+    # This and the architecture fields below default to None: "take it from the preset".
     image_size: int | None = None
+    # Vision tower patch side in pixels (image_size must be a multiple of it).
     patch_size: int | None = None
+    # Vision tower (SigLIP) hidden width.
     vision_width: int | None = None
+    # Vision tower transformer layers.
     vision_layers: int | None = None
+    # Vision tower attention heads.
     vision_heads: int | None = None
+    # Vision tower MLP hidden width.
     vision_mlp_dim: int | None = None
+    # Prefix (VLM: images + language) stream hidden width.
     width: int | None = None
+    # Prefix stream MLP hidden width.
     mlp_dim: int | None = None
+    # Transformer layers, in each of the prefix and action-expert streams.
     depth: int | None = None
+    # Attention query heads (both streams).
     num_heads: int | None = None
+    # Key/value heads for grouped-query attention (must divide num_heads).
     num_kv_heads: int | None = None
+    # Width of each attention head.
     head_dim: int | None = None
+    # Action-expert stream hidden width.
     expert_width: int | None = None
+    # Action-expert MLP hidden width.
     expert_mlp_dim: int | None = None
+    # How the flow time enters the expert: "mlp" (fused with the action tokens, pi0) or "adarms"
+    # (adaptive RMSNorm, pi0.5).
     time_conditioning: str | None = None
-    # Action chunking and sampling.
+    # Actions predicted per chunk (the action horizon).
     chunk_size: int | None = None
+    # Actions of each chunk executed before the next prediction (1 to chunk_size).
     n_action_steps: int | None = None
+    # Euler denoising steps when sampling an action chunk.
     num_inference_steps: int | None = None
-    # Flow-matching time distribution: t = Beta(a, b) * scale + offset.
+    # Alpha of the training flow-time distribution t = Beta(alpha, beta) * time_scale + time_offset.
     time_beta_alpha: float = 1.5
+    # Beta of the training flow-time distribution (see time_beta_alpha).
     time_beta_beta: float = 1.0
+    # Scale of the training flow time (see time_beta_alpha).
     time_scale: float = 0.999
+    # Offset of the training flow time, keeping t above 0 (see time_beta_alpha).
     time_offset: float = 0.001
+    # Instruction tokens kept (longer prompts are truncated).
     max_language_tokens: int = 32
     # "mean_std" or "min_max" for state and action (images use SigLIP's [-1, 1]).
     normalization: str = "mean_std"
+    # Added to the std (or max - min) when normalising state and action.
     normalization_eps: float = 1e-6
-    # --- Published-checkpoint compatibility (docs/PRETRAINED.md); the defaults are our own policy's.
-    # "minilm": frozen sentence encoder + language_proj. "tokens": the checkpoint's own token
-    # embedding (PaliGemma's for pi0 / pi0.5) with the tokenizer in tokenizer_path (a local directory).
+    # Instruction encoder: "minilm" (frozen sentence encoder + language_proj) or "tokens".
+    # With "tokens" it is the checkpoint's own token embedding (PaliGemma's for pi0 / pi0.5) with the
+    # tokenizer in tokenizer_path (a local directory). This and the fields below up to image_feature_scale
+    # are for published-checkpoint compatibility (docs/PRETRAINED.md); the defaults are our own policy's.
     language: str = "minilm"
+    # Rows of the token embedding table for language="tokens" (0 with "minilm").
     vocab_size: int = 0
+    # Local tokenizer directory for language="tokens".
     tokenizer_path: str = ""
     # "plain": the instruction as given; "pi0": newline-terminated; "pi05": task plus the
     # discretised state ("Task: ..., State: ...;\nAction: "), and no state token in the suffix.

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from vla.errors import UserError
 from vla.kernels import clipped_policy_loss
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(UserError, FloatingPointError):
     """NaN or Inf in a quantity an update depends on; the update stops before touching the weights."""
 
 

@@ -26,13 +26,13 @@ from tqdm import tqdm
 
 from vla.config import ConfigError, RLConfig, resolve_threads, write_resolved_config
 from vla.eval.evaluate import check_compatible
-from vla.eval.report import build_eval_info, format_table, plot_results, write_json_atomic, write_videos
+from vla.atomic_io import write_json_atomic
+from vla.eval.report import build_eval_info, format_table, plot_results, write_videos
 from vla.eval.runner import run_episodes
 from vla.policy.finetune import apply_finetune_options
 from vla.policy.flow_vla import FlowVLAPolicy
 from vla.policy.sampling import MODES, SDE_MODES, NoiseHead
 from vla.rl.advantages import STD_SCOPES
-from vla.rl.checkpoint import POLICY_DIR, read_training_state, restore_training_state, save_training_checkpoint
 from vla.rl.flow_surrogate import build_flow_surrogate
 from vla.rl.grpo import grpo_update
 from vla.rl.heads import NOISE_HEAD, VALUE_HEAD, ValueHead, has_head, load_head, save_head
@@ -41,6 +41,8 @@ from vla.rl.plots import plot_success
 from vla.rl.ppo import ppo_update
 from vla.rl.rollout import RolloutEngine, Rollouts, SamplingSpec
 from vla.rl.update import UpdateContext
+from vla.run_dir import claim_output_dir
+from vla.train.checkpoint import POLICY_DIR, read_training_state, restore_training_state, save_training_checkpoint
 from vla.train.sft import cosine_with_warmup, seed_everything
 
 # name -> (update function, needs a value head)
@@ -174,9 +176,11 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     last = out / "checkpoints" / "last"
     if cfg.resume and not last.is_dir():
         raise ConfigError(f"--resume=true but {last} does not exist: nothing to resume")
-    if not cfg.resume and last.is_dir():
-        raise ConfigError(f"{out} already holds an RL run ({last}); pass --resume=true to continue it "
-                          "or choose another --output_dir")
+    if not cfg.resume and last.is_dir() and not cfg.overwrite:
+        raise ConfigError(f"{out} already holds an RL run ({last}); pass --resume=true to continue it, "
+                          "--overwrite=true to replace it, or choose another --output_dir")
+    if not cfg.resume:
+        claim_output_dir(out, cfg.overwrite, resumable=True)
     if cfg.resume:
         saved_algo = read_training_state(last).get("algo")
         if saved_algo != cfg.algo:
@@ -274,7 +278,8 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                 stop_now = cfg.stop_after and it + 1 - start >= cfg.stop_after and not finished
                 if finished or stop_now or (cfg.save_every and (it + 1) % cfg.save_every == 0):
                     save_training_checkpoint(last, policy, optimizer, scheduler, generator, it + 1, history,
-                                             noise_head, value_head, extra={"algo": cfg.algo})
+                                             extra={"algo": cfg.algo},
+                                             write_beside_policy=lambda d: save_heads(d, noise_head, value_head))
                     saved_at = it + 1
                 if stop_now:
                     stopped_early = True
@@ -298,14 +303,18 @@ def _log(writer: SummaryWriter, record: dict, it: int) -> None:
     writer.flush()
 
 
+def save_heads(policy_dir: Path, noise_head, value_head) -> None:
+    if value_head is not None:
+        save_head(value_head, policy_dir, VALUE_HEAD)
+    if noise_head is not None:
+        save_head(noise_head, policy_dir, NOISE_HEAD)
+
+
 def _finish(cfg: RLConfig, out: Path, policy, noise_head, value_head, vec_env, history, progress) -> dict:
     """Save the final policy, evaluate it (deterministic ODE sampling, the deployed behaviour), summarise."""
     final = out / "policy"
     policy.save_pretrained(final)
-    if value_head is not None:  # kept beside the policy for further PPO; deployment ignores it
-        save_head(value_head, final, VALUE_HEAD)
-    if noise_head is not None:
-        save_head(noise_head, final, NOISE_HEAD)
+    save_heads(final, noise_head, value_head)  # kept beside the policy for further PPO; deployment ignores them
     summary = {"algo": cfg.algo, "iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0,
                "success_rate_first": history[0]["success_rate"] if history else None,
                "success_rate_last": history[-1]["success_rate"] if history else None,

@@ -8,7 +8,6 @@ bar, and checkpoints written atomically.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -16,14 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import default_collate
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from vla.config import TrainConfig, resolve_threads, write_resolved_config
+from vla.atomic_io import write_json_atomic
+from vla.config import ConfigError, TrainConfig, resolve_threads, write_resolved_config
 from vla.policy.finetune import apply_finetune_options
 from vla.policy.flow_vla import IMAGE_PREFIX, FlowVLAPolicy
+from vla.run_dir import claim_output_dir, removed_on_user_error
 from vla.train.augment import random_shift
+from vla.train.checkpoint import POLICY_DIR, read_training_state, restore_training_state, save_training_checkpoint
 
 
 def seed_everything(seed: int) -> None:
@@ -59,63 +61,107 @@ def policy_for_dataset(cfg: TrainConfig, dataset) -> FlowVLAPolicy:
     return policy
 
 
+def _batches(dataset, cfg: TrainConfig, generator: torch.Generator, start_step: int):
+    """Batch `step` for step in [start_step, steps): indices drawn with replacement from `generator`,
+    so restoring the generator's state resumes the data order exactly."""
+    for step in range(start_step, cfg.steps):
+        indices = torch.randint(len(dataset), (cfg.batch_size,), generator=generator).tolist()
+        yield step, default_collate([dataset[i] for i in indices])
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     from vla.data import LeRobotDataset  # pyarrow lives in the [train] extra
 
+    out = Path(cfg.output_dir)
+    last = out / "checkpoints" / "last"
+    if cfg.resume:
+        if not last.is_dir():
+            raise ConfigError(f"--resume=true but {last} does not exist: nothing to resume")
+        if cfg.policy.lora_rank:
+            raise ConfigError("--resume=true with policy.lora_rank > 0: checkpoints hold merged LoRA weights, "
+                              "so training cannot continue exactly; restart without --resume")
+    else:
+        claim_output_dir(out, cfg.overwrite, resumable=True)
     resolve_threads(cfg.num_threads)
     seed_everything(cfg.seed)
-    out = Path(cfg.output_dir)
     if cfg.policy.init:  # the chunk length is the checkpoint's: the dataset must cut chunks to match
         from vla.policy.pretrained import checkpoint_chunking
 
         cfg.policy.chunk_size, cfg.policy.n_action_steps = checkpoint_chunking(cfg.policy.init)
-    dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.policy.chunk_size)
-    policy = policy_for_dataset(cfg, dataset).to(cfg.device).train()
-    write_resolved_config(cfg, out)
-    n_params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
-    print(f"training {cfg.policy.preset} policy ({n_params / 1e6:.2f}M trainable parameters) on "
-          f"{dataset.num_episodes} episodes / {dataset.num_frames} frames from {cfg.dataset}")
-
+    with removed_on_user_error(out):
+        dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.policy.chunk_size)
+        policy = policy_for_dataset(cfg, dataset).to(cfg.device).train()
     generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = RandomSampler(dataset, replacement=True, num_samples=cfg.steps * cfg.batch_size, generator=generator)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=0, drop_last=True)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_with_warmup(s, cfg.warmup_steps, cfg.steps))
-    writer = SummaryWriter(str(out / "tb"))
-    camera_keys = [IMAGE_PREFIX + c for c in cfg.policy.cameras]
+    start_step, history = 0, []
+    if cfg.resume:
+        start_step, history = _resume(cfg, last, policy, optimizer, scheduler, generator)
+    write_resolved_config(cfg, out)
+    n_params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    print(f"training {cfg.policy.preset} policy ({n_params / 1e6:.2f}M trainable parameters) on "
+          f"{dataset.num_episodes} episodes / {dataset.num_frames} frames from {cfg.dataset}"
+          + (f", resuming at step {start_step}" if start_step else ""))
 
-    start, history = time.time(), []
-    bar = tqdm(loader, total=cfg.steps, desc="train", disable=not progress, dynamic_ncols=True)
-    for step, batch in enumerate(bar):
+    writer = SummaryWriter(str(out / "tb"), purge_step=start_step or None)
+    camera_keys = [IMAGE_PREFIX + c for c in cfg.policy.cameras]
+    start = time.time()
+    bar = tqdm(total=cfg.steps, initial=start_step, desc="train", disable=not progress, dynamic_ncols=True)
+    for step, batch in _batches(dataset, cfg, generator, start_step):
         for key in camera_keys:
             batch[key] = random_shift(batch[key], cfg.image_shift, generator)
         loss, info = policy(batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {step}; last checkpoint kept at {out / 'checkpoints'}")
+            raise FloatingPointError(f"training loss is {loss.item()} at step {step}; last checkpoint kept at {last}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
         history.append(info["loss"])
+        bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             writer.add_scalar("train/loss", info["loss"], step)
             writer.add_scalar("train/grad_norm", float(grad_norm), step)
             writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
             bar.set_postfix(loss=f"{np.mean(history[-cfg.log_every:]):.4f}")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            policy.save_pretrained(out / "checkpoints" / "last")
+            writer.flush()
+            save_training_checkpoint(last, policy, optimizer, scheduler, generator, step + 1, history,
+                                     extra={"run": _run_identity(cfg)})
+    bar.close()
     elapsed = time.time() - start
     writer.close()
     final = out / "policy"
     policy.save_pretrained(final)
-    summary = {"steps": cfg.steps, "batch_size": cfg.batch_size, "seconds": elapsed,
-               "samples_per_second": cfg.steps * cfg.batch_size / max(elapsed, 1e-9),
+    trained = cfg.steps - start_step
+    summary = {"steps": cfg.steps, "resumed_at_step": start_step, "batch_size": cfg.batch_size, "seconds": elapsed,
+               "samples_per_second": trained * cfg.batch_size / max(elapsed, 1e-9),
                "final_loss_avg_last_100": float(np.mean(history[-100:]))}
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"trained {cfg.steps} steps in {elapsed:.0f} s ({summary['samples_per_second']:.0f} samples/s), "
+    write_json_atomic(out / "train_summary.json", summary)
+    print(f"trained {trained} steps in {elapsed:.0f} s ({summary['samples_per_second']:.0f} samples/s), "
           f"final loss {summary['final_loss_avg_last_100']:.4f}")
     print(f"policy written to {final}; TensorBoard logs in {out / 'tb'}")
     return final
+
+
+def _run_identity(cfg: TrainConfig) -> dict:
+    """What must not change between a run and its resumption (steps may grow)."""
+    return {"dataset": str(Path(cfg.dataset).resolve()), "batch_size": cfg.batch_size, "seed": cfg.seed,
+            "lr": cfg.lr, "warmup_steps": cfg.warmup_steps, "preset": cfg.policy.preset}
+
+
+def _resume(cfg: TrainConfig, last: Path, policy, optimizer, scheduler, generator) -> tuple[int, list[float]]:
+    saved = read_training_state(last).get("run", {})
+    changed = {k: (saved.get(k), v) for k, v in _run_identity(cfg).items() if saved.get(k) != v}
+    if changed:
+        raise ConfigError(f"--resume: {last} was trained with different settings "
+                          + ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items()))
+    weights = FlowVLAPolicy.from_pretrained(last / POLICY_DIR, map_location=cfg.device).state_dict()
+    policy.load_state_dict(weights)
+    state = restore_training_state(last, optimizer, scheduler, generator)
+    if state["iteration"] >= cfg.steps:
+        raise ConfigError(f"--resume: {last} is at step {state['iteration']}, --steps={cfg.steps}: nothing left to do")
+    return state["iteration"], list(state["history"])

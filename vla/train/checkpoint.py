@@ -1,9 +1,10 @@
-"""Resumable RL checkpoints: policy, heads, optimizer, scheduler and every RNG, without pickle.
+"""Resumable training checkpoints (`vla train`, `vla rl`): policy, optimizer, scheduler and every RNG,
+without pickle.
 
 Layout of a checkpoint directory (written into a temporary sibling and renamed
 into place, so a kill mid-save leaves the previous checkpoint intact):
 
-    policy/                      save_pretrained (+ value_head / noise_head files beside it)
+    policy/                      save_pretrained (+ whatever the trainer writes beside it: RL's heads)
     optimizer.safetensors        optimizer state tensors, keyed "state/<param id>/<name>"
     rng.safetensors              torch CPU RNG, the sampling generator, CUDA RNGs (uint8 tensors)
     trainer_state.json           iteration, history, optimizer param groups and non-tensor
@@ -23,8 +24,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from typing import Callable
+
 from vla.policy.checkpoint import CheckpointError, atomic_directory_write
-from vla.rl.heads import NOISE_HEAD, VALUE_HEAD, save_head
 
 POLICY_DIR = "policy"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -95,9 +97,10 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict, generator: torch.G
 
 # ---------------------------------------------------------------- whole checkpoint
 def save_training_checkpoint(directory: Path, policy, optimizer, scheduler, generator: torch.Generator,
-                             iteration: int, history: list[dict], noise_head=None, value_head=None,
-                             extra: dict | None = None) -> Path:
-    """Write everything a resume needs into `directory` atomically; `iteration` = iterations completed."""
+                             iteration: int, history: list[dict], extra: dict | None = None,
+                             write_beside_policy: Callable[[Path], None] | None = None) -> Path:
+    """Write everything a resume needs into `directory` atomically; `iteration` = iterations (or steps)
+    completed. `write_beside_policy(policy_dir)` adds the trainer's own modules (RL's heads)."""
     opt_tensors, opt_meta = optimizer_state_split(optimizer)
     rng_tensors, rng_meta = rng_state(generator)
     state = {"format_version": FORMAT_VERSION, "iteration": iteration, "history": history,
@@ -105,10 +108,8 @@ def save_training_checkpoint(directory: Path, policy, optimizer, scheduler, gene
 
     def write(tmp: Path) -> None:
         policy.save_pretrained(tmp / POLICY_DIR)
-        if noise_head is not None:
-            save_head(noise_head, tmp / POLICY_DIR, NOISE_HEAD)
-        if value_head is not None:
-            save_head(value_head, tmp / POLICY_DIR, VALUE_HEAD)
+        if write_beside_policy is not None:
+            write_beside_policy(tmp / POLICY_DIR)
         save_file(opt_tensors, str(tmp / OPTIMIZER_FILE))
         save_file(rng_tensors, str(tmp / RNG_FILE))
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
@@ -119,7 +120,7 @@ def save_training_checkpoint(directory: Path, policy, optimizer, scheduler, gene
 def read_training_state(directory: Path) -> dict:
     path = Path(directory) / STATE_FILE
     if not path.is_file():
-        raise CheckpointError(f"{directory} is not an RL training checkpoint: {STATE_FILE} is missing")
+        raise CheckpointError(f"{directory} is not a training checkpoint: {STATE_FILE} is missing")
     try:
         state = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
