@@ -78,10 +78,11 @@ def format_help(command: str, summary: str, config_cls) -> str:
     rows = [("-h, --help", "print this help and exit"),
             ("--config FILE.yaml", "base values from a YAML file (a run's config.yaml too); the options below "
                                    "override them")]
-    rows += [(f"{o.flag} {o.type}", f"{o.description} (default: {o.default})".lstrip()) for o in options(config_cls)]
+    # "\0" keeps "(default:" and its value on one line through the wrapping
+    rows += [(f"{o.flag} {o.type}", f"{o.description} (default:\0{o.default})".lstrip()) for o in options(config_cls)]
     column = min(max(len(flag) for flag, _ in rows) + 4, 40)
     for flag, text in rows:
-        wrapped = textwrap.wrap(text, max(30, width - column)) or [""]
+        wrapped = [w.replace("\0", " ") for w in textwrap.wrap(text, max(30, width - column))] or [""]
         if len(flag) + 4 > column:
             lines.append(f"  {flag}")
             lines += [" " * column + w for w in wrapped]

@@ -90,7 +90,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     # Steps of linear learning-rate warmup before the cosine decay.
     warmup_steps: int = 100
-    # Maximum global gradient norm; larger gradients are scaled down to it (0 zeroes every gradient).
+    # Maximum global gradient norm; larger gradients are scaled down to it (0 = no clipping).
     grad_clip: float = 1.0
     # Random image shift in pixels (DrQ-style augmentation; 0 disables).
     image_shift: int = 4
@@ -133,7 +133,8 @@ class EvalConfig:
     num_threads: int = 0
     # A LIBERO suite (libero_spatial, libero_object, libero_goal, libero_10, libero_90, or a LIBERO-PRO
     # variant) to evaluate instead of env.task. It runs every task of the suite, episode i from the suite's
-    # initial state i, under the suite's step limit (ALGORITHMS.md section 6). n_episodes is then per task (protocol: 50).
+    # initial state i, under the suite's step limit (ALGORITHMS.md section 6). n_episodes is then per task
+    # (protocol: 50).
     suite: str = ""
     # Only these task indices of the suite (empty = all).
     task_ids: list[int] = field(default_factory=list)
@@ -298,8 +299,7 @@ class RLConfig:
     epochs: int = 2
     # Decisions (chunk boundaries) per forward/backward pass.
     minibatch_size: int = 64
-    # Consecutive minibatches of an epoch per optimizer step (their mean gradient): the memory of one
-    # minibatch, the noise of several.
+    # Minibatches per optimizer step (their mean gradient): the memory of one minibatch, the noise of several.
     grad_accumulation: int = 1
     # Policy loss: ratio clipped to [1 - clip_low, 1 + clip_high]; dual_clip > 1 enables dual clip (0 = off).
     clip_low: float = 0.2
@@ -369,8 +369,9 @@ class RLConfig:
     stop_after: int = 0
     # Torch device of the learner and the rollout policy (cpu, cuda, ...); env workers stay on the CPU.
     device: str = "cpu"
-    # Torch threads in the learner. 1 by default: the env workers need the other cores, and OpenMP
-    # threads competing with them made CPU updates 10x slower on a 2-core machine. 0 = half the cores.
+    # Torch intra-op threads in the learner; 0 = half the cores (see resolve_threads). One by default:
+    # the env workers need the other cores, and OpenMP threads competing with them made CPU updates 10x
+    # slower on a 2-core machine.
     num_threads: int = 1
 
     def __post_init__(self) -> None:

@@ -55,50 +55,52 @@ def run_episodes(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0,
     execute = n_action_steps or policy.config.n_action_steps
     results: list[EpisodeResult] = []
     bar = tqdm(total=n_episodes, desc=desc, disable=not progress, dynamic_ncols=True)
-    for wave_start in range(0, n_episodes, vec_env.num_envs):
-        ids = list(range(wave_start, min(n_episodes, wave_start + vec_env.num_envs)))
-        seeds = [seed + i for i in ids]
-        n = len(ids)
-        # A partial last wave still resets every worker; the extra ones simply stay inactive.
-        pad_seeds = seeds + [seeds[-1]] * (vec_env.num_envs - n)
-        options = None
-        if fixed_init_states:
-            options = [{"init_state_index": i} for i in ids] + [{"init_state_index": ids[-1]}] * (vec_env.num_envs - n)
-        obs = vec_env.reset(pad_seeds, options) if options else vec_env.reset(pad_seeds)
-        record = [i < n_videos for i in ids] + [False] * (vec_env.num_envs - n)
-        active = [True] * n + [False] * (vec_env.num_envs - n)
-        eps = [EpisodeResult(i, s, obs[k]["task"], False, 0, 0.0, 0.0) for k, (i, s) in enumerate(zip(ids, seeds))]
-        noise_generators = [torch.Generator().manual_seed(s) for s in pad_seeds]
-        while any(active):
-            idx = [k for k in range(vec_env.num_envs) if active[k]]
-            noise = [episode_noise(policy, noise_generators[k]) for k in idx]
-            with torch.no_grad():
-                if batched_inference:
-                    chunk = policy.predict_action_chunk(observations_to_batch([obs[k] for k in idx], cameras),
-                                                        noise=torch.stack(noise))
-                else:  # one call per episode: a batched matmul's result depends on the batch size
-                    chunk = torch.cat([policy.predict_action_chunk(observations_to_batch([obs[k]], cameras),
-                                                                   noise=n[None]) for k, n in zip(idx, noise)])
-            chunk = chunk[:, :execute].cpu().numpy()
-            actions = np.zeros((vec_env.num_envs, execute, chunk.shape[-1]), dtype=np.float32)
-            actions[idx] = chunk
-            outs = vec_env.step_chunk(actions, record=record, active=active)
-            for k in idx:
-                o, reward, terminated, truncated, info = outs[k]
-                ep = eps[k]
-                obs[k] = o
-                ep.steps += info["steps"]
-                ep.sum_reward += float(reward)
-                ep.max_reward = max(ep.max_reward, max(info["rewards"], default=0.0))
-                ep.success |= bool(info["is_success"])
-                ep.infra_failure |= bool(info.get("infra_failure", False))
-                if record[k]:
-                    ep.frames.extend(info["frames"])
-                if terminated or truncated:
-                    active[k] = False
-                    bar.update(1)
-        results.extend(eps)
-    bar.close()
+    try:
+        for wave_start in range(0, n_episodes, vec_env.num_envs):
+            ids = list(range(wave_start, min(n_episodes, wave_start + vec_env.num_envs)))
+            seeds = [seed + i for i in ids]
+            n = len(ids)
+            # A partial last wave still resets every worker; the extra ones simply stay inactive.
+            pad_seeds = seeds + [seeds[-1]] * (vec_env.num_envs - n)
+            options = None
+            if fixed_init_states:
+                options = [{"init_state_index": i} for i in ids] + [{"init_state_index": ids[-1]}] * (vec_env.num_envs - n)
+            obs = vec_env.reset(pad_seeds, options) if options else vec_env.reset(pad_seeds)
+            record = [i < n_videos for i in ids] + [False] * (vec_env.num_envs - n)
+            active = [True] * n + [False] * (vec_env.num_envs - n)
+            eps = [EpisodeResult(i, s, obs[k]["task"], False, 0, 0.0, 0.0) for k, (i, s) in enumerate(zip(ids, seeds))]
+            noise_generators = [torch.Generator().manual_seed(s) for s in pad_seeds]
+            while any(active):
+                idx = [k for k in range(vec_env.num_envs) if active[k]]
+                noise = [episode_noise(policy, noise_generators[k]) for k in idx]
+                with torch.no_grad():
+                    if batched_inference:
+                        chunk = policy.predict_action_chunk(observations_to_batch([obs[k] for k in idx], cameras),
+                                                            noise=torch.stack(noise))
+                    else:  # one call per episode: a batched matmul's result depends on the batch size
+                        chunk = torch.cat([policy.predict_action_chunk(observations_to_batch([obs[k]], cameras),
+                                                                       noise=n[None]) for k, n in zip(idx, noise)])
+                chunk = chunk[:, :execute].cpu().numpy()
+                actions = np.zeros((vec_env.num_envs, execute, chunk.shape[-1]), dtype=np.float32)
+                actions[idx] = chunk
+                outs = vec_env.step_chunk(actions, record=record, active=active)
+                for k in idx:
+                    o, reward, terminated, truncated, info = outs[k]
+                    ep = eps[k]
+                    obs[k] = o
+                    ep.steps += info["steps"]
+                    ep.sum_reward += float(reward)
+                    ep.max_reward = max(ep.max_reward, max(info["rewards"], default=0.0))
+                    ep.success |= bool(info["is_success"])
+                    ep.infra_failure |= bool(info.get("infra_failure", False))
+                    if record[k]:
+                        ep.frames.extend(info["frames"])
+                    if terminated or truncated:
+                        active[k] = False
+                        bar.update(1)
+            results.extend(eps)
+    finally:  # closed before an interrupt's message is printed
+        bar.close()
     return results
 
 

@@ -124,21 +124,33 @@ class PolicyConfig:
     # "plain": the instruction as given; "pi0": newline-terminated; "pi05": task plus the
     # discretised state ("Task: ..., State: ...;\nAction: "), and no state token in the suffix.
     prompt_format: str = "plain"
-    # Model-side state / action widths (pi0 pads both to 32); 0 = state_dim / action_dim.
+    # Model-side state width (pi0 pads it to 32); 0 = state_dim.
     max_state_dim: int = 0
+    # Model-side action width (pi0 pads it to 32); 0 = action_dim.
     max_action_dim: int = 0
-    # "pad" keeps the aspect ratio and pads with black (pi0's resize_with_pad).
+    # How images are fit to image_size: "stretch" (plain resize) or "pad" (keep the aspect ratio; pi0's).
+    # Padding fills with image_pad_value (flow_vla.resize_with_pad).
     image_resize: str = "stretch"
-    image_pad_value: float = -1.0  # in SigLIP's [-1, 1] input range (see flow_vla.resize_with_pad)
-    # PaliGemma divides projected image tokens by sqrt(width) before the language model.
+    # Pad value for image_resize="pad", in SigLIP's [-1, 1] input range (-1 = black; see
+    # flow_vla.resize_with_pad).
+    image_pad_value: float = -1.0
+    # Divide projected image tokens by sqrt(width) before the prefix stream, as PaliGemma does.
     image_feature_scale: bool = False
-    # --- Fine-tuning (vla/policy/finetune.py): memory-aware options for 3B checkpoints.
-    init: str = ""  # a checkpoint to start from (ours, lerobot pi0 / pi0.5, or openpi's PyTorch layout)
+    # Checkpoint to fine-tune from (ours, lerobot pi0 / pi0.5, or openpi's PyTorch layout); "" = from scratch.
+    # Its architecture replaces the fields above. This and the fields below are the fine-tuning options
+    # (vla/policy/finetune.py), memory-aware for 3B checkpoints.
+    init: str = ""
+    # Freeze the vision tower's weights.
     freeze_vision: bool = False
-    train_expert_only: bool = False  # freeze the whole VLM (vision, projector, prefix stream, embedding)
+    # Freeze the whole VLM (vision, projector, prefix stream, embedding): only the action expert trains.
+    train_expert_only: bool = False
+    # Recompute each transformer block in the backward pass instead of storing its activations (less memory).
     gradient_checkpointing: bool = False
+    # Weight dtype for training, "float32" or "bfloat16" (norm weights stay float32).
     dtype: str = "float32"
-    lora_rank: int = 0  # > 0: LoRA adapters on the prefix stream's projections (needs peft)
+    # Rank of LoRA adapters on the prefix stream's projections (0 = none; needs peft; rest of VLM frozen).
+    lora_rank: int = 0
+    # LoRA scaling numerator: adapter updates are scaled by lora_alpha / lora_rank.
     lora_alpha: float = 16.0
 
     def __post_init__(self) -> None:

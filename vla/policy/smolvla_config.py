@@ -21,9 +21,13 @@ class SmolVLAConfig(PolicyConfig):
     scale_factor: int = 4
     # Expert layer i is self-attention when i % n == 0, else cross-attention (1: all self-attention).
     self_attn_every_n_layers: int = 2
-    rms_norm_eps: float = 1e-5  # SmolLM2's
-    vision_eps: float = 1e-6  # SmolVLM's vision tower
+    # Epsilon of the RMSNorms in the prefix and expert streams (SmolLM2's).
+    rms_norm_eps: float = 1e-5
+    # Epsilon of the vision tower's layer norms (SmolVLM's).
+    vision_eps: float = 1e-6
+    # Shortest period of the sinusoidal flow-time embedding.
     time_min_period: float = 4e-3
+    # Longest period of the sinusoidal flow-time embedding.
     time_max_period: float = 4.0
 
     def __post_init__(self) -> None:

@@ -74,6 +74,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     out = Path(cfg.output_dir)
     last = out / "checkpoints" / "last"
+    for name in ("steps", "batch_size", "log_every"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name}={getattr(cfg, name)}: must be at least 1")
     if cfg.resume:
         if not last.is_dir():
             raise ConfigError(f"--resume=true but {last} does not exist: nothing to resume")
@@ -109,31 +112,33 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     camera_keys = [IMAGE_PREFIX + c for c in cfg.policy.cameras]
     start = time.time()
     bar = tqdm(total=cfg.steps, initial=start_step, desc="train", disable=not progress, dynamic_ncols=True)
-    for step, batch in _batches(dataset, cfg, generator, start_step):
-        for key in camera_keys:
-            batch[key] = random_shift(batch[key], cfg.image_shift, generator)
-        loss, info = policy(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {step}; last checkpoint kept at {last}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        history.append(info["loss"])
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            writer.add_scalar("train/loss", info["loss"], step)
-            writer.add_scalar("train/grad_norm", float(grad_norm), step)
-            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-            bar.set_postfix(loss=f"{np.mean(history[-cfg.log_every:]):.4f}")
-        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            writer.flush()
-            save_training_checkpoint(last, policy, optimizer, scheduler, generator, step + 1, history,
-                                     extra={"run": _run_identity(cfg)})
-    bar.close()
+    try:
+        for step, batch in _batches(dataset, cfg, generator, start_step):
+            for key in camera_keys:
+                batch[key] = random_shift(batch[key], cfg.image_shift, generator)
+            loss, info = policy(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss is {loss.item()} at step {step}; last checkpoint kept at {last}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip or float("inf"))
+            optimizer.step()
+            scheduler.step()
+            history.append(info["loss"])
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                writer.add_scalar("train/loss", info["loss"], step)
+                writer.add_scalar("train/grad_norm", float(grad_norm), step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                bar.set_postfix(loss=f"{np.mean(history[-cfg.log_every:]):.4f}")
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                writer.flush()
+                save_training_checkpoint(last, policy, optimizer, scheduler, generator, step + 1, history,
+                                         extra={"run": _run_identity(cfg)})
+    finally:  # the bar and the event file close before an interrupt's message is printed
+        bar.close()
+        writer.close()
     elapsed = time.time() - start
-    writer.close()
     final = out / "policy"
     policy.save_pretrained(final)
     trained = cfg.steps - start_step
