@@ -7,7 +7,7 @@ warning. Importing this package never needs triton.
 
 Ops (shapes and exact semantics in each docstring):
 - :func:`flow_sde_step`, :func:`flow_sde_log_prob`: Flow-SDE denoising step and
-  the log-prob recompute (ALGORITHMS.md section 1).
+  the log-prob recompute (docs/ALGORITHMS.md section 1).
 - :func:`flow_gaussian_log_prob`: diagonal Gaussian log-prob of a stored step.
 - :func:`flow_interpolate`, :func:`flow_matching_loss`: SFT interpolant and masked MSE.
 - :func:`ada_rms_norm`, :func:`gated_residual`, :func:`gated_residual_ada_rms_norm`:

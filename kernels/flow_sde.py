@@ -1,4 +1,4 @@
-"""Flow-SDE denoising step and its Gaussian log-prob (ALGORITHMS.md section 1).
+"""Flow-SDE denoising step and its Gaussian log-prob (docs/ALGORITHMS.md section 1).
 
 Convention (openpi's): ``x_t = t * eps + (1 - t) * a``, t = 1 is noise, t = 0 is
 data, one step goes from t to t - dt with ``x <- x - dt * v``. Per batch row b,

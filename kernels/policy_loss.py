@@ -1,4 +1,4 @@
-"""Clipped PPO / GRPO policy loss from log-probs (ALGORITHMS.md section 2).
+"""Clipped PPO / GRPO policy loss from log-probs (docs/ALGORITHMS.md section 2).
 
 Per element i (one log-prob: a decision step, already summed over action dims
 and chunk as the caller chooses), with r = exp(logp_new - logp_old):

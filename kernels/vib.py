@@ -1,4 +1,4 @@
-"""VIB reparameterisation with its KL to N(0, I) (ALGORITHMS.md section 4).
+"""VIB reparameterisation with its KL to N(0, I) (docs/ALGORITHMS.md section 4).
 
 For q(z | e) = N(mu, exp(logvar)) over the last (latent) dim:
 

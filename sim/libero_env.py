@@ -4,7 +4,7 @@ A task is named ``"<suite>/<task>"``: ``<task>`` is the task's index in the
 suite (LIBERO's default task order) or its name, e.g. ``"libero_spatial/0"``.
 ``make_env(task="libero_spatial/0")`` builds one too.
 
-Evaluation protocol (ALGORITHMS.md section 6): each episode starts from one of
+Evaluation protocol (docs/ALGORITHMS.md section 6): each episode starts from one of
 the suite's own fixed initial states (``options={"init_state_index": i}``),
 then 10 no-op steps let objects settle; those do not count towards the step
 limit, and success during them is not counted. The step limit is per suite;

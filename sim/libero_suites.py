@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 # Steps a policy gets per episode, after the no-op steps. The first four are
-# ALGORITHMS.md section 6 (the LIBERO / openpi evaluation scripts);
+# docs/ALGORITHMS.md section 6 (the LIBERO / openpi evaluation scripts);
 # libero_90 is not pinned there: 400 is what openpi's LIBERO example uses.
 # A perturbed suite keeps its base suite's limit, as LIBERO-PRO evaluates it.
 SUITE_MAX_STEPS: Mapping[str, int] = MappingProxyType(

@@ -235,7 +235,7 @@ class RobosuiteEnv(gym.Env):
         self._pending_seed = seed
 
     def _build_spaces(self) -> None:
-        """The gymnasium spaces of DESIGN.md's observation and action conventions."""
+        """The gymnasium spaces of the observation dict and the 7-D delta action (docs/DATASET_FORMAT.md)."""
         image_space = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
         self.observation_space = spaces.Dict(
             {

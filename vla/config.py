@@ -133,7 +133,7 @@ class EvalConfig:
     num_threads: int = 0
     # A LIBERO suite (libero_spatial, libero_object, libero_goal, libero_10, libero_90, or a LIBERO-PRO
     # variant) to evaluate instead of env.task. It runs every task of the suite, episode i from the suite's
-    # initial state i, under the suite's step limit (ALGORITHMS.md section 6). n_episodes is then per task
+    # initial state i, under the suite's step limit (docs/ALGORITHMS.md section 6). n_episodes is then per task
     # (protocol: 50).
     suite: str = ""
     # Only these task indices of the suite (empty = all).
@@ -218,7 +218,7 @@ def print_err(msg: str) -> None:
 # ----------------------------------------------------------------- RL post-training
 @dataclass
 class SamplingConfig:
-    """Stochastic flow sampling for RL (ALGORITHMS.md section 1)."""
+    """Stochastic flow sampling for RL (docs/ALGORITHMS.md section 1)."""
 
     # "sde" (Flow-SDE) or "noise" (Flow-Noise: learned std, bounded, dropped at deployment);
     # "ode" (the deployed sampler, exploration from the initial noise only) needs surrogate "fpo".
@@ -308,12 +308,12 @@ class RLConfig:
     # Dual clip: cap the loss of negative-advantage decisions at -dual_clip * A (must be > 1; 0 = off).
     dual_clip: float = 0.0
     # What one PPO ratio covers: "chunk" (a decision: log-prob summed over the executed rows and action
-    # dims, ALGORITHMS.md's default) or "action" (one executed action row; its decision's advantage).
+    # dims, docs/ALGORITHMS.md's default) or "action" (one executed action row; its decision's advantage).
     # Per-row ratios are clipped one by one, so a policy step may move each row as far as "chunk"
     # lets the whole decision move (see docs/RL.md).
     logprob_level: str = "chunk"
     # What stands in the ratio for log pi(action): "logprob" (the sampled chain's exact log-prob) or "fpo".
-    # The "logprob" surrogate is the Flow-SDE / Flow-Noise log-prob of ALGORITHMS.md section 1. With "fpo"
+    # The "logprob" surrogate is the Flow-SDE / Flow-Noise log-prob of docs/ALGORITHMS.md section 1. With "fpo"
     # (Flow Policy Optimization) it is minus the executed chunk's flow-matching loss at fpo_samples fixed
     # (t, eps) pairs; that works with any sampling mode, "ode" included, and credits all of an action's
     # randomness, not only the stochastic step's (docs/RL.md).
@@ -334,11 +334,11 @@ class RLConfig:
     # stochastic step's velocity; the deployed ODE integrates all K of them (docs/RL.md).
     anchor_coef: float = 0.0
     # What the algorithms optimise: "success" (1 when a chunk reaches success, else 0) or "shaped".
-    # The success reward is ALGORITHMS.md's. The shaped one (robosuite tasks only; turns on
+    # The success reward is docs/ALGORITHMS.md's. The shaped one (robosuite tasks only; turns on
     # env.reward_shaping) is robosuite's staged dense reward per step, at most 1, and on success the
     # reward of staying successful until the time limit.
     reward: str = "success"
-    # GRPO's advantage scale: "group" (divide by each group's std, ALGORITHMS.md) or "batch" (one std over
+    # GRPO's advantage scale: "group" (divide by each group's std, docs/ALGORITHMS.md) or "batch" (one std over
     # the batch: groups whose shaped returns barely differ keep small advantages).
     advantage_std: str = "group"
     # GRPO: keep groups whose success rate is in [low, high] (reward=shaped: groups whose returns differ).

@@ -1,4 +1,4 @@
-"""Flow-SDE step and log-prob recompute: Triton vs reference, and ALGORITHMS.md section 1 properties."""
+"""Flow-SDE step and log-prob recompute: Triton vs reference, and docs/ALGORITHMS.md section 1 properties."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Flow-SDE / Flow-Noise sampling: the properties of ALGORITHMS.md section 1."""
+"""Flow-SDE / Flow-Noise sampling: the properties of docs/ALGORITHMS.md section 1."""
 
 import math
 
@@ -24,7 +24,7 @@ def gen(seed=0):
 
 
 def sde_mean_std(x, v, t, dt, a):
-    """ALGORITHMS.md section 1 written out independently, in float64."""
+    """docs/ALGORITHMS.md section 1 written out independently, in float64."""
     x, v = x.double(), v.double()
     t_den = t - dt if t >= 1.0 else t
     sigma = a * math.sqrt(t / (1.0 - t_den))

@@ -4,7 +4,7 @@ Prefix: SigLIP image tokens per camera and frozen MiniLM instruction tokens,
 projected to the prefix width. Suffix: one robot-state token and the noisy
 action chunk, conditioned on the flow time. The action expert predicts the
 velocity v(x_t, t | obs); sampling integrates it with K Euler steps from noise
-(t = 1) to actions (t = 0), openpi's convention (ALGORITHMS.md):
+(t = 1) to actions (t = 0), openpi's convention (docs/ALGORITHMS.md):
 
     x_t = t * eps + (1 - t) * a,   u = eps - a,   x <- x - dt * v
 
@@ -232,7 +232,7 @@ class FlowVLAPolicy(nn.Module):
 
     # ------------------------------------------------------------- training
     def sample_time(self, n: int) -> torch.Tensor:
-        """t ~ Beta(1.5, 1) * 0.999 + 0.001 (ALGORITHMS.md), drawn from torch's global generator."""
+        """t ~ Beta(1.5, 1) * 0.999 + 0.001 (docs/ALGORITHMS.md), drawn from torch's global generator."""
         c = self.config
         beta = torch.distributions.Beta(torch.tensor(c.time_beta_alpha), torch.tensor(c.time_beta_beta))
         return (beta.sample((n,)) * c.time_scale + c.time_offset).to(self.device)

@@ -1,4 +1,4 @@
-"""Turn environment observations (DESIGN.md's dict) into a policy batch (lerobot's keys)."""
+"""Turn environment observations (the dict sim/robosuite_env.py returns) into a policy batch (lerobot's keys)."""
 
 from __future__ import annotations
 

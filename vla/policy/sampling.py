@@ -1,4 +1,4 @@
-"""Stochastic sampling of a flow policy with exact log-probs, and their recompute (ALGORITHMS.md section 1).
+"""Stochastic sampling of a flow policy with exact log-probs, and their recompute (docs/ALGORITHMS.md section 1).
 
 The ODE sampler is deterministic and has no likelihood. For policy gradients a
 denoising step x_k -> x_{k+1} (time t -> t - dt) can be made Gaussian:

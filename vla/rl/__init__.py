@@ -1,4 +1,4 @@
-"""RL post-training of flow policies (ALGORITHMS.md sections 1-2).
+"""RL post-training of flow policies (docs/ALGORITHMS.md sections 1-2).
 
 Data path: rollout.py (grouped rollouts, stochastic sampling from vla.policy.sampling)
 -> advantages.py (GRPO group normalisation, dynamic sampling, GAE) -> grpo.py / ppo.py

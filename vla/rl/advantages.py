@@ -1,4 +1,4 @@
-"""Advantage estimators shared by the RL algorithms (ALGORITHMS.md sections 2 and 5).
+"""Advantage estimators shared by the RL algorithms (docs/ALGORITHMS.md sections 2 and 5).
 
 - GRPO: a trajectory's reward normalised within its group, A_i = (r_i - mean_G) / (std_G + eps),
   broadcast to every decision of the trajectory. std is the sample std (verl's torch.std);

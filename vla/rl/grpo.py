@@ -1,6 +1,6 @@
 """GRPO on a flow policy: binary reward, group-normalised advantage, clip-higher, dynamic sampling.
 
-ALGORITHMS.md section 2. One update, top to bottom:
+docs/ALGORITHMS.md section 2. One update, top to bottom:
 1. reward per trajectory = 1 on success else 0 (or, with reward=shaped, the
    trajectory's shaped return: dense env reward + the absorbing success bonus);
 2. A_i = (r_i - mean_G r) / (std_G r + 1e-6) within each group of G rollouts
