@@ -31,11 +31,19 @@ if __name__ == "kernels":
     _path = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _root]
     _spec = _machinery.PathFinder.find_spec("kernels", _path)
     if _spec is None:
-        raise ModuleNotFoundError("No module named 'kernels'", name="kernels")
-    _module = _util.module_from_spec(_spec)
+        # Nothing else is called `kernels`. Be what this folder would be without its __init__.py: an
+        # empty namespace package (no __file__, no __version__), which transformers reads as "not
+        # installed". Raising instead would fail transformers' availability probe, which imports us.
+        import types as _types
+
+        _module = _types.ModuleType("kernels")
+        _module.__path__ = []
+    else:
+        _module = _util.module_from_spec(_spec)
     # The import system returns whatever sys.modules holds under the name once this file ends.
     _sys.modules["kernels"] = _module
-    _spec.loader.exec_module(_module)
+    if _spec is not None:
+        _spec.loader.exec_module(_module)
 else:
     from .adaptive_norm import ada_rms_norm, gated_residual, gated_residual_ada_rms_norm
     from .dispatch import HAS_TRITON, KernelFallbackWarning

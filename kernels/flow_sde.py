@@ -224,6 +224,12 @@ def _mask_arg(keep: torch.Tensor | None, fallback: torch.Tensor) -> tuple[torch.
     return keep.contiguous().view(torch.uint8), True
 
 
+# No fused multiply-add: with FMA, `x - dt * v` rounds once instead of twice, so a zero-noise step
+# differed from the Euler ODE step by up to 2.4e-7 on an H200 (BENCHMARKS.md); the noise-free
+# rows of a Flow-SDE chain must be exactly the deployed sampler's step.
+FP_FUSION = False
+
+
 def _step_triton(x, v, xi, tb, dtb, ab, keep, return_entropy):
     a_dim = x.shape[-1]
     n = x.numel() // a_dim
@@ -235,7 +241,7 @@ def _step_triton(x, v, xi, tb, dtb, ab, keep, return_entropy):
     with dispatch.device_guard(x):
         _sde_step_kernel[(triton.cdiv(n, block_r),)](
             xc, vc, xic, tb, dtb, ab, keep_arg, x_next, mu, std, lp, ent, n, a_dim, n // x.shape[0],
-            HAS_MASK=has_mask, CDT=dispatch.compute_dtype(x), BLOCK_R=block_r, BLOCK_A=block_a)
+            HAS_MASK=has_mask, CDT=dispatch.compute_dtype(x), BLOCK_R=block_r, BLOCK_A=block_a, enable_fp_fusion=FP_FUSION)
     rows = x.shape[:-1]
     out = (x_next, mu, std.reshape(rows + (1,)), lp.reshape(rows))
     return out + (ent.reshape(rows),) if return_entropy else out
@@ -253,7 +259,8 @@ class _SdeLogProb(torch.autograd.Function):
         with dispatch.device_guard(x):
             _sde_log_prob_fwd[(triton.cdiv(n, block_r),)](
                 x, v, x_next, tb, dtb, ab, keep_arg, lp, n, a_dim, n // tb.shape[0],
-                HAS_MASK=has_mask, CDT=dispatch.compute_dtype(x), BLOCK_R=block_r, BLOCK_A=block_a)
+                HAS_MASK=has_mask, CDT=dispatch.compute_dtype(x), BLOCK_R=block_r, BLOCK_A=block_a,
+                enable_fp_fusion=FP_FUSION)
         ctx.save_for_backward(x, v, x_next, tb, dtb, ab, keep_arg)
         ctx.has_mask = has_mask
         return lp
@@ -274,7 +281,7 @@ class _SdeLogProb(torch.autograd.Function):
                     x, v, x_next, tb, dtb, ab, keep_arg, g.contiguous(),
                     gx if need_x else x, gv if need_v else x, gxn if need_xn else x, n, a_dim, n // tb.shape[0],
                     HAS_MASK=ctx.has_mask, NEED_X=need_x, NEED_V=need_v, NEED_XN=need_xn,
-                    CDT=dispatch.compute_dtype(x), BLOCK_R=block_r, BLOCK_A=block_a)
+                    CDT=dispatch.compute_dtype(x), BLOCK_R=block_r, BLOCK_A=block_a, enable_fp_fusion=FP_FUSION)
             return gx, gv, gxn
 
         keep = keep_arg.bool() if ctx.has_mask else None
