@@ -21,9 +21,9 @@ def load_policy(policy: str, device: str = "cpu") -> Any:
         from vla.real_robot.policy_client import PolicyClient
 
         return PolicyClient(policy)
-    from vla.policy.flow_vla import FlowVLAPolicy
+    from vla.policy.checkpoint import load_policy as load_checkpoint
 
-    model = FlowVLAPolicy.from_pretrained(policy, map_location=device)
+    model = load_checkpoint(policy, map_location=device)
     model.eval()
     return model
 

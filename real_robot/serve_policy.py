@@ -33,11 +33,11 @@ def numpy_batch_to_torch(device: str = "cpu"):
 
 def serve_policy(policy: str, host: str = "0.0.0.0", port: int = 8000, device: str = "cpu") -> None:
     """Load the checkpoint and serve it until Ctrl-C."""
-    from vla.policy.flow_vla import FlowVLAPolicy
+    from vla.policy.checkpoint import load_policy
     from vla.real_robot.policy_server import PolicyServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    model = FlowVLAPolicy.from_pretrained(policy, map_location=device).eval()
+    model = load_policy(policy, map_location=device).eval()
     c = model.config
     metadata = {"cameras": list(c.cameras), "state_dim": c.state_dim, "action_dim": c.action_dim,
                 "chunk_size": c.chunk_size}

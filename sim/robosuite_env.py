@@ -47,6 +47,8 @@ robosuite = _import_robosuite()
 
 ACTION_DIM = 7
 STATE_DIM = 8
+# Rendered for videos when an env has no cameras (state-based policies).
+VIDEO_CAMERA = "agentview"
 MODEL_SEED = 0
 _TEXT_CHARSET = string.ascii_letters + string.digits + " .,;:'!?-_()/"
 
@@ -87,9 +89,8 @@ class RobosuiteEnv(gym.Env):
         self.reward_shaping = bool(reward_shaping)
         if isinstance(cameras, str):
             cameras = (cameras,)
+        # No cameras: a state-based policy's env, which renders only for videos (of VIDEO_CAMERA).
         self.cameras = tuple(cameras)
-        if not self.cameras:
-            raise ValueError("cameras must name at least one camera")
         self._set_episode_args(image_size, max_episode_steps, control_freq, seed)
 
         # robosuite draws model properties (Lift's cube size) from np.random while
@@ -102,7 +103,8 @@ class RobosuiteEnv(gym.Env):
 
         self._renderer: CameraRenderer | None = None
         try:
-            self._renderer = CameraRenderer(self._env.sim.model._model, self.cameras, self.image_size)
+            self._renderer = CameraRenderer(self._env.sim.model._model, self.cameras or (VIDEO_CAMERA,),
+                                            self.image_size)
         except Exception:
             self._env.close()
             raise
@@ -159,13 +161,14 @@ class RobosuiteEnv(gym.Env):
             rewards.append(reward)
             last = terminated or truncated or i == len(actions) - 1
             if record and not last:
-                frames.append(self._renderer.render_camera(self._env.sim.data._data, self.cameras[0]))
+                frames.append(self._renderer.render_camera(self._env.sim.data._data, self.video_camera))
             if terminated or truncated:
                 break
         images = self._render()
         info: dict[str, Any] = {"is_success": terminated, "steps": len(rewards), "rewards": rewards}
         if record:
-            frames.append(images[self.cameras[0]].copy())
+            frames.append(images[self.video_camera].copy() if self.cameras else
+                          self._renderer.render_camera(self._env.sim.data._data, self.video_camera))
             info["frames"] = frames
         return self._observation(images), float(sum(rewards)), terminated, truncated, info
 
@@ -179,9 +182,9 @@ class RobosuiteEnv(gym.Env):
         return reward, terminated, truncated, {"is_success": terminated}
 
     def render(self) -> np.ndarray:
-        """The first camera's image of the current state."""
+        """The first camera's image of the current state (VIDEO_CAMERA's for an env without cameras)."""
         self._require_reset()
-        return self._renderer.render_camera(self._env.sim.data._data, self.cameras[0])
+        return self._renderer.render_camera(self._env.sim.data._data, self.video_camera)
 
     def close(self) -> None:
         if self._renderer is not None:
@@ -192,6 +195,10 @@ class RobosuiteEnv(gym.Env):
             self._env = None
 
     # ----- extras -----
+
+    @property
+    def video_camera(self) -> str:
+        return self.cameras[0] if self.cameras else VIDEO_CAMERA
 
     @property
     def instruction(self) -> str:
@@ -244,7 +251,16 @@ class RobosuiteEnv(gym.Env):
                 "task": spaces.Text(max_length=256, charset=_TEXT_CHARSET),
             }
         )
+        object_state = self._env.observation_spec().get("object-state")
+        if object_state is not None:
+            self.observation_space["environment_state"] = spaces.Box(-np.inf, np.inf, object_state.shape, np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+    @property
+    def environment_state_dim(self) -> int:
+        """Size of the observation's ``environment_state`` (0 when the task has none)."""
+        space = self.observation_space.spaces.get("environment_state")
+        return 0 if space is None else int(space.shape[0])
 
     def _make_robosuite_env(self, control_freq: int):
         return robosuite.make(
@@ -303,6 +319,8 @@ class RobosuiteEnv(gym.Env):
         return bool(self._env._check_success())
 
     def _render(self) -> dict[str, np.ndarray]:
+        if not self.cameras:  # a state-based policy's env: nothing to look at
+            return {}
         return self._renderer.render(self._env.sim.data._data)
 
     def _observation(self, images: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -314,7 +332,10 @@ class RobosuiteEnv(gym.Env):
                 raw["robot0_gripper_qpos"],
             ]
         ).astype(np.float32)
-        return {"images": images, "state": state, "task": self.task_spec.instruction}
+        obs = {"images": images, "state": state, "task": self.task_spec.instruction}
+        if "object-state" in raw:  # the task's objects (poses, relative positions): robomimic's low-dim "object"
+            obs["environment_state"] = np.asarray(raw["object-state"], dtype=np.float32)
+        return obs
 
 
 def make_env(task: str = "lift", **kwargs: Any) -> RobosuiteEnv:

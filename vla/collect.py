@@ -27,13 +27,16 @@ ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "delta_axis_angle_x", "delta_ax
 MAX_ATTEMPTS_PER_EPISODE = 3
 
 
-def dataset_features(cameras: list[str], image_size: int) -> dict:
+def dataset_features(cameras: list[str], image_size: int, environment_state_dim: int = 0) -> dict:
     features = {
         f"observation.images.{cam}": {"dtype": "image", "shape": [image_size, image_size, 3],
                                       "names": ["height", "width", "channels"]}
         for cam in cameras
     }
     features["observation.state"] = {"dtype": "float32", "shape": [len(STATE_NAMES)], "names": STATE_NAMES}
+    if environment_state_dim:  # robosuite's "object-state": the task's object poses, robomimic's low-dim "object"
+        features["observation.environment_state"] = {"dtype": "float32", "shape": [environment_state_dim],
+                                                     "names": None}
     features["action"] = {"dtype": "float32", "shape": [len(ACTION_NAMES)], "names": ACTION_NAMES}
     return features
 
@@ -85,7 +88,8 @@ def _env_kwargs(cfg: CollectConfig, task: str) -> dict:
     return kwargs
 
 
-def _record_episode(env, expert, writer, cameras: list[str], reset: dict) -> tuple[bool, int]:
+def _record_episode(env, expert, writer, cameras: list[str], reset: dict,
+                    with_env_state: bool = False) -> tuple[bool, int]:
     """Run one expert episode into the writer's pending episode: (success, steps)."""
     obs, _ = env.reset(**reset)
     expert.reset()
@@ -94,6 +98,8 @@ def _record_episode(env, expert, writer, cameras: list[str], reset: dict) -> tup
         action = expert.act(env.privileged_state())
         frame = {f"observation.images.{cam}": obs["images"][cam] for cam in cameras}
         frame["observation.state"] = obs["state"].astype(np.float32)
+        if with_env_state:
+            frame["observation.environment_state"] = obs["environment_state"].astype(np.float32)
         frame["action"] = action.astype(np.float32)
         writer.add_frame(frame, task=obs["task"])
         obs, _, terminated, truncated, info = env.step(action)
@@ -103,11 +109,12 @@ def _record_episode(env, expert, writer, cameras: list[str], reset: dict) -> tup
     return success, steps
 
 
-def _collect_task(cfg: CollectConfig, task: str, writer, tb, bar) -> TaskTally:
+def _collect_task(cfg: CollectConfig, task: str, writer, tb, bar, env=None) -> TaskTally:
     from vla.sim import make_env, make_expert
 
     tally = TaskTally(task)
-    env = make_env(**_env_kwargs(cfg, task))
+    env = env or make_env(**_env_kwargs(cfg, task))
+    with_env_state = "observation.environment_state" in writer.features
     try:
         tally.instruction = env.instruction
         expert = make_expert(task, noise_std=cfg.expert_noise, seed=cfg.seed)
@@ -116,7 +123,7 @@ def _collect_task(cfg: CollectConfig, task: str, writer, tb, bar) -> TaskTally:
             # LIBERO: the suite's fixed initial states in turn; robosuite: one seed per attempt.
             reset = ({"options": {"init_state_index": attempt % env.num_init_states}} if "/" in task
                      else {"seed": attempt})
-            success, steps = _record_episode(env, expert, writer, cfg.env.cameras, reset)
+            success, steps = _record_episode(env, expert, writer, cfg.env.cameras, reset, with_env_state)
             tally.attempts += 1
             tb.add_scalar(f"collect/{task}/expert_success", float(success), tally.attempts)
             tb.add_scalar(f"collect/{task}/episode_steps", steps, tally.attempts)
@@ -137,13 +144,22 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
 
     from vla.data import LeRobotDatasetWriter
 
+    from vla.sim import make_env
+
     tasks = resolve_tasks(cfg)  # before anything is written: bad input leaves no trace
     out = Path(cfg.output_dir)
+    if out.exists() and not cfg.overwrite:
+        raise ConfigError(f"output_dir {out} already exists; pass --overwrite=true to replace it "
+                          "(the old dataset stays until the new one is complete), or choose another --output_dir")
+    first_env = make_env(**_env_kwargs(cfg, tasks[0]))
+    # The task's object state too (state-based policies read it), unless a suite's tasks differ in it.
+    env_state_dim = 0 if cfg.suite else getattr(first_env, "environment_state_dim", 0)
     try:
         writer = LeRobotDatasetWriter(out, fps=cfg.env.control_freq, robot_type="panda",
-                                      features=dataset_features(cfg.env.cameras, cfg.env.image_size),
+                                      features=dataset_features(cfg.env.cameras, cfg.env.image_size, env_state_dim),
                                       overwrite=cfg.overwrite)
     except FileExistsError as exc:
+        first_env.close()
         raise ConfigError(f"output_dir {out} already exists; pass --overwrite=true to replace it "
                           "(the old dataset stays until the new one is complete), or choose another --output_dir") from exc
     # Logs sit beside the dataset (not inside it: the dataset folder holds only the format's files).
@@ -154,8 +170,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     bar = tqdm(total=cfg.num_episodes * len(tasks), desc="collect", disable=not progress, dynamic_ncols=True)
     try:
         with writer:
-            for task in tasks:
-                tallies.append(_collect_task(cfg, task, writer, tb, bar))
+            for i, task in enumerate(tasks):
+                tallies.append(_collect_task(cfg, task, writer, tb, bar, env=first_env if i == 0 else None))
             if writer.num_episodes == 0:
                 raise ConfigError(f"the expert succeeded on none of {sum(t.attempts for t in tallies)} attempts "
                                    f"({', '.join(tasks)}); lower collect.expert_noise or set "

@@ -44,7 +44,7 @@ _REQUIRED_EPISODE_COLUMNS = (
     "data/file_index",
 )
 # Returned as float32 whatever the file stores: the policy normalises in float32.
-_FLOAT32_KEYS = ("observation.state", "action")
+_FLOAT32_KEYS = ("observation.state", "observation.environment_state", "action")
 
 
 class LeRobotDataset(torch.utils.data.Dataset):

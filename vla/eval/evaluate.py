@@ -10,7 +10,7 @@ from vla.config import ConfigError, EvalConfig, resolve_threads, write_resolved_
 from vla.atomic_io import write_json_atomic
 from vla.eval.report import build_eval_info, format_table, plot_results, write_videos
 from vla.eval.runner import evaluate_policy
-from vla.policy.flow_vla import FlowVLAPolicy
+from vla.policy.checkpoint import load_policy
 from vla.run_dir import claim_output_dir, removed_on_user_error
 
 
@@ -20,6 +20,14 @@ def check_compatible(policy, env_kwargs: dict) -> None:
     if missing:
         raise ConfigError(f"policy needs cameras {policy.config.cameras}; the env config provides {list(env_kwargs['cameras'])} "
                          f"(missing {missing}): set --env.cameras")
+
+
+def env_kwargs_for(policy, env_cfg) -> dict:
+    """The env config's arguments; a policy that reads no images (state_flow) gets an env that renders none."""
+    kwargs = env_cfg.env_kwargs()
+    if not policy.config.cameras:
+        kwargs["cameras"] = ()
+    return kwargs
 
 
 def _evaluate_suite(cfg: EvalConfig, policy, env_kwargs: dict, progress: bool):
@@ -63,8 +71,8 @@ def run_eval(cfg: EvalConfig, progress: bool = True, policy=None) -> dict:
 
 
 def _run_eval(cfg: EvalConfig, out: Path, progress: bool, policy) -> dict:
-    policy = policy or FlowVLAPolicy.from_pretrained(cfg.policy, map_location=cfg.device)
-    env_kwargs = cfg.env.env_kwargs()
+    policy = policy or load_policy(cfg.policy, map_location=cfg.device)
+    env_kwargs = env_kwargs_for(policy, cfg.env)
     check_compatible(policy, env_kwargs)
     write_resolved_config(cfg, out)
     if cfg.suite:

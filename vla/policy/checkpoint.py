@@ -25,6 +25,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATS_FILE = "normalization_stats.safetensors"
 POLICY_TYPE = "flow_vla"
+# Written by vla/policy/state_flow (not imported here: loading a VLA needs none of it).
+STATE_FLOW_TYPE = "state_flow"
 
 
 class CheckpointError(UserError, ValueError):
@@ -63,7 +65,7 @@ def save_policy(policy, directory) -> Path:
         stats = {k: v.cpu().contiguous() for k, v in policy.normalizer.state_dict_stats().items()}
         save_file(stats, str(tmp / STATS_FILE))
         kind = getattr(policy, "checkpoint_type", POLICY_TYPE)  # SmolVLAPolicy saves its own type
-        config = {"type": kind, **policy.config.to_dict(), "lora_rank": 0}  # LoRA is saved merged
+        config = {**policy.config.to_dict(), "type": kind, "lora_rank": 0}  # LoRA is saved merged
         if policy.config.language == "tokens" and policy.config.tokenizer_path:
             # The token table is only meaningful with its tokenizer: keep them together.
             shutil.copytree(policy.config.tokenizer_path, tmp / "tokenizer")
@@ -82,6 +84,12 @@ def read_config(directory: Path) -> PolicyConfig:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
     kind = data.pop("type", None)
+    if kind == STATE_FLOW_TYPE:
+        data["type"] = kind
+        try:
+            return PolicyConfig.from_dict(data, source=str(path))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
     if kind == SMOLVLA_TYPE:
         try:
             return SmolVLAConfig.from_dict(data, source=str(path))
@@ -130,6 +138,10 @@ def load_policy(directory, map_location="cpu"):
         from vla.policy.smolvla import SmolVLAPolicy
 
         policy = SmolVLAPolicy(config)
+    elif config.type == STATE_FLOW_TYPE:
+        from vla.policy.state_flow import StateFlowPolicy
+
+        policy = StateFlowPolicy(config)
     else:
         policy = FlowVLAPolicy(config)
     expected = {k: v for k, v in policy.state_dict().items() if not k.startswith("normalizer.")}

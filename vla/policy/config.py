@@ -49,8 +49,14 @@ PRESETS: dict[str, dict] = {
 }
 
 
+POLICY_TYPES = ("flow_vla", "state_flow")
+
+
 @dataclass
 class PolicyConfig:
+    # Policy type: "flow_vla" (images + instruction + robot state, the VLA) or "state_flow" (robot state
+    # plus the task's object state, no images; its fields are backbone, hidden_dim and num_blocks).
+    type: str = "flow_vla"
     # Named model size (tiny, small, pi0, pi05); the fields below left at None take its values.
     preset: str = "tiny"
     # Robot state size; `vla train` sets it from the dataset. State and action sizes and camera
@@ -153,7 +159,20 @@ class PolicyConfig:
     # LoRA scaling numerator: adapter updates are scaled by lora_alpha / lora_rank.
     lora_alpha: float = 16.0
 
+    # state_flow: velocity network, "mlp" (residual MLP, DPPO's) or "unet" (1-D temporal U-Net, diffusion policy's).
+    backbone: str = "mlp"
+    # state_flow: width of the observation encoder and of the velocity network.
+    hidden_dim: int = 256
+    # state_flow: residual blocks of the MLP backbone.
+    num_blocks: int = 3
+    # state_flow: size of the task's object state; `vla train` sets it from the dataset (0 = robot state only).
+    environment_state_dim: int = 0
+
     def __post_init__(self) -> None:
+        if self.type not in POLICY_TYPES:
+            raise ValueError(f"policy.type: unknown policy type {self.type!r}; valid types: {', '.join(POLICY_TYPES)}")
+        if self.type == "state_flow":
+            self.cameras = []  # it reads no images
         if self.preset not in PRESETS:
             raise ValueError(f"policy.preset: unknown preset {self.preset!r}; valid presets: {sorted(PRESETS)}")
         for key, value in PRESETS[self.preset].items():
@@ -162,6 +181,8 @@ class PolicyConfig:
         self.validate()
 
     def validate(self) -> None:
+        if self.type == "state_flow":  # the VLA's architecture fields do not apply (state_flow/policy.py checks)
+            return
         if self.time_conditioning not in TIME_CONDITIONING:
             raise ValueError(f"policy.time_conditioning: {self.time_conditioning!r} is not one of {TIME_CONDITIONING}")
         if self.normalization not in ("mean_std", "min_max"):

@@ -141,6 +141,16 @@ class FlowVLAPolicy(nn.Module):
     def device(self) -> torch.device:
         return self.action_out_proj.weight.device
 
+    @property
+    def velocity_hidden_dim(self) -> int:
+        """Width of velocity(..., return_hidden=True)'s per-row features (Flow-Noise's head reads them)."""
+        return self.config.expert_width
+
+    @property
+    def pooled_dim(self) -> int:
+        """Width of encode_observation(...)[0].pooled() (the value head reads it)."""
+        return self.config.width
+
     def _images(self, batch: dict, camera: str) -> torch.Tensor:
         key = IMAGE_PREFIX + camera
         if key not in batch:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from vla.policy.checkpoint import CONFIG_FILE, POLICY_TYPE, WEIGHTS_FILE, CheckpointError
+from vla.policy.checkpoint import CONFIG_FILE, POLICY_TYPE, STATE_FLOW_TYPE, WEIGHTS_FILE, CheckpointError
 from vla.policy.config import PolicyConfig
 from vla.policy.lerobot_metadata import ACTION, STATE, lerobot_features, lerobot_normalization, prompt_length
 from vla.policy.pi0_names import PI, canonical, infer_kind, to_ours
@@ -50,7 +50,7 @@ def describe_foreign_checkpoint(directory: Path, kind) -> None:
     if kind in ("pi0", "pi05", "smolvla"):
         raise CheckpointError(f"{directory} is a lerobot {kind} checkpoint: load it with vla.policy.pretrained.load_pretrained")
     raise CheckpointError(f"{directory / CONFIG_FILE}: checkpoint type {kind!r} is not a policy this project reads "
-                          f"(it reads {POLICY_TYPE!r}, {SMOLVLA_TYPE!r}, pi0, pi05, smolvla)")
+                          f"(it reads {POLICY_TYPE!r}, {STATE_FLOW_TYPE!r}, {SMOLVLA_TYPE!r}, pi0, pi05, smolvla)")
 
 
 def _weights_header(path: Path) -> dict[str, tuple[int, ...]]:
@@ -76,7 +76,7 @@ def detect_layout(directory: Path) -> str:
             kind = json.loads(config_path.read_text()).get("type")
         except (json.JSONDecodeError, AttributeError) as exc:
             raise CheckpointError(f"{config_path} is not a JSON object: {exc}") from exc
-    if kind in (POLICY_TYPE, SMOLVLA_TYPE):
+    if kind in (POLICY_TYPE, SMOLVLA_TYPE, STATE_FLOW_TYPE):
         return "flow_vla"
     if kind in ("pi0", "pi05"):
         return "lerobot"

@@ -140,11 +140,10 @@ def _randn(shape, generator, device) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=gen_device).to(device)
 
 
-def select_cache(cache: PrefixCache, rows: torch.Tensor) -> PrefixCache:
-    """The prefix cache of the given batch rows (rows may repeat)."""
-    pick = lambda t: t.index_select(0, rows)
-    return PrefixCache([pick(k) for k in cache.keys], [pick(v) for v in cache.values], pick(cache.mask),
-                       pick(cache.next_position), None if cache.hidden is None else pick(cache.hidden))
+def select_cache(cache, rows: torch.Tensor):
+    """The encoded observation of the given batch rows (rows may repeat). Every policy type's
+    encode_observation returns a conditioning object with select(rows) and pooled()."""
+    return cache.select(rows)
 
 
 def _prior_log_prob(x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -88,6 +88,8 @@ class SmolVLAPolicy(nn.Module):
     # FlowVLAPolicy's (only the resize differs); the state then goes into the prefix here.
     materialize_buffers = FlowVLAPolicy._materialize_normalizer_and_check
     device = FlowVLAPolicy.device
+    velocity_hidden_dim = FlowVLAPolicy.velocity_hidden_dim
+    pooled_dim = FlowVLAPolicy.pooled_dim
     _images = FlowVLAPolicy._images
     _camera_pixels = FlowVLAPolicy._camera_pixels
     normalized_state = FlowVLAPolicy.normalized_state

@@ -141,6 +141,12 @@ class PrefixCache:
         return PrefixCache([rep(k) for k in self.keys], [rep(v) for v in self.values],
                            rep(self.mask), rep(self.next_position), None if self.hidden is None else rep(self.hidden))
 
+    def select(self, rows: torch.Tensor) -> "PrefixCache":
+        """The cache of the given batch rows (rows may repeat)."""
+        pick = lambda t: t.index_select(0, rows)
+        return PrefixCache([pick(k) for k in self.keys], [pick(v) for v in self.values], pick(self.mask),
+                           pick(self.next_position), None if self.hidden is None else pick(self.hidden))
+
     def pooled(self) -> torch.Tensor:
         """Masked mean of the final prefix features, [B, width]."""
         m = self.mask[..., None].to(self.hidden.dtype)

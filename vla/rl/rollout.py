@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vla.policy.flow_vla import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
-from vla.policy.observation import observations_to_batch
+from vla.policy.observation import ENV_STATE_KEY, observations_to_batch
 from vla.policy.sampling import NoiseHead, sample_chain
 
 
@@ -124,8 +124,9 @@ class RolloutEngine:
             obs = self.vec_env.reset(seeds + [seeds[-1]] * (n_envs - n))
             trajs = [Trajectory(len(trajectories) + i, g, s, obs[i]["task"]) for i, (g, s) in enumerate(wave)]
             trajectories.extend(trajs)
-            for i in range(n):
-                trajs[i].frames.append(np.array(obs[i]["images"][self.cameras[0]], copy=True))
+            for i in range(n):  # a state policy's env renders nothing: its trajectories keep no frames
+                if self.cameras:
+                    trajs[i].frames.append(np.array(obs[i]["images"][self.cameras[0]], copy=True))
             active = [True] * n + [False] * (n_envs - n)
             while any(active):
                 idx = [k for k in range(n_envs) if active[k]]
@@ -156,7 +157,8 @@ class RolloutEngine:
                     traj.steps += int(info["steps"])
                     traj.env_reward += float(reward)
                     traj.success |= success
-                    traj.frames.append(np.array(o["images"][self.cameras[0]], copy=True))
+                    if self.cameras:
+                        traj.frames.append(np.array(o["images"][self.cameras[0]], copy=True))
                     store["obs"].append((batch, j))
                     store["chain"].append(sample.chain[j].cpu())
                     store["mask"].append(sample.step_mask[j].cpu())
@@ -213,7 +215,10 @@ def _drop_lost_episodes(trajectories: list[Trajectory], store: dict[str, list]) 
 def _stack_observations(rows: list[tuple[dict, int]], cameras: list[str]) -> dict:
     """Per-decision (batch, row) references -> one batch dict in decision order."""
     out: dict = {}
-    for key in [IMAGE_PREFIX + c for c in cameras] + [STATE_KEY]:
+    keys = [IMAGE_PREFIX + c for c in cameras] + [STATE_KEY]
+    if rows and all(ENV_STATE_KEY in batch for batch, _ in rows):
+        keys.append(ENV_STATE_KEY)
+    for key in keys:
         out[key] = torch.stack([batch[key][j] for batch, j in rows])
     out["task"] = [batch["task"][j] for batch, j in rows]
     return out

@@ -25,12 +25,12 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from vla.config import ConfigError, RLConfig, resolve_threads, write_resolved_config
-from vla.eval.evaluate import check_compatible
+from vla.eval.evaluate import check_compatible, env_kwargs_for
 from vla.atomic_io import write_json_atomic
 from vla.eval.report import build_eval_info, format_table, plot_results, write_videos
 from vla.eval.runner import run_episodes
 from vla.policy.finetune import apply_finetune_options
-from vla.policy.flow_vla import FlowVLAPolicy
+from vla.policy.checkpoint import load_policy
 from vla.policy.sampling import MODES, SDE_MODES, NoiseHead
 from vla.rl.advantages import STD_SCOPES
 from vla.rl.flow_surrogate import build_flow_surrogate
@@ -111,7 +111,7 @@ def _make_heads(cfg: RLConfig, policy, source: Path, needs_value: bool):
         if has_head(source, NOISE_HEAD):
             noise_head = load_head(source, NOISE_HEAD)
         else:
-            noise_head = NoiseHead(policy.config.expert_width, policy.config.action_dim,
+            noise_head = NoiseHead(policy.velocity_hidden_dim, policy.config.action_dim,
                                    std_min=cfg.sampling.noise_std_min, std_max=cfg.sampling.noise_std_max)
             print(f"{source} has no Flow-Noise head: created one (std in [{noise_head.std_min}, "
                   f"{noise_head.std_max}], trained with lr {cfg.noise_head_lr}, dropped at deployment)")
@@ -119,7 +119,7 @@ def _make_heads(cfg: RLConfig, policy, source: Path, needs_value: bool):
         if has_head(source, VALUE_HEAD):
             value_head = load_head(source, VALUE_HEAD)
         else:
-            value_head = ValueHead(policy.config.width, policy.config.state_dim, cfg.value_hidden)
+            value_head = ValueHead(policy.pooled_dim, policy.config.state_dim, cfg.value_hidden)
             print(f"{source} has no value head: {cfg.algo.upper()} created one (MLP, width {cfg.value_hidden}, "
                   f"on the pooled prefix features + state, lr {cfg.value_lr})")
     device = policy.device
@@ -189,14 +189,14 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
 
     # ---- policy, heads, reference, optimizer (RNG states are restored after all modules are built)
     source = last / POLICY_DIR if cfg.resume else Path(cfg.policy)
-    policy = FlowVLAPolicy.from_pretrained(source, map_location=cfg.device)
+    policy = load_policy(source, map_location=cfg.device)
     if cfg.freeze_vision or cfg.train_expert_only:
         policy.config.freeze_vision, policy.config.train_expert_only = cfg.freeze_vision, cfg.train_expert_only
         counts = apply_finetune_options(policy)
         print(f"RL trains {counts['trainable'] / 1e6:.2f}M parameters, {counts['frozen'] / 1e6:.2f}M frozen")
     if cfg.reward == "shaped":
         cfg.env.reward_shaping = True
-    env_kwargs = cfg.env.env_kwargs()
+    env_kwargs = env_kwargs_for(policy, cfg.env)
     try:
         check_compatible(policy, env_kwargs)
     except ValueError as exc:
@@ -208,7 +208,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     noise_head, value_head = _make_heads(cfg, policy, source, needs_value)
     ref_policy = None
     if cfg.kl_coef > 0 or cfg.anchor_coef > 0:
-        ref_policy = FlowVLAPolicy.from_pretrained(cfg.policy, map_location=cfg.device).requires_grad_(False)
+        ref_policy = load_policy(cfg.policy, map_location=cfg.device).requires_grad_(False)
     optimizer, scheduler, params = _optimizer(cfg, policy, noise_head, value_head)
     generator = torch.Generator().manual_seed(cfg.seed)
     start, history = 0, []

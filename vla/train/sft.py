@@ -1,4 +1,4 @@
-"""Supervised flow-matching training of a FlowVLAPolicy on a LeRobot dataset.
+"""Supervised flow-matching training of a policy (the VLA or the state policy) on a LeRobot dataset.
 
 One loop, top to bottom: load and validate the dataset (before any compute),
 size the policy from its features, normalise with its stats, then AdamW with
@@ -22,7 +22,9 @@ from tqdm import tqdm
 from vla.atomic_io import write_json_atomic
 from vla.config import ConfigError, TrainConfig, resolve_threads, write_resolved_config
 from vla.policy.finetune import apply_finetune_options
+from vla.policy.checkpoint import load_policy
 from vla.policy.flow_vla import IMAGE_PREFIX, FlowVLAPolicy
+from vla.policy.observation import ENV_STATE_KEY
 from vla.run_dir import claim_output_dir, removed_on_user_error
 from vla.train.augment import random_shift
 from vla.train.checkpoint import POLICY_DIR, read_training_state, restore_training_state, save_training_checkpoint
@@ -41,11 +43,13 @@ def cosine_with_warmup(step: int, warmup: int, total: int, floor: float = 0.05) 
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def policy_for_dataset(cfg: TrainConfig, dataset) -> FlowVLAPolicy:
+def policy_for_dataset(cfg: TrainConfig, dataset):
     """Take state/action sizes and camera names from the data, not from the user."""
     pcfg = cfg.policy
     pcfg.state_dim = int(dataset.features["observation.state"]["shape"][0])
     pcfg.action_dim = int(dataset.features["action"]["shape"][0])
+    if pcfg.type == "state_flow":
+        return _state_policy_for_dataset(pcfg, dataset)
     cameras = [k[len(IMAGE_PREFIX):] for k in dataset.camera_keys]
     missing = [c for c in pcfg.cameras if c not in cameras]
     if missing:
@@ -67,6 +71,21 @@ def _batches(dataset, cfg: TrainConfig, generator: torch.Generator, start_step: 
     for step in range(start_step, cfg.steps):
         indices = torch.randint(len(dataset), (cfg.batch_size,), generator=generator).tolist()
         yield step, default_collate([dataset[i] for i in indices])
+
+
+def _state_policy_for_dataset(pcfg, dataset):
+    from vla.policy.state_flow import StateFlowPolicy
+
+    if pcfg.init:
+        raise ConfigError("policy.init loads VLA checkpoints; a state_flow policy trains from scratch")
+    env_state = dataset.features.get(ENV_STATE_KEY)
+    if env_state is None:
+        raise ConfigError(f"dataset {dataset.root} has no {ENV_STATE_KEY!r} (the task's object state), which a "
+                          "state_flow policy reads: collect it again with `vla collect` on a robosuite task")
+    pcfg.environment_state_dim = int(env_state["shape"][0])
+    policy = StateFlowPolicy(pcfg)
+    policy.normalizer.load_stats(dataset.stats)
+    return policy
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
@@ -164,7 +183,7 @@ def _resume(cfg: TrainConfig, last: Path, policy, optimizer, scheduler, generato
     if changed:
         raise ConfigError(f"--resume: {last} was trained with different settings "
                           + ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items()))
-    weights = FlowVLAPolicy.from_pretrained(last / POLICY_DIR, map_location=cfg.device).state_dict()
+    weights = load_policy(last / POLICY_DIR, map_location=cfg.device).state_dict()
     policy.load_state_dict(weights)
     state = restore_training_state(last, optimizer, scheduler, generator)
     if state["iteration"] >= cfg.steps:
