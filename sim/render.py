@@ -96,6 +96,22 @@ def apply_cheap_visual_settings(model: "mujoco.MjModel", height: int, width: int
     model.vis.global_.offheight = height
 
 
+def import_triton_before_gl() -> None:
+    """Import triton now if it is installed and not loaded yet.
+
+    Importing triton after an EGL context exists in the process crashes it (a segfault inside
+    triton's own import, seen on the project's machines whenever a command collected demos and then
+    trained in one process). Every renderer calls this before creating its context; it costs about
+    0.2 s once per process.
+    """
+    if "triton" in sys.modules:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is not None:
+        import triton.language  # noqa: F401
+
+
 class CameraRenderer:
     """Renders named cameras of one MuJoCo model to upright uint8 [H, W, 3] images.
 
@@ -124,6 +140,7 @@ class CameraRenderer:
         self.frames_rendered = 0
         self._renderer = None
         apply_cheap_visual_settings(model, height, width)
+        import_triton_before_gl()
         try:
             self._renderer = mujoco.Renderer(model, height, width)
         except Exception as exc:  # noqa: BLE001 - GL failures surface as many types

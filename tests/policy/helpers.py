@@ -2,6 +2,7 @@ import torch
 
 from vla.policy.config import PolicyConfig
 from vla.policy.flow_vla import FlowVLAPolicy
+from vla.policy.state_flow import StateFlowPolicy
 
 
 def tiny_config(**overrides) -> PolicyConfig:
@@ -24,11 +25,29 @@ def make_policy(seed=0, **overrides) -> FlowVLAPolicy:
     return policy
 
 
+ENV_STATE_DIM = 10  # Lift's object state
+
+
+def make_state_policy(seed=0, backbone="mlp", **overrides) -> StateFlowPolicy:
+    """A small state_flow policy with unit statistics (robot state 8, object state 10, actions 7)."""
+    torch.manual_seed(seed)
+    base = dict(type="state_flow", backbone=backbone, hidden_dim=32, num_blocks=2, chunk_size=4, n_action_steps=2,
+                num_inference_steps=3, environment_state_dim=ENV_STATE_DIM)
+    base.update(overrides)
+    policy = StateFlowPolicy(PolicyConfig(**base))
+    stats = unit_stats(8, 7)
+    stats["observation.environment_state"] = unit_stats(ENV_STATE_DIM, 1)["observation.state"]
+    policy.normalizer.load_stats(stats)
+    return policy
+
+
 def make_batch(b=3, chunk=4, tasks=None, seed=0):
+    """Everything either policy type reads: a camera image, robot and object state, an instruction."""
     g = torch.Generator().manual_seed(seed)
     return {
         "observation.images.agentview": torch.randint(0, 256, (b, 64, 64, 3), dtype=torch.uint8, generator=g),
         "observation.state": torch.randn(b, 8, generator=g),
+        "observation.environment_state": torch.randn(b, ENV_STATE_DIM, generator=g),
         "task": tasks or ["lift the red cube"] * b,
         "action": torch.randn(b, chunk, 7, generator=g),
         "action_is_pad": torch.zeros(b, chunk, dtype=torch.bool),

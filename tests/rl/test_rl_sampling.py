@@ -1,17 +1,20 @@
-"""Flow-SDE / Flow-Noise sampling: the properties of docs/ALGORITHMS.md section 1."""
+"""Flow-SDE / Flow-Noise sampling: the properties of docs/ALGORITHMS.md section 1, on both policy types
+(the VLA and the state policy share one sampling interface)."""
 
 import math
 
 import pytest
 import torch
 
-from tests.policy.helpers import make_batch, make_policy
+from tests.policy.helpers import make_batch, make_policy, make_state_policy
 from vla.policy.sampling import NoiseHead, chain_log_prob, sample_chain
 
 
-@pytest.fixture(scope="module")
-def policy():
-    return make_policy(seed=0, num_inference_steps=4).eval()
+@pytest.fixture(scope="module", params=["flow_vla", "state_flow mlp", "state_flow unet"])
+def policy(request):
+    if request.param == "flow_vla":
+        return make_policy(seed=0, num_inference_steps=4).eval()
+    return make_state_policy(seed=0, backbone=request.param.split()[1], num_inference_steps=4).eval()
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,7 @@ def test_log_prob_equals_torch_normal(policy, batch, sde_mode):
 
 @pytest.mark.parametrize("mode,sde_mode", [("sde", "mixed"), ("sde", "joint"), ("noise", "mixed"), ("noise", "joint")])
 def test_ratio_is_exactly_one_at_the_old_parameters(policy, batch, mode, sde_mode):
-    head = NoiseHead(policy.config.expert_width, policy.config.action_dim)
+    head = NoiseHead(policy.velocity_hidden_dim, policy.config.action_dim)
     sample = sample_chain(policy, batch, mode, sde_mode, 0.5, noise_head=head, generator=gen(6))
     new = chain_log_prob(policy, batch, sample.chain, sample.step_mask, mode, 0.5, noise_head=head)
     assert new.requires_grad
@@ -142,10 +145,10 @@ def test_same_generator_same_sample(policy, batch):
 
 
 def test_flow_noise_log_prob_and_bounds(policy, batch):
-    head = NoiseHead(policy.config.expert_width, policy.config.action_dim)
+    head = NoiseHead(policy.velocity_hidden_dim, policy.config.action_dim)
     with torch.no_grad():  # push the head far from its initialisation: std must stay in bounds
         head.net[-1].weight.normal_(0, 5.0)
-    extreme = head(torch.randn(1000, policy.config.expert_width) * 100)
+    extreme = head(torch.randn(1000, policy.velocity_hidden_dim) * 100)
     assert extreme.min() >= 0.08 - 1e-7 and extreme.max() <= 0.16 + 1e-7
     assert extreme.max() - extreme.min() > 0.05  # it does use the range
 
@@ -166,11 +169,11 @@ def test_flow_noise_log_prob_and_bounds(policy, batch):
 
 
 def test_gradients_reach_policy_and_noise_head(policy, batch):
-    head = NoiseHead(policy.config.expert_width, policy.config.action_dim)
+    head = NoiseHead(policy.velocity_hidden_dim, policy.config.action_dim)
     sample = sample_chain(policy, batch, "noise", "mixed", noise_head=head, generator=gen(13))
     policy.zero_grad()
     chain_log_prob(policy, batch, sample.chain, sample.step_mask, "noise", noise_head=head).sum().backward()
-    assert policy.action_out_proj.weight.grad.abs().sum() > 0
+    assert sum(p.grad.abs().sum() for p in policy.parameters() if p.grad is not None) > 0
     assert head.net[0].weight.grad is not None  # zero-init last layer: the first layer's grad is 0, the last's is not
     assert head.net[-1].weight.grad.abs().sum() > 0
     policy.zero_grad()
@@ -178,7 +181,7 @@ def test_gradients_reach_policy_and_noise_head(policy, batch):
 
 def test_noise_head_is_not_part_of_the_policy(policy, tmp_path):
     keys = set(policy.state_dict())
-    head = NoiseHead(policy.config.expert_width, policy.config.action_dim)
+    head = NoiseHead(policy.velocity_hidden_dim, policy.config.action_dim)
     sample_chain(policy, make_batch(b=2), "noise", "mixed", noise_head=head, generator=gen(14))
     assert set(policy.state_dict()) == keys
     policy.save_pretrained(tmp_path / "p")
@@ -199,7 +202,7 @@ def test_bad_arguments_are_named(policy, batch):
 
 @pytest.mark.parametrize("mode,sde_mode", [("sde", "mixed"), ("sde", "joint"), ("noise", "joint")])
 def test_per_row_log_probs_sum_to_the_chain_log_prob(policy, batch, mode, sde_mode):
-    head = NoiseHead(policy.config.expert_width, policy.config.action_dim)
+    head = NoiseHead(policy.velocity_hidden_dim, policy.config.action_dim)
     sample = sample_chain(policy, batch, mode, sde_mode, 0.5, noise_head=head, generator=gen(9))
     n_exec = policy.config.n_action_steps
     assert sample.row_log_prob.shape == (batch["observation.state"].shape[0], n_exec)
