@@ -104,6 +104,9 @@ class TrainConfig:
     device: str = "cpu"
     # Torch intra-op threads; 0 = half the cores (see resolve_threads).
     num_threads: int = 0
+    # Exponential moving average of the weights (diffusers' EMAModel, with warmup); the saved policy is the
+    # average. 0 = off; state policies train better with it (0.999 is typical).
+    ema_decay: float = 0.0
     # Continue exactly from output_dir/checkpoints/last (weights, optimizer, schedule, data order, RNGs).
     resume: bool = False
     # Replace a non-empty output_dir (without it or resume, a non-empty output_dir is refused).

@@ -22,9 +22,11 @@ def _weights(run):
     return load_file(str(run / "policy" / "model.safetensors"))
 
 
-def test_interrupted_training_resumes_to_the_same_weights(dataset, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("extra", [[], ["--ema_decay=0.9"]], ids=["plain", "ema"])
+def test_interrupted_training_resumes_to_the_same_weights(dataset, tmp_path, monkeypatch, capsys, extra):
+    args = [*TINY, *extra]
     straight = tmp_path / "straight"
-    assert main(["train", f"--dataset={dataset}", f"--output_dir={straight}", *TINY]) == 0
+    assert main(["train", f"--dataset={dataset}", f"--output_dir={straight}", *args]) == 0
 
     interrupted = tmp_path / "interrupted"
     calls = {"n": 0}
@@ -37,16 +39,16 @@ def test_interrupted_training_resumes_to_the_same_weights(dataset, tmp_path, mon
         return real_shift(images, shift, generator)
 
     monkeypatch.setattr(sft, "random_shift", ctrl_c_at_step_4)
-    assert main(["train", f"--dataset={dataset}", f"--output_dir={interrupted}", *TINY]) == 130
+    assert main(["train", f"--dataset={dataset}", f"--output_dir={interrupted}", *args]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (f"vla train: interrupted; the last checkpoint is kept in {interrupted / 'checkpoints' / 'last'}; "
                        "continue with --resume=true")
     assert not (interrupted / "policy").exists()
     monkeypatch.setattr(sft, "random_shift", real_shift)
 
-    assert main(["train", f"--dataset={dataset}", f"--output_dir={interrupted}", *TINY]) == 2  # not without --resume
+    assert main(["train", f"--dataset={dataset}", f"--output_dir={interrupted}", *args]) == 2  # not without --resume
     assert "--resume=true" in capsys.readouterr().err
-    assert main(["train", f"--dataset={dataset}", f"--output_dir={interrupted}", *TINY, "--resume=true"]) == 0
+    assert main(["train", f"--dataset={dataset}", f"--output_dir={interrupted}", *args, "--resume=true"]) == 0
     assert "resuming at step 3" in capsys.readouterr().out
     a, b = _weights(straight), _weights(interrupted)
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch.utils.data import default_collate
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -28,6 +29,9 @@ from vla.policy.observation import ENV_STATE_KEY
 from vla.run_dir import claim_output_dir, removed_on_user_error
 from vla.train.augment import random_shift
 from vla.train.checkpoint import POLICY_DIR, read_training_state, restore_training_state, save_training_checkpoint
+
+
+EMA_FILE = "ema.safetensors"
 
 
 def seed_everything(seed: int) -> None:
@@ -114,13 +118,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.policy.chunk_size)
         policy = policy_for_dataset(cfg, dataset).to(cfg.device).train()
     generator = torch.Generator().manual_seed(cfg.seed)
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
+    optimizer = torch.optim.AdamW(trainable(policy), lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_with_warmup(s, cfg.warmup_steps, cfg.steps))
+    ema = make_ema(policy, cfg.ema_decay)
     start_step, history = 0, []
     if cfg.resume:
-        start_step, history = _resume(cfg, last, policy, optimizer, scheduler, generator)
+        start_step, history = _resume(cfg, last, policy, optimizer, scheduler, generator, ema)
     write_resolved_config(cfg, out)
     n_params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
     print(f"training {cfg.policy.preset} policy ({n_params / 1e6:.2f}M trainable parameters) on "
@@ -143,6 +148,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip or float("inf"))
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.step(trainable(policy))
             history.append(info["loss"])
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
@@ -153,12 +160,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                 writer.flush()
                 save_training_checkpoint(last, policy, optimizer, scheduler, generator, step + 1, history,
-                                         extra={"run": _run_identity(cfg)})
+                                         extra={"run": _run_identity(cfg), **ema_extra(ema)},
+                                         write_beside_policy=lambda d: save_ema(ema, d))
     finally:  # the bar and the event file close before an interrupt's message is printed
         bar.close()
         writer.close()
     elapsed = time.time() - start
     final = out / "policy"
+    if ema is not None:  # the deployed policy is the average
+        ema.copy_to(trainable(policy))
     policy.save_pretrained(final)
     trained = cfg.steps - start_step
     summary = {"steps": cfg.steps, "resumed_at_step": start_step, "batch_size": cfg.batch_size, "seconds": elapsed,
@@ -174,10 +184,36 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 def _run_identity(cfg: TrainConfig) -> dict:
     """What must not change between a run and its resumption (steps may grow)."""
     return {"dataset": str(Path(cfg.dataset).resolve()), "batch_size": cfg.batch_size, "seed": cfg.seed,
-            "lr": cfg.lr, "warmup_steps": cfg.warmup_steps, "preset": cfg.policy.preset}
+            "lr": cfg.lr, "warmup_steps": cfg.warmup_steps, "preset": cfg.policy.preset, "type": cfg.policy.type,
+            "ema_decay": cfg.ema_decay}
 
 
-def _resume(cfg: TrainConfig, last: Path, policy, optimizer, scheduler, generator) -> tuple[int, list[float]]:
+def trainable(policy) -> list[torch.nn.Parameter]:
+    return [p for p in policy.parameters() if p.requires_grad]
+
+
+def make_ema(policy, decay: float):
+    """diffusers' EMAModel over the trainable weights (decay warmup as in diffusion policy), or None."""
+    if decay <= 0:
+        return None
+    if decay >= 1:
+        raise ConfigError(f"--ema_decay={decay}: must be below 1 (0 turns the average off)")
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(trainable(policy), decay=decay, use_ema_warmup=True, power=0.75)
+
+
+def ema_extra(ema) -> dict:
+    return {} if ema is None else {"ema_optimization_step": int(ema.optimization_step)}
+
+
+def save_ema(ema, policy_dir: Path) -> None:
+    if ema is not None:  # beside the (raw) checkpoint weights: a resumed run continues the same average
+        save_file({f"shadow/{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
+                  str(policy_dir / EMA_FILE))
+
+
+def _resume(cfg: TrainConfig, last: Path, policy, optimizer, scheduler, generator, ema) -> tuple[int, list[float]]:
     saved = read_training_state(last).get("run", {})
     changed = {k: (saved.get(k), v) for k, v in _run_identity(cfg).items() if saved.get(k) != v}
     if changed:
@@ -186,6 +222,13 @@ def _resume(cfg: TrainConfig, last: Path, policy, optimizer, scheduler, generato
     weights = load_policy(last / POLICY_DIR, map_location=cfg.device).state_dict()
     policy.load_state_dict(weights)
     state = restore_training_state(last, optimizer, scheduler, generator)
+    if ema is not None:
+        if "ema_optimization_step" not in state:
+            raise ConfigError(f"--resume with --ema_decay: {last} was trained without an average")
+        shadow = load_file(str(last / POLICY_DIR / EMA_FILE))
+        for i, p in enumerate(ema.shadow_params):
+            p.copy_(shadow[f"shadow/{i}"])
+        ema.optimization_step = state["ema_optimization_step"]
     if state["iteration"] >= cfg.steps:
         raise ConfigError(f"--resume: {last} is at step {state['iteration']}, --steps={cfg.steps}: nothing left to do")
     return state["iteration"], list(state["history"])
