@@ -91,14 +91,14 @@ def sft_level(cfg: RLConfig) -> float | None:
     if cfg.eval.n_episodes <= 0:
         return None
     from vla.config import resolve_threads
+    from vla.eval.evaluate import env_kwargs_for
     from vla.eval.runner import evaluate_policy
-    from vla.policy.flow_vla import FlowVLAPolicy
+    from vla.policy.checkpoint import load_policy
 
     resolve_threads(cfg.num_threads)
-    torch.manual_seed(0)
-    policy = FlowVLAPolicy.from_pretrained(cfg.policy)
-    episodes, _ = evaluate_policy(policy, cfg.env.env_kwargs(), cfg.eval.n_episodes, cfg.n_envs, seed=cfg.eval.seed,
-                                  progress=False)
+    policy = load_policy(cfg.policy)
+    episodes, _ = evaluate_policy(policy, env_kwargs_for(policy, cfg.env), cfg.eval.n_episodes, cfg.n_envs,
+                                  seed=cfg.eval.seed, progress=False)
     return float(np.mean([e.success for e in episodes]))
 
 

@@ -1,6 +1,6 @@
 """Benchmark every fused kernel against torch eager and torch.compile.
 
-    python benchmarks/kernels.py [--sizes tiny,pi0] [--ops a,b] [--dtype float32] [--no-compile]
+    python benchmarks/fused_kernels.py [--sizes tiny,pi0] [--ops a,b] [--dtype float32] [--no-compile]
     vla bench kernels ...            (the CLI calls :func:`main`)
 
 For each op, size and pass (forward, forward+backward): median wall time per

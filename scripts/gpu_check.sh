@@ -5,7 +5,7 @@
 #
 # Meant for a bare, offline CUDA machine whose python3 already holds torch and triton:
 # installs this checkout with --no-deps (nothing is downloaded), runs the kernel tests
-# on the GPU, then `benchmarks/kernels.py` per size, each phase under a time cap so
+# on the GPU, then `benchmarks/fused_kernels.py` per size, each phase under a time cap so
 # the whole script ends inside GPU_CHECK_BUDGET seconds (default 420). Everything
 # lands in $OUT (default /tmp/gpu_check_out), at most 8 files:
 #   env.txt            nvidia-smi, versions, which optional packages import
@@ -92,8 +92,8 @@ echo "pytest exit: $? (after ${SECONDS}s)" | tee -a "$OUT/pytest_kernels.log"
 bench() {  # bench NAME CAP ARGS...
   local name=$1 t=$2; shift 2
   [ "$t" -lt 20 ] && { echo "skip $name: ${t}s left" | tee -a "$OUT/bench.log"; return 1; }
-  echo "== $name (cap ${t}s): benchmarks/kernels.py $*" | tee -a "$OUT/bench.log"
-  timeout "$t" "$PY" benchmarks/kernels.py "$@" "${EXTRA[@]}" --out "benchmarks/results/kernels_h200_$name.md" \
+  echo "== $name (cap ${t}s): benchmarks/fused_kernels.py $*" | tee -a "$OUT/bench.log"
+  timeout "$t" "$PY" benchmarks/fused_kernels.py "$@" "${EXTRA[@]}" --out "benchmarks/results/kernels_h200_$name.md" \
     2>>"$OUT/bench.log" >/dev/null
   local rc=$?
   echo "$name exit: $rc (after ${SECONDS}s)" | tee -a "$OUT/bench.log"

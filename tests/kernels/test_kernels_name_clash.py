@@ -49,13 +49,15 @@ importlib.metadata.version = _no_kernels_version
 
 
 @pytest.mark.parametrize("hub_kernels", ["installed", "not installed"])
-@pytest.mark.parametrize("how", ["python -c", "root first on sys.path"])
+@pytest.mark.parametrize("how", ["python -c", "root first on sys.path", "python benchmarks/script.py"])
 def test_transformers_model_and_vla_kernels_import_in_the_repository_root(how, hub_kernels):
     probe = PROBE if hub_kernels == "installed" else HIDE_HUB_KERNELS + PROBE
     if how == "python -c":  # sys.path[0] is '' (the working directory, here the root)
         result = _run(["-c", probe])
-    else:  # what pytest's rootdir insertion and `python benchmarks/...` with a path hack do
+    elif how == "root first on sys.path":  # pytest's rootdir insertion, a script's path hack
         result = _run(["-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); exec({probe!r})"])
+    else:  # a benchmark script: its own folder comes first (no file there may be called kernels.py)
+        result = _run(["-c", f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); exec({probe!r})"])
     assert result.returncode == 0, result.stderr[-2000:]
     top_level = result.stdout.strip().splitlines()[-1]
     if hub_kernels == "not installed":

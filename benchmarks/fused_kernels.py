@@ -1,6 +1,6 @@
 """Benchmark the fused kernels against torch eager and torch.compile (see vla.kernels.benchmark).
 
-    python benchmarks/kernels.py --sizes tiny,pi0
+    python benchmarks/fused_kernels.py --sizes tiny,pi0
 """
 
 import sys
