@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vla.policy.flow_vla import IMAGE_PREFIX, STATE_KEY
-
-ENV_STATE_KEY = "observation.environment_state"
+from vla.policy.flow_matching_policy import ENV_STATE_KEY, STATE_KEY
+from vla.policy.flow_vla import IMAGE_PREFIX
 
 
 def observations_to_batch(observations: list[dict], cameras: list[str]) -> dict:

@@ -6,7 +6,7 @@ width. Image and prompt tokens see each other but not the state token, which see
 (lerobot's block mask). Expert: action tokens fused with the flow time through an MLP (as pi0),
 run through vla/policy/smolvla_transformer.py's interleaved self / cross-attention layers.
 
-The policy interface is FlowVLAPolicy's (encode_observation / velocity, which RL's sampler calls,
+The policy interface is FlowMatchingPolicy's (encode_observation / velocity, which RL's sampler calls,
 plus forward / sample_actions / predict_action_chunk / select_action / save_pretrained): the state
 lives in the prefix, so encode_observation returns an empty state token [B, 0, expert_width].
 """
@@ -14,7 +14,6 @@ lives in the prefix, so encode_observation returns an empty state token [B, 0, e
 from __future__ import annotations
 
 import math
-from collections import deque
 from types import SimpleNamespace
 
 import torch
@@ -23,6 +22,7 @@ from torch import nn
 from transformers import SmolVLMVisionConfig
 from transformers.models.smolvlm.modeling_smolvlm import SmolVLMConnector, SmolVLMVisionTransformer
 
+from vla.policy.flow_matching_policy import FlowMatchingPolicy
 from vla.policy.flow_vla import FlowVLAPolicy, policy_normalizer, sinusoidal_time_embedding, vision_tower_sizes
 from vla.policy.smolvla_config import SMOLVLA_TYPE, SmolVLAConfig
 from vla.policy.smolvla_transformer import SmolVLATransformer
@@ -59,7 +59,7 @@ def prefix_attention(n_tokens: int, device) -> torch.Tensor:
     return attn
 
 
-class SmolVLAPolicy(nn.Module):
+class SmolVLAPolicy(FlowMatchingPolicy):
     checkpoint_type = SMOLVLA_TYPE  # vla/policy/checkpoint.py writes it into config.json
 
     def __init__(self, config: SmolVLAConfig):
@@ -82,7 +82,6 @@ class SmolVLAPolicy(nn.Module):
         self.action_out_proj = nn.Linear(w, c.model_action_dim)
         self.action_time_mlp_in, self.action_time_mlp_out = nn.Linear(2 * w, w), nn.Linear(w, w)
         self.normalizer = policy_normalizer(c)
-        self._action_queue: deque[torch.Tensor] = deque()
 
     # Buffers after meta-device loading, the device, the camera images and the padded state are
     # FlowVLAPolicy's (only the resize differs); the state then goes into the prefix here.
@@ -148,15 +147,3 @@ class SmolVLAPolicy(nn.Module):
         v = self.action_out_proj(out).float()[..., :narrow]
         return (v, out) if return_hidden else v
 
-    # The flow-matching loss, the Euler loop and the action queue only use encode_observation,
-    # velocity, normalizer and config: they are FlowVLAPolicy's own, shared rather than copied.
-    sample_time = FlowVLAPolicy.sample_time
-    forward = FlowVLAPolicy.forward
-    sample_actions = FlowVLAPolicy.sample_actions
-    predict_action_chunk = FlowVLAPolicy.predict_action_chunk
-    select_action = FlowVLAPolicy.select_action
-    reset = FlowVLAPolicy.reset
-
-    # Checkpoints: vla/policy/checkpoint.py saves either policy and loads by the config's type.
-    save_pretrained = FlowVLAPolicy.save_pretrained
-    from_pretrained = FlowVLAPolicy.__dict__["from_pretrained"]  # the classmethod itself, bound to this class

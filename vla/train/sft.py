@@ -128,7 +128,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         start_step, history = _resume(cfg, last, policy, optimizer, scheduler, generator, ema)
     write_resolved_config(cfg, out)
     n_params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
-    print(f"training {cfg.policy.preset} policy ({n_params / 1e6:.2f}M trainable parameters) on "
+    kind = f"state_flow ({cfg.policy.backbone})" if cfg.policy.type == "state_flow" else cfg.policy.preset
+    print(f"training {kind} policy ({n_params / 1e6:.2f}M trainable parameters) on "
           f"{dataset.num_episodes} episodes / {dataset.num_frames} frames from {cfg.dataset}"
           + (f", resuming at step {start_step}" if start_step else ""))
 

@@ -7,28 +7,23 @@ Flow-Noise, GRPO and PPO run on it unchanged:
     encode_observation(batch) -> (condition, features)   condition.select(rows), condition.pooled()
     velocity(condition, features, x_t, t[, return_hidden]) -> v [B, H, A] (, hidden [B, H, W])
 
-and the same training loss (flow matching, openpi's time convention, docs/ALGORITHMS.md), the same
-checkpoint format and the same predict_action_chunk / select_action for evaluation and deployment.
+and inherits the training loss, sampler, action queue and checkpoints from FlowMatchingPolicy, as
+the VLA does.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from vla.kernels import flow_interpolate, flow_matching_loss
 from vla.policy.checkpoint import STATE_FLOW_TYPE
 from vla.policy.config import PolicyConfig
+from vla.policy.flow_matching_policy import ACTION_KEY, ENV_STATE_KEY, STATE_KEY, FlowMatchingPolicy
 from vla.policy.normalize import Normalizer
 from vla.policy.state_flow.backbones import ResidualMLPVelocity, TemporalUNetVelocity
 
-STATE_KEY = "observation.state"
-ENV_STATE_KEY = "observation.environment_state"
-ACTION_KEY = "action"
-PAD_KEY = "action_is_pad"
 BACKBONES = ("mlp", "unet")
 
 
@@ -45,7 +40,7 @@ class StateCondition:
         return self.features
 
 
-class StateFlowPolicy(nn.Module):
+class StateFlowPolicy(FlowMatchingPolicy):
     checkpoint_type = STATE_FLOW_TYPE
 
     def __init__(self, config: PolicyConfig):
@@ -65,7 +60,6 @@ class StateFlowPolicy(nn.Module):
         if c.environment_state_dim:
             dims[ENV_STATE_KEY] = c.environment_state_dim
         self.normalizer = Normalizer(dims, c.normalization, eps=c.normalization_eps)
-        self._action_queue: deque[torch.Tensor] = deque()
 
     @property
     def device(self) -> torch.device:
@@ -90,66 +84,6 @@ class StateFlowPolicy(nn.Module):
                  return_hidden: bool = False):
         v, hidden = self.backbone(x_t.float(), t, features)
         return (v, hidden) if return_hidden else v
-
-    # ------------------------------------------------------------- training
-    def sample_time(self, n: int) -> torch.Tensor:
-        """t ~ Beta(alpha, beta) * scale + offset (docs/ALGORITHMS.md), drawn from torch's global generator."""
-        c = self.config
-        beta = torch.distributions.Beta(torch.tensor(c.time_beta_alpha), torch.tensor(c.time_beta_beta))
-        return (beta.sample((n,)) * c.time_scale + c.time_offset).to(self.device)
-
-    def forward(self, batch: dict, noise: torch.Tensor | None = None, time: torch.Tensor | None = None):
-        """Flow-matching loss: mean over action dims of ||v - u||^2, averaged over unpadded chunk steps."""
-        actions = self.normalizer.normalize(ACTION_KEY, batch[ACTION_KEY].to(self.device).float())
-        noise = torch.randn_like(actions) if noise is None else noise.to(actions)
-        t = self.sample_time(actions.shape[0]) if time is None else time.to(actions)
-        condition, features = self.encode_observation(batch)
-        v = self.velocity(condition, features, flow_interpolate(actions, noise, t), t)
-        valid = ~batch[PAD_KEY].to(self.device) if PAD_KEY in batch else None
-        loss = flow_matching_loss(v, actions, noise, valid)
-        return loss, {"loss": loss.item()}
-
-    # ------------------------------------------------------------- sampling
-    def sample_actions(self, batch: dict, noise: torch.Tensor | None = None, num_steps: int | None = None) -> torch.Tensor:
-        """Euler-integrate from noise at t = 1 to t = 0; the normalised chunk [B, H, A]."""
-        c = self.config
-        condition, features = self.encode_observation(batch)
-        b = features.shape[0]
-        x = torch.randn(b, c.chunk_size, c.action_dim, device=self.device) if noise is None else noise.to(self.device).float()
-        k = num_steps or c.num_inference_steps
-        dt = 1.0 / k
-        for step in range(k):
-            t = torch.full((b,), 1.0 - step * dt, device=self.device)
-            x = x - dt * self.velocity(condition, features, x, t)
-        return x
-
-    @torch.no_grad()
-    def predict_action_chunk(self, batch: dict, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Un-normalised action chunk [B, H, A]."""
-        return self.normalizer.unnormalize(ACTION_KEY, self.sample_actions(batch, noise))
-
-    @torch.no_grad()
-    def select_action(self, batch: dict) -> torch.Tensor:
-        """Next action [B, A]; a new chunk is predicted when the first n_action_steps are used up."""
-        if not self._action_queue:
-            chunk = self.predict_action_chunk(batch)[:, : self.config.n_action_steps]
-            self._action_queue.extend(chunk.transpose(0, 1))
-        return self._action_queue.popleft()
-
-    def reset(self) -> None:
-        self._action_queue.clear()
-
-    # ------------------------------------------------------------- checkpoints
-    def save_pretrained(self, directory) -> None:
-        from vla.policy.checkpoint import save_policy
-
-        save_policy(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory, map_location: str | torch.device = "cpu") -> "StateFlowPolicy":
-        from vla.policy.checkpoint import load_policy
-
-        return load_policy(directory, map_location)
 
 
 def validate_state_config(c: PolicyConfig) -> None:

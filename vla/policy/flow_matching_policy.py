@@ -1,0 +1,105 @@
+"""What every flow-matching policy type shares, given its encode_observation and velocity.
+
+A policy type (the VLA in flow_vla.py, SmolVLA, the state policy in state_flow/) defines
+
+    encode_observation(batch) -> (condition, token)   condition.select(rows), condition.pooled()
+    velocity(condition, token, x_t, t[, return_hidden]) -> v [B, H, A_model] (, hidden [B, H, W])
+
+plus `config`, `normalizer` and `device`; this class adds the flow-matching training loss, the
+Euler sampler, chunked action selection and checkpoints. The RL samplers (vla/policy/sampling.py)
+use the same two methods, so every algorithm runs on every policy type.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vla.kernels import flow_interpolate, flow_matching_loss
+
+STATE_KEY, ACTION_KEY, PAD_KEY = "observation.state", "action", "action_is_pad"
+ENV_STATE_KEY = "observation.environment_state"  # the task's object state (state policies read it)
+
+# (x_t, v, t, dt, step_index) -> x_next; the ODE default, replaced by stochastic samplers for RL.
+StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
+
+
+def euler_step(x: torch.Tensor, v: torch.Tensor, t: torch.Tensor, dt: float, step: int) -> torch.Tensor:
+    return x - dt * v
+
+
+class FlowMatchingPolicy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self._action_queue: deque[torch.Tensor] = deque()
+
+    def sample_time(self, n: int) -> torch.Tensor:
+        """t ~ Beta(1.5, 1) * 0.999 + 0.001 (docs/ALGORITHMS.md), drawn from torch's global generator."""
+        c = self.config
+        beta = torch.distributions.Beta(torch.tensor(c.time_beta_alpha), torch.tensor(c.time_beta_beta))
+        return (beta.sample((n,)) * c.time_scale + c.time_offset).to(self.device)
+
+    def forward(self, batch: dict, noise: torch.Tensor | None = None, time: torch.Tensor | None = None):
+        """Flow-matching loss: mean over action dims of ||v - u||^2, averaged over unpadded chunk steps."""
+        actions = self.normalizer.normalize(ACTION_KEY, batch[ACTION_KEY].to(self.device).float())
+        a = actions.shape[-1]
+        actions = F.pad(actions, (0, self.config.model_action_dim - a))  # pi0 pads actions to its width
+        b = actions.shape[0]
+        noise = torch.randn_like(actions) if noise is None else noise.to(actions)
+        t = self.sample_time(b) if time is None else time.to(actions)
+        x_t = flow_interpolate(actions, noise, t)
+        cache, state_token = self.encode_observation(batch)
+        v = self.velocity(cache, state_token, x_t, t)
+        valid = ~batch[PAD_KEY].to(self.device) if PAD_KEY in batch else None
+        # target u = noise - actions over the real action dims, padded chunk steps left out
+        loss = flow_matching_loss(v[..., :a], actions[..., :a], noise[..., :a], valid)
+        return loss, {"loss": loss.item()}
+
+    # ------------------------------------------------------------- sampling
+    def sample_actions(self, batch: dict, noise: torch.Tensor | None = None, num_steps: int | None = None,
+                       step_fn: StepFn = euler_step) -> torch.Tensor:
+        """Integrate from noise at t = 1 to t = 0; returns the normalised chunk [B, H, A].
+
+        The chain runs in the model's (padded) action width; noise may be given in it or in A."""
+        c = self.config
+        cache, state_token = self.encode_observation(batch)
+        b = state_token.shape[0]
+        x = torch.randn(b, c.chunk_size, c.model_action_dim, device=self.device) if noise is None else noise.to(self.device).float()
+        k = num_steps or c.num_inference_steps
+        dt = 1.0 / k
+        for step in range(k):
+            t = torch.full((b,), 1.0 - step * dt, device=self.device)
+            x = step_fn(x, self.velocity(cache, state_token, x, t), t, dt, step)
+        return x[..., : c.action_dim]
+
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Un-normalised action chunk [B, H, A]."""
+        return self.normalizer.unnormalize(ACTION_KEY, self.sample_actions(batch, noise))
+
+    @torch.no_grad()
+    def select_action(self, batch: dict) -> torch.Tensor:
+        """Next action [B, A]; a new chunk is predicted when the first n_action_steps are used up."""
+        if not self._action_queue:
+            chunk = self.predict_action_chunk(batch)[:, : self.config.n_action_steps]
+            self._action_queue.extend(chunk.transpose(0, 1))
+        return self._action_queue.popleft()
+
+    def reset(self) -> None:
+        self._action_queue.clear()
+
+    # ---------------------------------------------------------- checkpoints
+    def save_pretrained(self, directory) -> None:
+        from vla.policy.checkpoint import save_policy
+
+        save_policy(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory, map_location: str | torch.device = "cpu") -> "FlowMatchingPolicy":
+        from vla.policy.checkpoint import load_policy
+
+        return load_policy(directory, map_location)
