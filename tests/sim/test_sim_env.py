@@ -17,7 +17,7 @@ def _axis_angle_to_matrix(rotvec):
 
 def test_observation_conventions(lift_env):
     obs, info = lift_env.reset(seed=0)
-    assert set(obs) == {"images", "state", "task"}
+    assert set(obs) == {"images", "state", "environment_state", "task"}
     assert obs["task"] == "lift the red cube"
     img = obs["images"]["agentview"]
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
@@ -31,6 +31,10 @@ def test_observation_conventions(lift_env):
     np.testing.assert_allclose(state[6:8], priv["gripper_qpos"], atol=1e-6)
     # Panda fingers open symmetrically: left positive, right negative.
     assert state[6] > 0.01 and state[7] < -0.01
+    # The object state is robosuite's "object-state": Lift's cube position first.
+    env_state = obs["environment_state"]
+    assert env_state.shape == (lift_env.environment_state_dim,) == (10,) and env_state.dtype == np.float32
+    np.testing.assert_allclose(env_state[:3], priv["cube_pos"], atol=1e-6)
     assert lift_env.observation_space.contains(obs)
     assert lift_env.action_space.shape == (7,) and lift_env.action_space.dtype == np.float32
     assert info["is_success"] is False

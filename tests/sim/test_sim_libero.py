@@ -71,7 +71,8 @@ def test_initial_states_differ_and_match_the_suite(env):
 
 def test_observation_conventions(env):
     obs, info = env.reset(options={"init_state_index": 0})
-    assert set(obs) == {"images", "state", "task"}
+    assert set(obs) == {"images", "state", "environment_state", "task"}
+    assert obs["environment_state"].shape == (env.environment_state_dim,) and env.environment_state_dim > 0
     assert obs["task"] == INSTRUCTION
     for cam in CAMERAS:
         assert obs["images"][cam].shape == (64, 64, 3) and obs["images"][cam].dtype == np.uint8
