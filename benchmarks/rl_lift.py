@@ -43,7 +43,8 @@ PHASES = ("rollout_s", "logprob_s", "update_s")
 
 
 def make_config(args, seed: int, out: Path) -> RLConfig:
-    argv = ["--config", str(ROOT / "configs" / "rl" / f"lift_{args.algo}.yaml"), f"--algo={args.algo}",
+    config = args.config or str(ROOT / "configs" / "rl" / f"lift_{args.algo}.yaml")
+    argv = ["--config", config, f"--algo={args.algo}",
             f"--policy={args.policy}", f"--output_dir={out}", f"--iterations={args.iterations}", f"--seed={seed}",
             # Different seeds also see different training initial states; evaluation states stay fixed.
             f"--train_seed={1_000_000 + 10_000 * seed}", f"--eval.n_episodes={args.final_eval_episodes}",
@@ -162,6 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--algo", choices=["grpo", "ppo"], required=True)
     parser.add_argument("--policy", required=True, help="supervised policy checkpoint directory")
+    parser.add_argument("--config", help="RL config file (default: configs/rl/lift_<algo>.yaml)")
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "rl_lift"))
