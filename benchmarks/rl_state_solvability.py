@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402  (benchmarks/common.py)
 from rl_sampling_modes import sampler  # noqa: E402
 
-from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
+from vla.policy.checkpoint import load_policy  # noqa: E402
 from vla.rl.rollout import RolloutEngine  # noqa: E402
 from vla.sim import VectorEnv  # noqa: E402
 
@@ -43,6 +43,8 @@ def outcome_counts(successes: list[list[bool]]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", required=True)
+    parser.add_argument("--task", default="lift")
+    parser.add_argument("--max-episode-steps", type=int, default=200)
     parser.add_argument("--samplers", nargs="+", default=["ode", "sde:0.5"])
     parser.add_argument("--states", type=int, default=24)
     parser.add_argument("--group-size", type=int, default=8)
@@ -51,9 +53,9 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    policy = FlowVLAPolicy.from_pretrained(args.policy).eval()
-    env_kwargs = dict(task="lift", cameras=tuple(policy.config.cameras), image_size=policy.config.image_size,
-                      max_episode_steps=200, control_freq=20)
+    policy = load_policy(args.policy).eval()
+    env_kwargs = dict(task=args.task, cameras=tuple(policy.config.cameras), image_size=policy.config.image_size,
+                      max_episode_steps=args.max_episode_steps, control_freq=20)
     seeds = [args.first_seed + i for i in range(args.states)]
     rows = []
     with VectorEnv(args.n_envs, env_kwargs) as env:
