@@ -67,7 +67,9 @@ class NoiseSteeringEnv(gym.Env):
         return chunk[0, : self.policy.config.n_action_steps].numpy()
 
     def step(self, action):
-        noise = self.bound * np.asarray(action, dtype=np.float32).reshape(self.noise_shape)
+        return self.step_noise(self.bound * np.asarray(action, dtype=np.float32).reshape(self.noise_shape))
+
+    def step_noise(self, noise: np.ndarray):
         self._obs, reward, terminated, truncated, info = self.env.step_chunk(self.chunk(self._obs, noise))
         success = bool(info["is_success"])
         return self._features(self._obs), float(success), success, bool(truncated and not success), info
@@ -81,12 +83,12 @@ def evaluate(steer_env: NoiseSteeringEnv, episodes: int, actor=None) -> list[boo
         generator = torch.Generator().manual_seed(EVAL_SEED + i)
         done, success = False, False
         while not done:
-            if actor is None:
+            if actor is None:  # the base policy's own noise, unbounded, exactly as `vla eval` draws it
                 noise = torch.randn(steer_env.noise_shape, generator=generator).numpy()
-                action = noise / steer_env.bound  # the base policy's own noise, unbounded
+                features, reward, terminated, truncated, _ = steer_env.step_noise(noise)
             else:
                 action, _ = actor.predict(features, deterministic=True)
-            features, reward, terminated, truncated, _ = steer_env.step(action)
+                features, reward, terminated, truncated, _ = steer_env.step(action)
             success |= reward > 0
             done = terminated or truncated
         results.append(success)
