@@ -8,7 +8,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from .render import CameraRenderer, RenderBackendError  # noqa: E402  (after MUJOCO_GL)
 from .tasks import TASKS, TaskSpec, get_task, list_tasks  # noqa: E402
-from .robosuite_env import RobosuiteEnv, make_env  # noqa: E402
+from .robosuite_env import RobosuiteEnv  # noqa: E402
 from .expert_lift import LiftExpert  # noqa: E402
 from .expert_pick_place import PickPlaceCanExpert, PickPlaceExpert, StackExpert  # noqa: E402
 from .experts import EXPERTS, make_expert  # noqa: E402
@@ -20,6 +20,7 @@ from .libero_env import (  # noqa: E402  (imports LIBERO itself only on first us
     list_libero_suites,
     list_libero_tasks,
 )
+from .make_env import make_env  # noqa: E402
 
 __all__ = [
     "CameraRenderer",

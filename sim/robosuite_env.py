@@ -336,13 +336,3 @@ class RobosuiteEnv(gym.Env):
         if "object-state" in raw:  # the task's objects (poses, relative positions): robomimic's low-dim "object"
             obs["environment_state"] = np.asarray(raw["object-state"], dtype=np.float32)
         return obs
-
-
-def make_env(task: str = "lift", **kwargs: Any) -> RobosuiteEnv:
-    """A ``RobosuiteEnv`` for ``task`` (see ``list_tasks()``), or a ``LiberoEnv``
-    for ``"<libero suite>/<task index or name>"`` (see ``list_libero_suites()``)."""
-    if isinstance(task, str) and "/" in task:
-        from .libero_env import LiberoEnv  # LIBERO loads only when asked for
-
-        return LiberoEnv(task=task, **kwargs)
-    return RobosuiteEnv(task=task, **kwargs)

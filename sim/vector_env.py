@@ -48,7 +48,7 @@ def _worker_main(conn: Connection, env_kwargs: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     env = None
     try:
-        from .robosuite_env import make_env
+        from .make_env import make_env
 
         env = make_env(**env_kwargs)  # a robosuite task, or a LIBERO "<suite>/<task>"
         conn.send(("ok", None))
