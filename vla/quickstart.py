@@ -39,7 +39,8 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict:
     print(f"[1/{stages}] collecting {cfg.collect.num_episodes} scripted demonstrations on {cfg.collect.env.task}")
     collect(cfg.collect, progress)
     timings["collect_s"] = time.time() - start
-    print(f"[2/{stages}] training a {cfg.train.policy.preset} flow-matching policy for {cfg.train.steps} steps")
+    kind = "state_flow" if cfg.train.policy.type == "state_flow" else cfg.train.policy.preset
+    print(f"[2/{stages}] training a {kind} flow-matching policy for {cfg.train.steps} steps")
     t = time.time()
     train(cfg.train, progress)
     timings["train_s"] = time.time() - t
