@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402  (benchmarks/common.py)
 
-from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
+from vla.policy.registry import load_policy  # noqa: E402
 from vla.policy.observation import observations_to_batch  # noqa: E402
 from vla.policy.sampling import sample_chain  # noqa: E402
 from vla.sim import VectorEnv  # noqa: E402
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    policy = FlowVLAPolicy.from_pretrained(args.policy).eval()
+    policy = load_policy(args.policy).eval()
     c = policy.config
     batch = repeat_rows(lift_observations(c, args.first_seed, args.states), args.samples)
     n = args.states * args.samples

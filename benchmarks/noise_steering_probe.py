@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_json  # noqa: E402  (benchmarks/common.py)
 
 from vla.eval.stats import wilson_interval  # noqa: E402
-from vla.policy.checkpoint import load_policy  # noqa: E402
+from vla.policy.registry import load_policy  # noqa: E402
 from vla.policy.observation import observations_to_batch  # noqa: E402
 from vla.sim import make_env  # noqa: E402
 

@@ -28,7 +28,7 @@ VOCAB = 257152
 def published_shapes() -> dict[str, tuple[int, ...]]:
     from vla.policy.config import PolicyConfig
     from vla.policy.flow_vla import FlowVLAPolicy
-    from vla.policy.pi0_names import to_lerobot
+    from vla.policy.foreign.pi0_names import to_lerobot
 
     cfg = PolicyConfig(preset="pi0", language="tokens", vocab_size=VOCAB, max_state_dim=32, max_action_dim=32,
                        prompt_format="pi0", cameras=["base", "left_wrist", "right_wrist"])
@@ -77,11 +77,11 @@ def write(directory: Path) -> None:
 
 
 def load(directory: Path, dtype: str) -> None:
-    from vla.policy.pretrained import load_pretrained
+    from vla.policy.registry import load_policy
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     start = time.perf_counter()
-    policy = load_pretrained(directory, dtype=dtype)
+    policy = load_policy(directory, dtype=dtype)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     # Tensors that need no dtype change stay backed by the file's memory map until first read:

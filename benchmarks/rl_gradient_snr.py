@@ -42,7 +42,7 @@ from common import write_json  # noqa: E402  (benchmarks/common.py)
 from rl_sampling_modes import sampler  # noqa: E402
 
 from vla.config import RLConfig  # noqa: E402
-from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
+from vla.policy.registry import load_policy  # noqa: E402
 import vla.rl.grpo as grpo  # noqa: E402
 from vla.rl.flow_surrogate import build_flow_surrogate  # noqa: E402
 from vla.rl.grpo import grpo_update  # noqa: E402
@@ -143,7 +143,7 @@ def main() -> None:
     rows = []
     with VectorEnv(1, env_kwargs) as env:
         for name in args.samplers:
-            policy = FlowVLAPolicy.from_pretrained(args.policy).eval()
+            policy = load_policy(args.policy).eval()
             spec, head = sampler(policy, name)
             seeds = [args.first_seed + g for g in range(args.groups)]
             rollouts = RolloutEngine(policy, env, spec, noise_head=head).collect(

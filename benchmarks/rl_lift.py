@@ -94,7 +94,7 @@ def sft_level(cfg: RLConfig) -> float | None:
     from vla.config import resolve_threads
     from vla.eval.evaluate import env_kwargs_for
     from vla.eval.runner import evaluate_policy
-    from vla.policy.checkpoint import load_policy
+    from vla.policy.registry import load_policy
 
     resolve_threads(cfg.num_threads)
     policy = load_policy(cfg.policy)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402  (benchmarks/common.py)
 from flow_exploration import lift_observations, repeat_rows, spread  # noqa: E402
 
-from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
+from vla.policy.registry import load_policy  # noqa: E402
 from vla.policy.sampling import sample_chain  # noqa: E402
 from vla.rl.update import velocity_anchor  # noqa: E402
 
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    ref = FlowVLAPolicy.from_pretrained(args.reference).eval()
+    ref = load_policy(args.reference).eval()
     c = ref.config
     batch = lift_observations(c, args.first_seed, args.states)
     g = torch.Generator().manual_seed(0)
@@ -48,7 +48,7 @@ def main() -> None:
     print(f"reference's own ODE action spread over initial noise: {own:.3f}")
     rows = []
     for path in args.policies:
-        policy = FlowVLAPolicy.from_pretrained(path).eval()
+        policy = load_policy(path).eval()
         actions = sample_chain(policy, batch, "ode", initial_noise=x0).actions
         gap = float((actions - ref_chain.actions)[:, :n_exec].abs().mean())
         anchor = sum(float(velocity_anchor(policy, ref, ref_chain.chain, policy.encode_observation(batch),

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402  (benchmarks/common.py)
 
-from vla.policy.flow_vla import FlowVLAPolicy  # noqa: E402
+from vla.policy.registry import load_policy  # noqa: E402
 from vla.policy.sampling import NoiseHead  # noqa: E402
 from vla.rl.rollout import RolloutEngine, SamplingSpec  # noqa: E402
 from vla.sim import VectorEnv  # noqa: E402
@@ -57,7 +57,7 @@ def main() -> None:
     rows = []
     with VectorEnv(args.n_envs, env_kwargs) as env:
         for path in args.policies:
-            policy = FlowVLAPolicy.from_pretrained(path).eval()
+            policy = load_policy(path).eval()
             for name in args.samplers:
                 spec, head = sampler(policy, name)
                 engine = RolloutEngine(policy, env, spec, noise_head=head)

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402  (benchmarks/common.py)
 
 from vla.eval.runner import run_episodes  # noqa: E402
-from vla.policy.flow_vla import ACTION_KEY, IMAGE_PREFIX, PAD_KEY, FlowVLAPolicy  # noqa: E402
+from vla.policy.flow_matching_policy import ACTION_KEY, IMAGE_PREFIX, PAD_KEY  # noqa: E402
+from vla.policy.registry import load_policy  # noqa: E402
 from vla.rl.rollout import RolloutEngine, Rollouts, SamplingSpec  # noqa: E402
 from vla.sim import VectorEnv  # noqa: E402
 from vla.train.augment import random_shift  # noqa: E402
@@ -99,7 +100,7 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     env_kwargs = dict(task="lift", cameras=("agentview",), image_size=64, max_episode_steps=200, control_freq=20)
-    policy = FlowVLAPolicy.from_pretrained(args.policy).eval()
+    policy = load_policy(args.policy).eval()
     generator = torch.Generator().manual_seed(args.seed)
     data: dict[str, list] = {}
     rows = []

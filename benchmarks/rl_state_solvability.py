@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402  (benchmarks/common.py)
 from rl_sampling_modes import sampler  # noqa: E402
 
-from vla.policy.checkpoint import load_policy  # noqa: E402
+from vla.policy.registry import load_policy  # noqa: E402
 from vla.rl.rollout import RolloutEngine  # noqa: E402
 from vla.sim import VectorEnv  # noqa: E402
 

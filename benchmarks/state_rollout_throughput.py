@@ -28,7 +28,7 @@ from common import RESULTS, write_json  # noqa: E402  (benchmarks/common.py)
 from sim_throughput import run_workers  # noqa: E402
 
 from vla.eval.runner import run_episodes  # noqa: E402
-from vla.policy.checkpoint import load_policy  # noqa: E402
+from vla.policy.registry import load_policy  # noqa: E402
 from vla.policy.sampling import sample_chain  # noqa: E402,F401  (imported so its cost is not timed)
 from vla.rl.rollout import RolloutEngine, SamplingSpec  # noqa: E402
 from vla.sim import VectorEnv  # noqa: E402

@@ -21,7 +21,7 @@ def load_policy(policy: str, device: str = "cpu") -> Any:
         from vla.real_robot.policy_client import PolicyClient
 
         return PolicyClient(policy)
-    from vla.policy.checkpoint import load_policy as load_checkpoint
+    from vla.policy.registry import load_policy as load_checkpoint
 
     model = load_checkpoint(policy, map_location=device)
     model.eval()

@@ -33,7 +33,7 @@ def numpy_batch_to_torch(device: str = "cpu"):
 
 def serve_policy(policy: str, host: str = "0.0.0.0", port: int = 8000, device: str = "cpu") -> None:
     """Load the checkpoint and serve it until Ctrl-C."""
-    from vla.policy.checkpoint import load_policy
+    from vla.policy.registry import load_policy
     from vla.real_robot.policy_server import PolicyServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

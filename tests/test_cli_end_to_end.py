@@ -75,9 +75,9 @@ def test_eval_is_reproducible_and_refuses_camera_mismatch(tmp_path):
     with pytest.raises(ValueError, match="wrist"):
         from vla.config import EvalConfig, parse_config
         from vla.eval.evaluate import check_compatible
-        from vla.policy.flow_vla import FlowVLAPolicy
+        from vla.policy.registry import load_policy
 
-        p = FlowVLAPolicy.from_pretrained(policy)
+        p = load_policy(policy)
         p.config.cameras = ["agentview", "wrist"]
         check_compatible(p, parse_config(EvalConfig, []).env.env_kwargs())
 

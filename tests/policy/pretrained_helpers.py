@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vla.policy.pretrained import load_pretrained
+from vla.policy.registry import load_policy
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def fixture(kind: str) -> Path:
 
 def load_reference(root: Path, **kw):
     """The policy in a reference directory (checkpoint/ and tokenizer/ side by side)."""
-    return load_pretrained(root / "checkpoint", tokenizer_path=str(root / "tokenizer"), **kw)
+    return load_policy(root / "checkpoint", tokenizer_path=str(root / "tokenizer"), **kw)
 
 
 def copy_fixture(kind: str, dest: Path) -> Path:
@@ -169,12 +169,11 @@ def act_and_sample_on_lift(kind: str, tmp_path: Path, lift_obs):
     """Load the kind's Lift checkpoint the way `vla rl / eval` do, predict a chunk on two Lift observations
     and step the env with it; then a Flow-SDE chain in the env's 7 action dims whose log-prob, recomputed
     with gradients, matches and reaches the weights. Returns (policy, batch, sample, generator)."""
-    from vla.policy.flow_vla import FlowVLAPolicy
     from vla.policy.observation import observations_to_batch
     from vla.policy.sampling import chain_log_prob, sample_chain
 
     env, obs = lift_obs
-    policy = FlowVLAPolicy.from_pretrained(lift_checkpoint(kind, tmp_path / "ck"))  # the path `vla rl/eval` take
+    policy = load_policy(lift_checkpoint(kind, tmp_path / "ck"))  # the path `vla rl/eval` take
     batch = observations_to_batch([obs, obs], policy.config.cameras)
     chunk = policy.predict_action_chunk(batch)
     assert chunk.shape == (2, policy.config.chunk_size, 7) and chunk.isfinite().all()
@@ -205,7 +204,6 @@ def check_vla_eval_runs(kind: str, tmp_path: Path) -> None:
 def run_rl_on_lift(kind: str, tmp_path: Path, algo: str):
     """One `vla rl` iteration on six-step Lift episodes from the kind's Lift checkpoint; (checkpoint, saved policy)."""
     from vla.config import RLConfig
-    from vla.policy.flow_vla import FlowVLAPolicy
     from vla.rl.trainer import train_rl
 
     ck = lift_checkpoint(kind, tmp_path / "ck")
@@ -217,7 +215,7 @@ def run_rl_on_lift(kind: str, tmp_path: Path, algo: str):
     record = json.loads((tmp_path / "rl" / "history.json").read_text())["history"][0]
     assert record["env_steps"] == 12 and record["optimizer_steps"] >= 1
     assert torch.isfinite(torch.tensor([record["old_log_prob"], record["entropy"]])).all()
-    return ck, FlowVLAPolicy.from_pretrained(tmp_path / "rl" / "checkpoints" / "last" / "policy")
+    return ck, load_policy(tmp_path / "rl" / "checkpoints" / "last" / "policy")
 
 
 def train_from_checkpoint(kind: str, tmp_path: Path):
@@ -227,7 +225,6 @@ def train_from_checkpoint(kind: str, tmp_path: Path):
     from tests.data.helpers import random_episodes, write_dataset
     from vla.config import TrainConfig
     from vla.policy.config import PolicyConfig
-    from vla.policy.flow_vla import FlowVLAPolicy
     from vla.train.sft import train
 
     data = write_dataset(tmp_path / "ds", random_episodes(seed=1, lengths=(6, 6)))
@@ -236,4 +233,4 @@ def train_from_checkpoint(kind: str, tmp_path: Path):
                       save_every=0, image_shift=0, num_threads=1,
                       policy=PolicyConfig(init=str(ck), train_expert_only=True))
     train(cfg, progress=False)
-    return FlowVLAPolicy.from_pretrained(tmp_path / "run" / "policy"), FlowVLAPolicy.from_pretrained(ck)
+    return load_policy(tmp_path / "run" / "policy"), load_policy(ck)

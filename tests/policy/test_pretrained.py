@@ -14,8 +14,8 @@ from tests.policy.pretrained_helpers import (assert_training_losses_match, copy_
                                              load_reference, reference_batch, to_openpi_layout)
 from vla.policy.checkpoint import CheckpointError
 from vla.policy.flow_vla import FlowVLAPolicy
-from vla.policy.pretrained import load_pretrained
-from vla.policy.token_prompt import TokenizerMissing
+from vla.policy.registry import load_policy
+from vla.policy.flow_vla.token_prompt import TokenizerMissing
 
 # fp32 on CPU; measured max |diff| 4.8e-7 on actions of magnitude ~3 (docs/PRETRAINED.md).
 ACTION_ATOL = 1e-5
@@ -116,17 +116,17 @@ def test_wrong_kind_of_checkpoint_refused(tmp_path, kind, words):
     with pytest.raises(CheckpointError, match=words):
         load(root)
     with pytest.raises(CheckpointError, match=words):  # the path every command uses
-        FlowVLAPolicy.from_pretrained(root / "checkpoint")
+        load_policy(root / "checkpoint")
 
 
 def test_missing_tokenizer_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("VLA_TOKENIZER_PATH", raising=False)
     with pytest.raises(TokenizerMissing, match="tokenizer"):
-        load_pretrained(fixture("pi0") / "checkpoint")
+        load_policy(fixture("pi0") / "checkpoint")
     # A `tokenizer/` folder inside the checkpoint is found on its own.
     root = copy_fixture("pi0", tmp_path / "ck")
     shutil.copytree(root / "tokenizer", root / "checkpoint" / "tokenizer")
-    assert FlowVLAPolicy.from_pretrained(root / "checkpoint").config.language == "tokens"
+    assert load_policy(root / "checkpoint").config.language == "tokens"
 
 
 def test_camera_mismatch_lists_both_sides():
@@ -145,7 +145,7 @@ def test_save_in_our_format_and_reload(tmp_path, kind):
     policy = load(root)
     policy.save_pretrained(tmp_path / "ours")
     assert (tmp_path / "ours" / "tokenizer" / "tokenizer.json").is_file()
-    again = FlowVLAPolicy.from_pretrained(tmp_path / "ours")
+    again = load_policy(tmp_path / "ours")
     batch, ref = reference_batch(root)
     assert torch.equal(again.predict_action_chunk(batch, noise=ref["noise"]),
                        policy.predict_action_chunk(batch, noise=ref["noise"]))
@@ -155,7 +155,7 @@ def test_save_in_our_format_and_reload(tmp_path, kind):
 def test_openpi_layout(tmp_path, kind):
     root = fixture(kind)
     openpi = to_openpi_layout(root / "checkpoint", tmp_path / "openpi")
-    policy = load_pretrained(openpi, tokenizer_path=str(root / "tokenizer"), state_dim=6, action_dim=5,
+    policy = load_policy(openpi, tokenizer_path=str(root / "tokenizer"), state_dim=6, action_dim=5,
                              cameras=["front", "wrist"], chunk_size=5)
     c = policy.config
     assert c.prompt_format == kind and c.max_language_tokens == (200 if kind == "pi05" else 48)
@@ -166,7 +166,7 @@ def test_openpi_layout(tmp_path, kind):
     assert (policy.predict_action_chunk(batch, noise=ref["noise"]) - ref["actions"]).abs().max() < 1e-4
     (next(openpi.glob("assets/*/norm_stats.json"))).unlink()
     with pytest.raises(CheckpointError, match="norm_stats"):
-        load_pretrained(openpi, tokenizer_path=str(root / "tokenizer"), chunk_size=5)
+        load_policy(openpi, tokenizer_path=str(root / "tokenizer"), chunk_size=5)
 
 
 def test_bf16_load_is_close():
@@ -182,8 +182,8 @@ def test_published_sizes_round_trip_through_the_name_mapping(preset):
     """Full-size pi0 / pi0.5 (built on the meta device, no memory): every parameter maps to a published
     name and back, and the sizes read from those shapes are the preset's."""
     from vla.policy.config import PolicyConfig
-    from vla.policy.pi0_names import to_lerobot, to_ours
-    from vla.policy.pretrained import sizes_from_shapes
+    from vla.policy.foreign.pi0_names import to_lerobot, to_ours
+    from vla.policy.foreign.pretrained import sizes_from_shapes
 
     cfg = PolicyConfig(preset=preset, language="tokens", vocab_size=257152, max_state_dim=32, max_action_dim=32,
                        prompt_format=preset)

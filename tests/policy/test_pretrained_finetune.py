@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.policy.pretrained_helpers import load_for_finetuning, train_from_checkpoint
-from vla.policy.flow_vla import FlowVLAPolicy
+from vla.policy.registry import load_policy
 
 
 def loaded(**options):
@@ -58,7 +58,7 @@ def test_lora_trains_adapters_and_saves_merged(tmp_path):
     noise = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1))
     want = policy.predict_action_chunk(batch, noise=noise)
     policy.save_pretrained(tmp_path / "merged")
-    again = FlowVLAPolicy.from_pretrained(tmp_path / "merged")  # a plain policy: no peft needed to load it
+    again = load_policy(tmp_path / "merged")  # a plain policy: no peft needed to load it
     assert torch.allclose(again.predict_action_chunk(batch, noise=noise), want, atol=1e-5)
     base = loaded()[0].eval().predict_action_chunk(batch, noise=noise)
     assert (base - want).abs().max() > 1e-4  # the adapters did change the policy

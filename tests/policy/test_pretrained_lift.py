@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.policy.pretrained_helpers import act_and_sample_on_lift, check_vla_eval_runs, run_rl_on_lift
-from vla.policy.flow_vla import FlowVLAPolicy
+from vla.policy.registry import load_policy
 
 pytest.importorskip("robosuite")
 
@@ -25,6 +25,6 @@ def test_vla_rl_runs_a_lerobot_checkpoint_on_lift(tmp_path, algo):
     # Six-step Lift episodes never succeed, so every advantage is zero and the weights cannot move;
     # what this pins down is that rollouts, log-probs and the update run on the loaded checkpoint
     # (test_loaded_checkpoint_acts_and_samples_on_lift shows the gradient reaches the weights).
-    before = FlowVLAPolicy.from_pretrained(ck)
+    before = load_policy(ck)
     assert after.config.language == "tokens" and after.config.cameras == ["agentview"]
     assert torch.equal(after.language.embed_tokens.weight, before.language.embed_tokens.weight)

@@ -12,8 +12,8 @@ import torch
 from tests.policy.pretrained_helpers import (assert_training_losses_match, copy_fixture, edit_weights, fixture,
                                              load_for_finetuning, load_reference, reference_batch)
 from vla.policy.checkpoint import CheckpointError
-from vla.policy.flow_vla import FlowVLAPolicy
-from vla.policy.smolvla import SmolVLAPolicy, patch_position_ids, resize_with_pad_top_left
+from vla.policy.registry import load_policy
+from vla.policy.smolvla.policy import SmolVLAPolicy, patch_position_ids, resize_with_pad_top_left
 
 # fp32 on CPU; measured max |diff| 9.5e-7 on actions of magnitude ~6 (docs/PRETRAINED.md).
 ACTION_ATOL = 1e-5
@@ -117,7 +117,7 @@ def test_save_and_reload_round_trip(tmp_path, policy):
     policy.save_pretrained(tmp_path / "saved")
     assert json.loads((tmp_path / "saved" / "config.json").read_text())["type"] == "flow_vla_smolvla"
     assert (tmp_path / "saved" / "tokenizer" / "tokenizer.json").is_file()
-    again = FlowVLAPolicy.from_pretrained(tmp_path / "saved")  # the entry point `vla eval / rl` use
+    again = load_policy(tmp_path / "saved")  # the entry point `vla eval / rl` use
     assert isinstance(again, SmolVLAPolicy)
     assert torch.equal(again.predict_action_chunk(batch, noise=ref["noise"]),
                        policy.predict_action_chunk(batch, noise=ref["noise"]))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.policy.helpers import make_batch, make_state_policy
-from vla.policy.checkpoint import load_policy
+from vla.policy.registry import load_policy
 from vla.policy.config import PolicyConfig
 from vla.policy.state_flow import StateFlowPolicy
 

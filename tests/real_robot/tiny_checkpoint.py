@@ -21,7 +21,8 @@ def tiny_policy(state_dim: int, action_mean, action_std: float = 0.01, seed: int
     import torch
 
     from vla.policy.config import PolicyConfig
-    from vla.policy.flow_vla import ACTION_KEY, STATE_KEY, FlowVLAPolicy
+    from vla.policy.flow_matching_policy import ACTION_KEY, STATE_KEY
+    from vla.policy.flow_vla import FlowVLAPolicy
 
     torch.manual_seed(seed)
     action_mean = np.asarray(action_mean, dtype=np.float32)

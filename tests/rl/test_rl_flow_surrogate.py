@@ -4,7 +4,7 @@ rollout weights, and its (t, eps) draws follow the SFT time distribution and the
 import torch
 
 from tests.policy.helpers import make_batch, make_policy
-from vla.policy.flow_vla import ACTION_KEY
+from vla.policy.flow_matching_policy import ACTION_KEY
 from vla.policy.sampling import sample_chain
 from vla.rl.flow_surrogate import build_flow_surrogate, draw_times, surrogate_log_prob
 from vla.rl.rollout import Rollouts, Trajectory

@@ -10,7 +10,7 @@ from vla.config import ConfigError, EvalConfig, resolve_threads, write_resolved_
 from vla.atomic_io import write_json_atomic
 from vla.eval.report import build_eval_info, format_table, plot_results, write_videos
 from vla.eval.runner import evaluate_policy
-from vla.policy.checkpoint import load_policy
+from vla.policy.registry import load_policy
 from vla.run_dir import claim_output_dir, removed_on_user_error
 
 

@@ -1,9 +1,12 @@
-"""Policy checkpoints: config.json + model.safetensors + normalization_stats.safetensors.
+"""The checkpoint file format: config.json + model.safetensors + normalization_stats.safetensors.
 
 Written into a temporary sibling directory and renamed into place, so an
 interrupted save never leaves something that loads as a complete checkpoint.
 Loading is strict: missing stats, missing or unexpected tensors and shape
 mismatches are refused with the offending names.
+
+This is the bottom of vla/policy: it knows no policy class. config.json's "type" names the
+policy class (vla/policy/registry.py, whose load_policy builds it and calls load_state here).
 """
 
 from __future__ import annotations
@@ -18,15 +21,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vla.errors import UserError
-from vla.policy.config import PolicyConfig
-from vla.policy.smolvla_config import SMOLVLA_TYPE, SmolVLAConfig
+from vla.policy.finetune import export_state_dict
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATS_FILE = "normalization_stats.safetensors"
-POLICY_TYPE = "flow_vla"
-# Written by vla/policy/state_flow (not imported here: loading a VLA needs none of it).
-STATE_FLOW_TYPE = "state_flow"
 
 
 class CheckpointError(UserError, ValueError):
@@ -57,15 +56,13 @@ def save_policy(policy, directory) -> Path:
         raise CheckpointError("refusing to save a policy without normalisation statistics")
 
     def write(tmp: Path) -> None:
-        from vla.policy.finetune import export_state_dict
-
         weights = {k: v.detach().cpu().contiguous() for k, v in export_state_dict(policy).items()
                    if not k.startswith("normalizer.")}
         save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         stats = {k: v.cpu().contiguous() for k, v in policy.normalizer.state_dict_stats().items()}
         save_file(stats, str(tmp / STATS_FILE))
-        kind = getattr(policy, "checkpoint_type", POLICY_TYPE)  # SmolVLAPolicy saves its own type
-        config = {**policy.config.to_dict(), "type": kind, "lora_rank": 0}  # LoRA is saved merged
+        # The policy class's registry key (vla/policy/registry.py), not necessarily its config's type field.
+        config = {**policy.config.to_dict(), "type": policy.checkpoint_type, "lora_rank": 0}  # LoRA is saved merged
         if policy.config.language == "tokens" and policy.config.tokenizer_path:
             # The token table is only meaningful with its tokenizer: keep them together.
             shutil.copytree(policy.config.tokenizer_path, tmp / "tokenizer")
@@ -75,38 +72,21 @@ def save_policy(policy, directory) -> Path:
     return atomic_directory_write(Path(directory), write)
 
 
-def read_config(directory: Path) -> PolicyConfig:
-    path = directory / CONFIG_FILE
+def read_config_json(directory: Path) -> dict | None:
+    """config.json as a dict, None when the directory has none."""
+    path = Path(directory) / CONFIG_FILE
     if not path.is_file():
-        raise CheckpointError(f"{directory} is not a policy checkpoint: {CONFIG_FILE} is missing")
+        return None
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
-    kind = data.pop("type", None)
-    if kind == STATE_FLOW_TYPE:
-        data["type"] = kind
-        try:
-            return PolicyConfig.from_dict(data, source=str(path))
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: {exc}") from exc
-    if kind == SMOLVLA_TYPE:
-        try:
-            return SmolVLAConfig.from_dict(data, source=str(path))
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: {exc}") from exc
-    if kind != POLICY_TYPE:
-        from vla.policy.pretrained import describe_foreign_checkpoint
-
-        describe_foreign_checkpoint(directory, kind)  # raises, naming what the directory holds
-        raise CheckpointError(f"{path}: checkpoint type is {kind!r}, this loader reads {POLICY_TYPE!r} policies")
-    try:
-        return PolicyConfig.from_dict(data, source=str(path))
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: {exc}") from exc
+        raise CheckpointError(f"{path} is not a JSON object: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a JSON object: it holds a {type(data).__name__}")
+    return data
 
 
-def _load_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+def load_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: {what} file {path.name} is missing; "
                               "a policy never runs without its normalisation statistics" if what == "stats" else
@@ -117,33 +97,16 @@ def _load_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from exc
 
 
-def load_policy(directory, map_location="cpu"):
-    from vla.policy.flow_vla import FlowVLAPolicy
+def read_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(weights, stats) of a checkpoint, read before the model is built (a missing or truncated file
+    is refused before any compute)."""
+    stats = load_tensors(directory / STATS_FILE, "stats")
+    weights = load_tensors(directory / WEIGHTS_FILE, "weights")
+    return weights, stats
 
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"policy checkpoint {directory} does not exist or is not a directory")
-    from vla.policy.pretrained import detect_layout, load_pretrained
 
-    if detect_layout(directory) != "flow_vla":  # published pi0 / pi0.5 layouts load through the name mapping
-        return load_pretrained(directory).to(map_location).eval()
-    config = read_config(directory)
-    if config.language == "tokens":
-        from vla.policy.token_prompt import resolve_tokenizer_path
-
-        config.tokenizer_path = resolve_tokenizer_path(config.tokenizer_path, directory)
-    stats = _load_tensors(directory / STATS_FILE, "stats")
-    weights = _load_tensors(directory / WEIGHTS_FILE, "weights")
-    if isinstance(config, SmolVLAConfig):
-        from vla.policy.smolvla import SmolVLAPolicy
-
-        policy = SmolVLAPolicy(config)
-    elif config.type == STATE_FLOW_TYPE:
-        from vla.policy.state_flow import StateFlowPolicy
-
-        policy = StateFlowPolicy(config)
-    else:
-        policy = FlowVLAPolicy(config)
+def load_state(policy, directory: Path, weights: dict[str, torch.Tensor], stats: dict[str, torch.Tensor]) -> None:
+    """Load read_state's tensors into policy: every tensor must match by name and shape."""
     expected = {k: v for k, v in policy.state_dict().items() if not k.startswith("normalizer.")}
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
@@ -161,4 +124,3 @@ def load_policy(directory, map_location="cpu"):
         policy.normalizer.load_stats(nested)
     except ValueError as exc:
         raise CheckpointError(f"{directory / STATS_FILE}: {exc}") from exc
-    return policy.to(map_location).eval()

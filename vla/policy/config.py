@@ -135,10 +135,10 @@ class PolicyConfig:
     # Model-side action width (pi0 pads it to 32); 0 = action_dim.
     max_action_dim: int = 0
     # How images are fit to image_size: "stretch" (plain resize) or "pad" (keep the aspect ratio; pi0's).
-    # Padding fills with image_pad_value (flow_vla.resize_with_pad).
+    # Padding fills with image_pad_value (flow_vla/policy.py, resize_with_pad).
     image_resize: str = "stretch"
     # Pad value for image_resize="pad", in SigLIP's [-1, 1] input range (-1 = black; see
-    # flow_vla.resize_with_pad).
+    # flow_vla/policy.py, resize_with_pad).
     image_pad_value: float = -1.0
     # Divide projected image tokens by sqrt(width) before the prefix stream, as PaliGemma does.
     image_feature_scale: bool = False

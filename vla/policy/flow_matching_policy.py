@@ -1,12 +1,13 @@
 """What every flow-matching policy type shares, given its encode_observation and velocity.
 
-A policy type (the VLA in flow_vla.py, SmolVLA, the state policy in state_flow/) defines
+A policy type (the VLA in flow_vla/, SmolVLA in smolvla/, the state policy in state_flow/) defines
 
     encode_observation(batch) -> (condition, token)   condition.select(rows), condition.pooled()
     velocity(condition, token, x_t, t[, return_hidden]) -> v [B, H, A_model] (, hidden [B, H, W])
 
-plus `config`, `normalizer` and `device`; this class adds the flow-matching training loss, the
-Euler sampler, chunked action selection and checkpoints. The RL samplers (vla/policy/sampling.py)
+plus `config`, `normalizer`, `device`, `checkpoint_type` (its key in vla/policy/registry.py) and
+`config_from_dict`; this class adds the flow-matching training loss, the Euler sampler, chunked
+action selection and saving checkpoints (vla.policy.registry.load_policy loads them). The RL samplers (vla/policy/sampling.py)
 use the same two methods, so every algorithm runs on every policy type.
 """
 
@@ -20,9 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from vla.kernels import flow_interpolate, flow_matching_loss
+from vla.policy.checkpoint import save_policy
 
+# Batch keys (lerobot's).
 STATE_KEY, ACTION_KEY, PAD_KEY = "observation.state", "action", "action_is_pad"
 ENV_STATE_KEY = "observation.environment_state"  # the task's object state (state policies read it)
+IMAGE_PREFIX = "observation.images."  # + camera name
 
 # (x_t, v, t, dt, step_index) -> x_next; the ODE default, replaced by stochastic samplers for RL.
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
@@ -33,6 +37,13 @@ def euler_step(x: torch.Tensor, v: torch.Tensor, t: torch.Tensor, dt: float, ste
 
 
 class FlowMatchingPolicy(nn.Module):
+    checkpoint_type: str  # config.json's "type": the policy's key in vla/policy/registry.py
+
+    @classmethod
+    def config_from_dict(cls, data: dict, source: str):
+        """The config that a checkpoint's config.json (without its "type") describes."""
+        raise NotImplementedError
+
     def __init__(self) -> None:
         super().__init__()
         self._action_queue: deque[torch.Tensor] = deque()
@@ -94,12 +105,4 @@ class FlowMatchingPolicy(nn.Module):
 
     # ---------------------------------------------------------- checkpoints
     def save_pretrained(self, directory) -> None:
-        from vla.policy.checkpoint import save_policy
-
         save_policy(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory, map_location: str | torch.device = "cpu") -> "FlowMatchingPolicy":
-        from vla.policy.checkpoint import load_policy
-
-        return load_policy(directory, map_location)

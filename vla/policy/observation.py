@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vla.policy.flow_matching_policy import ENV_STATE_KEY, STATE_KEY
-from vla.policy.flow_vla import IMAGE_PREFIX
+from vla.policy.flow_matching_policy import ENV_STATE_KEY, IMAGE_PREFIX, STATE_KEY
 
 
 def observations_to_batch(observations: list[dict], cameras: list[str]) -> dict:

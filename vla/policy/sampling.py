@@ -39,7 +39,6 @@ import torch
 from torch import nn
 
 from vla.kernels import flow_gaussian_log_prob, flow_sde_log_prob, flow_sde_step
-from vla.policy.transformer import PrefixCache
 
 MODES = ("ode", "sde", "noise")
 SDE_MODES = ("mixed", "joint")
@@ -229,7 +228,7 @@ def sample_chain(policy, batch: dict, mode: str = "sde", sde_mode: str = "mixed"
 
 def chain_log_prob(policy, batch: dict, chain: torch.Tensor, step_mask: torch.Tensor, mode: str = "sde",
                    noise_level: float = 0.5, noise_head: NoiseHead | None = None, n_executed: int | None = None,
-                   encoded: tuple[PrefixCache, torch.Tensor] | None = None, per_row: bool = False) -> torch.Tensor:
+                   encoded: tuple | None = None, per_row: bool = False) -> torch.Tensor:
     """Log-prob [B] of stored chains under the policy's current weights, with gradients
     ([B, n_executed], one term per executed row, with ``per_row``).
 

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vla.policy.flow_vla import STATE_KEY
+from vla.policy.flow_matching_policy import STATE_KEY
 from vla.policy.sampling import NoiseHead
 
 VALUE_HEAD = "value_head"

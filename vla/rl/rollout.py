@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from vla.policy.flow_vla import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
+from vla.policy.flow_matching_policy import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 from vla.policy.observation import ENV_STATE_KEY, observations_to_batch
 from vla.policy.sampling import NoiseHead, sample_chain
 

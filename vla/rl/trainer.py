@@ -30,7 +30,7 @@ from vla.atomic_io import write_json_atomic
 from vla.eval.report import build_eval_info, format_table, plot_results, write_videos
 from vla.eval.runner import run_episodes
 from vla.policy.finetune import apply_finetune_options
-from vla.policy.checkpoint import load_policy
+from vla.policy.registry import load_policy
 from vla.policy.sampling import MODES, SDE_MODES, NoiseHead
 from vla.rl.advantages import STD_SCOPES
 from vla.rl.flow_surrogate import build_flow_surrogate

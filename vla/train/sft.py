@@ -22,10 +22,11 @@ from tqdm import tqdm
 
 from vla.atomic_io import write_json_atomic
 from vla.config import ConfigError, TrainConfig, resolve_threads, write_resolved_config
+from vla.policy.checkpoint import CheckpointError
 from vla.policy.finetune import apply_finetune_options
-from vla.policy.checkpoint import load_policy
-from vla.policy.flow_vla import IMAGE_PREFIX, FlowVLAPolicy
-from vla.policy.observation import ENV_STATE_KEY
+from vla.policy.flow_matching_policy import ENV_STATE_KEY, IMAGE_PREFIX
+from vla.policy.flow_vla import FlowVLAPolicy
+from vla.policy.registry import load_policy
 from vla.run_dir import claim_output_dir, removed_on_user_error
 from vla.train.augment import random_shift
 from vla.train.checkpoint import POLICY_DIR, read_training_state, restore_training_state, save_training_checkpoint
@@ -60,12 +61,42 @@ def policy_for_dataset(cfg: TrainConfig, dataset):
         raise ValueError(f"policy.cameras {pcfg.cameras}: {missing} not in the dataset (it has {cameras})")
     pcfg.validate()
     if pcfg.init:
-        from vla.policy.pretrained import init_for_dataset
-
         return init_for_dataset(pcfg, dataset.stats, cameras)
     policy = FlowVLAPolicy(pcfg)
     policy.normalizer.load_stats(dataset.stats)
     apply_finetune_options(policy)
+    return policy
+
+
+def init_for_dataset(pcfg, dataset_stats: dict, dataset_cameras: list[str]):
+    """`vla train --policy.init=PATH`: the checkpoint's architecture and weights, the dataset's
+    dims and normalisation stats, the fine-tuning options of pcfg."""
+    from vla.policy.flow_vla.policy import policy_normalizer
+
+    policy = load_policy(pcfg.init, tokenizer_path=pcfg.tokenizer_path)
+    c = policy.config
+    missing = [cam for cam in c.cameras if cam not in dataset_cameras and not cam.startswith("empty_camera_")]
+    if missing:
+        raise CheckpointError(f"{pcfg.init}: the checkpoint's cameras {c.cameras} are not all in the dataset "
+                              f"(missing {missing}; the dataset has {dataset_cameras})")
+    if pcfg.state_dim > c.model_state_dim or pcfg.action_dim > c.model_action_dim:
+        raise CheckpointError(f"{pcfg.init}: dataset state / action dims ({pcfg.state_dim}, {pcfg.action_dim}) exceed "
+                              f"the checkpoint's ({c.model_state_dim}, {c.model_action_dim})")
+    c.max_state_dim, c.max_action_dim = c.model_state_dim, c.model_action_dim
+    c.state_dim, c.action_dim = pcfg.state_dim, pcfg.action_dim
+    for key in ("freeze_vision", "train_expert_only", "gradient_checkpointing", "dtype", "lora_rank", "lora_alpha"):
+        setattr(c, key, getattr(pcfg, key))
+    c.init = pcfg.init
+    # Fine-tuning normalises with the new data's statistics, as lerobot does.
+    policy.normalizer = policy_normalizer(c)
+    if c.prompt_format == "pi05":  # pi0.5 normalises with the 1st / 99th percentiles
+        dataset_stats = {k: {**v, "min": v.get("q01", v["min"]), "max": v.get("q99", v["max"])}
+                         for k, v in dataset_stats.items()}
+    policy.normalizer.load_stats(dataset_stats)
+    pcfg.__dict__.update(c.__dict__)  # the run's resolved config records what was built
+    counts = apply_finetune_options(policy)
+    print(f"initialised from {pcfg.init}: {counts['trainable'] / 1e6:.2f}M trainable, "
+          f"{counts['frozen'] / 1e6:.2f}M frozen parameters")
     return policy
 
 
@@ -111,7 +142,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     resolve_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     if cfg.policy.init:  # the chunk length is the checkpoint's: the dataset must cut chunks to match
-        from vla.policy.pretrained import checkpoint_chunking
+        from vla.policy.foreign.pretrained import checkpoint_chunking
 
         cfg.policy.chunk_size, cfg.policy.n_action_steps = checkpoint_chunking(cfg.policy.init)
     with removed_on_user_error(out):

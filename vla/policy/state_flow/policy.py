@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vla.policy.checkpoint import STATE_FLOW_TYPE
 from vla.policy.config import PolicyConfig
 from vla.policy.flow_matching_policy import ACTION_KEY, ENV_STATE_KEY, STATE_KEY, FlowMatchingPolicy
 from vla.policy.normalize import Normalizer
 from vla.policy.state_flow.backbones import ResidualMLPVelocity, TemporalUNetVelocity
 
+STATE_FLOW_TYPE = "state_flow"  # config.json type (vla/policy/registry.py), also its config's type field
 BACKBONES = ("mlp", "unet")
 
 
@@ -42,6 +42,10 @@ class StateCondition:
 
 class StateFlowPolicy(FlowMatchingPolicy):
     checkpoint_type = STATE_FLOW_TYPE
+
+    @classmethod
+    def config_from_dict(cls, data: dict, source: str) -> PolicyConfig:
+        return PolicyConfig.from_dict({**data, "type": STATE_FLOW_TYPE}, source=source)
 
     def __init__(self, config: PolicyConfig):
         super().__init__()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from vla.policy.checkpoint import CheckpointError
-from vla.policy.weight_names import count_layers, rename, require_tensors
+from vla.policy.foreign.weight_names import count_layers, rename, require_tensors
 
 VLM = "model.vlm_with_expert.vlm."
 EXPERT = "model.vlm_with_expert.lm_expert."

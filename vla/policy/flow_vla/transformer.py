@@ -154,7 +154,7 @@ class PrefixCache:
 
 
 class PrefixExpertTransformer(nn.Module):
-    """What pi0's MixtureTransformer and SmolVLA's transformer (vla/policy/smolvla_transformer.py) share:
+    """What pi0's MixtureTransformer and SmolVLA's transformer (vla/policy/smolvla/transformer.py) share:
     per-head projections with RoPE, grouped-query attention, and optional gradient checkpointing
     (recompute each block in the backward pass instead of storing its activations: 3B fine-tuning)."""
 

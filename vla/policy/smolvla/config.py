@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from vla.policy.config import PolicyConfig
 
-SMOLVLA_TYPE = "flow_vla_smolvla"  # config.json type of a SmolVLA policy saved by this project
+SMOLVLA_TYPE = "flow_vla_smolvla"  # config.json type of a SmolVLA policy saved by this project (vla/policy/registry.py)
 
 
 @dataclass

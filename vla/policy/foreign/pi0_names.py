@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from vla.policy.weight_names import rename
+from vla.policy.foreign.weight_names import rename
 
 PI = "paligemma_with_expert."
 # (older transformers prefix, current prefix)

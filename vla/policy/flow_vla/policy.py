@@ -9,7 +9,7 @@ velocity v(x_t, t | obs); sampling integrates it with K Euler steps from noise
     x_t = t * eps + (1 - t) * a,   u = eps - a,   x <- x - dt * v
 
 Method names are lerobot's: forward, predict_action_chunk, select_action,
-reset, save_pretrained, from_pretrained.
+reset, save_pretrained (vla.policy.registry.load_policy loads what it saves).
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from vla.policy.config import PolicyConfig
-from vla.policy.flow_matching_policy import (  # noqa: F401  (re-exported: the keys' historic home)
-    ACTION_KEY, PAD_KEY, STATE_KEY, FlowMatchingPolicy, StepFn, euler_step)
-from vla.policy.language import FrozenLanguageEncoder
+from vla.policy.flow_matching_policy import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, FlowMatchingPolicy
+from vla.policy.flow_vla.language import FrozenLanguageEncoder
+from vla.policy.flow_vla.token_prompt import TokenPrompt
+from vla.policy.flow_vla.transformer import MixtureTransformer, PrefixCache
 from vla.policy.normalize import Normalizer
-from vla.policy.token_prompt import TokenPrompt
-from vla.policy.transformer import MixtureTransformer, PrefixCache
 
-IMAGE_PREFIX = "observation.images."
+FLOW_VLA_TYPE = "flow_vla"  # config.json type (vla/policy/registry.py)
 
 
 def sinusoidal_time_embedding(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
@@ -79,6 +78,12 @@ def policy_normalizer(c: PolicyConfig) -> Normalizer:
 
 
 class FlowVLAPolicy(FlowMatchingPolicy):
+    checkpoint_type = FLOW_VLA_TYPE
+
+    @classmethod
+    def config_from_dict(cls, data: dict, source: str) -> PolicyConfig:
+        return PolicyConfig.from_dict(data, source=source)
+
     def __init__(self, config: PolicyConfig):
         super().__init__()
         config.validate()

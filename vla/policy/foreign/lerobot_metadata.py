@@ -1,5 +1,5 @@
 """What a lerobot checkpoint says besides its weights, read the same way for pi0 / pi0.5
-(vla/policy/pretrained.py) and SmolVLA (vla/policy/smolvla_load.py): the features in config.json,
+(pretrained.py) and SmolVLA (smolvla_load.py): the features in config.json,
 the normalisation mode and statistics from the processor files, the prompt length from the
 tokenizer step."""
 

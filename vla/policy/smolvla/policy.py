@@ -4,7 +4,7 @@ Prefix: per camera, SmolVLM's vision tower and pixel-shuffle connector; the newl
 prompt through SmolLM2's token table; the normalised state as one token projected to the text
 width. Image and prompt tokens see each other but not the state token, which sees everything
 (lerobot's block mask). Expert: action tokens fused with the flow time through an MLP (as pi0),
-run through vla/policy/smolvla_transformer.py's interleaved self / cross-attention layers.
+run through vla/policy/smolvla/transformer.py's interleaved self / cross-attention layers.
 
 The policy interface is FlowMatchingPolicy's (encode_observation / velocity, which RL's sampler calls,
 plus forward / sample_actions / predict_action_chunk / select_action / save_pretrained): the state
@@ -23,11 +23,11 @@ from transformers import SmolVLMVisionConfig
 from transformers.models.smolvlm.modeling_smolvlm import SmolVLMConnector, SmolVLMVisionTransformer
 
 from vla.policy.flow_matching_policy import FlowMatchingPolicy
-from vla.policy.flow_vla import FlowVLAPolicy, policy_normalizer, sinusoidal_time_embedding, vision_tower_sizes
-from vla.policy.smolvla_config import SMOLVLA_TYPE, SmolVLAConfig
-from vla.policy.smolvla_transformer import SmolVLATransformer
-from vla.policy.token_prompt import TokenPrompt
-from vla.policy.transformer import PrefixCache
+from vla.policy.flow_vla.policy import FlowVLAPolicy, policy_normalizer, sinusoidal_time_embedding, vision_tower_sizes
+from vla.policy.flow_vla.token_prompt import TokenPrompt
+from vla.policy.flow_vla.transformer import PrefixCache
+from vla.policy.smolvla.config import SMOLVLA_TYPE, SmolVLAConfig
+from vla.policy.smolvla.transformer import SmolVLATransformer
 
 
 def resize_with_pad_top_left(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -60,7 +60,11 @@ def prefix_attention(n_tokens: int, device) -> torch.Tensor:
 
 
 class SmolVLAPolicy(FlowMatchingPolicy):
-    checkpoint_type = SMOLVLA_TYPE  # vla/policy/checkpoint.py writes it into config.json
+    checkpoint_type = SMOLVLA_TYPE  # save_policy writes it into config.json (vla/policy/registry.py)
+
+    @classmethod
+    def config_from_dict(cls, data: dict, source: str) -> SmolVLAConfig:
+        return SmolVLAConfig.from_dict(data, source=source)
 
     def __init__(self, config: SmolVLAConfig):
         super().__init__()

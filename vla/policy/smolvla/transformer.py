@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vla.policy.transformer import Attention, GemmaMLP, PrefixCache, PrefixExpertTransformer, rope
+from vla.policy.flow_vla.transformer import Attention, GemmaMLP, PrefixCache, PrefixExpertTransformer, rope
 
 
 class LlamaRMSNorm(nn.Module):

@@ -1,11 +1,11 @@
 """Load a lerobot SmolVLA checkpoint (config.json type "smolvla") from a local directory.
 
-Sizes come from the tensor shapes (vla/policy/smolvla_names.py), everything else from the
+Sizes come from the tensor shapes (smolvla_names.py), everything else from the
 checkpoint's own files: cameras, dims, chunking, steps, image size, max state / action dims and
 the time embedding periods from config.json; the prompt length and the normalisation (mode,
 statistics, eps) from the processor files. Options that change the computation in ways this
 policy does not implement are refused by name rather than silently ignored. The metadata readers
-(vla/policy/lerobot_metadata.py) and the strict weight loading (vla/policy/pretrained.py) are pi0's.
+(lerobot_metadata.py) and the strict weight loading (weights.py) are pi0's.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import json
 from pathlib import Path
 
 from vla.policy.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
-from vla.policy.lerobot_metadata import lerobot_features, lerobot_normalization, prompt_length
-from vla.policy.pretrained import build_policy
-from vla.policy.smolvla_config import SmolVLAConfig
-from vla.policy.smolvla_names import sizes_from_shapes, to_ours
-from vla.policy.weight_names import map_names
+from vla.policy.foreign.lerobot_metadata import lerobot_features, lerobot_normalization, prompt_length
+from vla.policy.foreign.smolvla_names import sizes_from_shapes, to_ours
+from vla.policy.foreign.weight_names import map_names
+from vla.policy.foreign.weights import build_policy
+from vla.policy.smolvla.config import SmolVLAConfig
+from vla.policy.smolvla.policy import SmolVLAPolicy
 
 # config.json options whose non-default values this policy does not reproduce.
 _UNSUPPORTED = {"add_image_special_tokens": False, "adapt_to_pi_aloha": False,
@@ -56,8 +57,6 @@ def smolvla_config(directory: Path, shapes: dict, tokenizer_path: str) -> tuple[
 
 def load_lerobot_smolvla(directory: Path, shapes: dict, tokenizer_path: str, allow_partial: bool, dtype: str):
     """A SmolVLAPolicy from the checkpoint in directory, whose weights' header (names, shapes) is given."""
-    from vla.policy.smolvla import SmolVLAPolicy
-
     config, stats = smolvla_config(directory, shapes, tokenizer_path)
     mapping, unexpected = map_names(shapes, to_ours)
     return build_policy(SmolVLAPolicy, config, stats, directory / WEIGHTS_FILE, mapping, unexpected, allow_partial,

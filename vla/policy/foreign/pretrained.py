@@ -1,5 +1,8 @@
 """Load published pi0 / pi0.5 checkpoints from a local directory into FlowVLAPolicy.
 
+vla.policy.registry.load_policy hands every checkpoint that is not this project's to load_foreign
+here, which finds its layout, refuses (naming it) what it cannot read, and builds the policy.
+
 Layouts (docs/PRETRAINED.md):
 - lerobot: config.json ("type": "pi0" | "pi05") + model.safetensors + policy_preprocessor.json /
   policy_postprocessor.json with their normaliser safetensors;
@@ -11,10 +14,9 @@ compute), so published and tiny test checkpoints go through the same code. Loadi
 missing, unexpected or mis-shaped tensors are refused with their names; allow_partial loads what
 matches and prints what was left at random init. Nothing is downloaded.
 
-lerobot SmolVLA checkpoints (type "smolvla") are dispatched to vla/policy/smolvla_load.py, which
-builds a SmolVLAPolicy (same interface as FlowVLAPolicy) through this module's build_policy and
-weight copier. Both read lerobot's metadata with vla/policy/lerobot_metadata.py and published
-names with vla/policy/weight_names.py.
+lerobot SmolVLA checkpoints (type "smolvla") are dispatched to smolvla_load.py, which builds a
+SmolVLAPolicy (same interface as FlowVLAPolicy). Both copy weights with weights.py, read lerobot's
+metadata with lerobot_metadata.py and published names with weight_names.py (all in vla/policy/foreign/).
 """
 
 from __future__ import annotations
@@ -23,15 +25,15 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
-from vla.policy.checkpoint import CONFIG_FILE, POLICY_TYPE, STATE_FLOW_TYPE, WEIGHTS_FILE, CheckpointError
+from vla.policy.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, read_config_json
 from vla.policy.config import PolicyConfig
-from vla.policy.lerobot_metadata import ACTION, STATE, lerobot_features, lerobot_normalization, prompt_length
-from vla.policy.pi0_names import PI, canonical, infer_kind, to_ours
-from vla.policy.smolvla_config import SMOLVLA_TYPE
-from vla.policy.token_prompt import resolve_tokenizer_path
-from vla.policy.weight_names import count_layers, map_names, require_tensors
+from vla.policy.flow_vla.policy import FlowVLAPolicy
+from vla.policy.flow_vla.token_prompt import resolve_tokenizer_path
+from vla.policy.foreign.lerobot_metadata import ACTION, STATE, lerobot_features, lerobot_normalization, prompt_length
+from vla.policy.foreign.pi0_names import PI, canonical, infer_kind, to_ours
+from vla.policy.foreign.weight_names import count_layers, map_names, require_tensors
+from vla.policy.foreign.weights import build_policy, weights_header
 
 KNOWN_POLICY_TYPES = {
     "pi0fast": "a pi0-FAST checkpoint (autoregressive action tokens, no flow-matching expert)",
@@ -42,49 +44,32 @@ KNOWN_POLICY_TYPES = {
 }
 
 
-def describe_foreign_checkpoint(directory: Path, kind) -> None:
-    """Raise a CheckpointError that says what the directory holds."""
+def describe_foreign_checkpoint(directory: Path, kind, native_types: tuple[str, ...]) -> None:
+    """Raise a CheckpointError that says what the directory holds (native_types: this project's own)."""
     if kind in KNOWN_POLICY_TYPES:
         raise CheckpointError(f"{directory} holds {KNOWN_POLICY_TYPES[kind]} (config type {kind!r}); "
                               "this loader reads flow_vla, lerobot pi0 / pi05 / smolvla and openpi pi0 / pi0.5 checkpoints")
-    if kind in ("pi0", "pi05", "smolvla"):
-        raise CheckpointError(f"{directory} is a lerobot {kind} checkpoint: load it with vla.policy.pretrained.load_pretrained")
+    readable = ", ".join([repr(t) for t in native_types] + ["pi0", "pi05", "smolvla"])
     raise CheckpointError(f"{directory / CONFIG_FILE}: checkpoint type {kind!r} is not a policy this project reads "
-                          f"(it reads {POLICY_TYPE!r}, {STATE_FLOW_TYPE!r}, {SMOLVLA_TYPE!r}, pi0, pi05, smolvla)")
+                          f"(it reads {readable})")
 
 
-def _weights_header(path: Path) -> dict[str, tuple[int, ...]]:
-    """Names and shapes from the safetensors header; a truncated file is refused here, before any compute."""
-    if not path.is_file():
-        raise CheckpointError(f"{path.parent}: weights file {path.name} is missing")
-    try:
-        with safe_open(str(path), "pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from exc
-    return shapes
-
-
-def detect_layout(directory: Path) -> str:
-    """'flow_vla' (ours, pi0 or SmolVLA structure), 'lerobot' (pi0 / pi05), 'smolvla' (lerobot's) or
-    'openpi'; anything else is refused naming what it is."""
+def detect_layout(directory: Path, native_types: tuple[str, ...] = ()) -> str:
+    """'lerobot' (pi0 / pi05), 'smolvla' (lerobot's) or 'openpi'; anything else is refused naming what
+    it is (this project's own checkpoints, native_types, load through vla.policy.registry)."""
     directory = Path(directory)
-    config_path = directory / CONFIG_FILE
-    kind = None
-    if config_path.is_file():
-        try:
-            kind = json.loads(config_path.read_text()).get("type")
-        except (json.JSONDecodeError, AttributeError) as exc:
-            raise CheckpointError(f"{config_path} is not a JSON object: {exc}") from exc
-    if kind in (POLICY_TYPE, SMOLVLA_TYPE, STATE_FLOW_TYPE):
-        return "flow_vla"
+    config = read_config_json(directory)
+    kind = None if config is None else config.get("type")
+    if kind in native_types:
+        raise CheckpointError(f"{directory} is this project's {kind!r} checkpoint: load it with "
+                              "vla.policy.registry.load_policy")
     if kind in ("pi0", "pi05"):
         return "lerobot"
     if kind == "smolvla":
         return "smolvla"
     if kind is not None:
-        describe_foreign_checkpoint(directory, kind)
-    if (directory / WEIGHTS_FILE).is_file() and any(canonical(k).startswith(PI) for k in _weights_header(directory / WEIGHTS_FILE)):
+        describe_foreign_checkpoint(directory, kind, native_types)
+    if (directory / WEIGHTS_FILE).is_file() and any(canonical(k).startswith(PI) for k in weights_header(directory / WEIGHTS_FILE)):
         return "openpi"
     raise CheckpointError(f"{directory} is not a policy checkpoint: no {CONFIG_FILE} with a policy type and no "
                           "pi0-style weights")
@@ -185,72 +170,17 @@ def openpi_config(directory: Path, shapes: dict, kind: str, tokenizer_path: str 
     return config, stats
 
 
-# ------------------------------------------------------------------ weights
-def _target_shape(name: str, expected: dict[str, torch.Size], shape: tuple[int, ...]) -> tuple[int, ...]:
-    # pi0.5's final expert norm carries a residual gate it never uses; we keep scale and shift only.
-    if name.startswith("transformer.expert.norm.dense.") and shape[0] == 3 * expected[name][0] // 2:
-        return tuple(expected[name])
-    return shape
-
-
-def load_weights(policy, path: Path, mapping: dict[str, str], unexpected: list[str], allow_partial: bool,
-                 dtype: torch.dtype) -> list[str]:
-    """Copy the mapped tensors in one at a time (peak memory: the model plus one tensor); returns names left at init."""
-    expected = {k: v.shape for k, v in policy.state_dict().items() if not k.startswith("normalizer.")}
-    with safe_open(str(path), "pt") as f:
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in mapping}
-    mismatched = sorted(f"{src} -> {dst}: checkpoint {shapes[src]} vs model {tuple(expected[dst])}"
-                        for src, dst in mapping.items()
-                        if dst in expected and _target_shape(dst, expected, shapes[src]) != tuple(expected[dst]))
-    unknown = sorted(f"{src} -> {dst}" for src, dst in mapping.items() if dst not in expected)
-    missing = sorted(set(expected) - set(mapping.values()))
-    problems = []
-    if missing:
-        problems.append(f"missing {missing}")
-    if unexpected or unknown:
-        problems.append(f"unexpected {unexpected + unknown}")
-    if mismatched:
-        problems.append(f"shape mismatches {mismatched}")
-    if problems and not allow_partial:
-        raise CheckpointError(f"{path} does not match the model it describes: " + "; ".join(problems)
-                              + " (allow_partial=True loads what matches)")
-    modules = dict(policy.named_modules())
-    bad = {m.split(" ->")[0] for m in mismatched} | {u.split(" ->")[0] for u in unknown}
-    with safe_open(str(path), "pt") as f, torch.no_grad():
-        for src, dst in mapping.items():
-            if src in bad:
-                continue
-            tensor = f.get_tensor(src)
-            if dst.startswith("transformer.expert.norm.dense."):
-                tensor = tensor[: expected[dst][0]]
-            owner, _, leaf = dst.rpartition(".")
-            # A new Parameter rather than copy_: the model may live on the meta device.
-            setattr(modules[owner], leaf, torch.nn.Parameter(tensor.to(dtype).contiguous()))
-    left = sorted(missing + [m.split(" -> ")[1].split(":")[0] for m in mismatched])
-    if problems:
-        print(f"allow_partial: {len(left)} tensors left at random init: {left}; ignored from the checkpoint: "
-              f"{unexpected + unknown}")
-    return left
-
-
-def load_pretrained(directory, tokenizer_path: str = "", allow_partial: bool = False, dtype: str = "float32",
-                    **openpi_dims):
-    """A FlowVLAPolicy from a flow_vla, lerobot pi0 / pi05 or openpi pi0 / pi0.5 checkpoint directory;
-    a SmolVLAPolicy (same interface) from a lerobot smolvla one or one this project saved."""
-    from vla.policy.checkpoint import load_policy
-    from vla.policy.flow_vla import FlowVLAPolicy
-
+def load_foreign(directory, tokenizer_path: str = "", allow_partial: bool = False, dtype: str = "float32",
+                 native_types: tuple[str, ...] = (), **openpi_dims):
+    """A FlowVLAPolicy from a lerobot pi0 / pi05 or openpi pi0 / pi0.5 checkpoint directory; a
+    SmolVLAPolicy (same interface) from a lerobot smolvla one. Called by vla.policy.registry.load_policy."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"policy checkpoint {directory} does not exist or is not a directory")
-    layout = detect_layout(directory)
-    if layout == "flow_vla":
-        return load_policy(directory)
+    layout = detect_layout(directory, native_types)
     weights = directory / WEIGHTS_FILE
-    shapes = _weights_header(weights)
+    shapes = weights_header(weights)
     tokenizer_path = resolve_tokenizer_path(tokenizer_path, directory)
     if layout == "smolvla":
-        from vla.policy.smolvla_load import load_lerobot_smolvla
+        from vla.policy.foreign.smolvla_load import load_lerobot_smolvla
 
         return load_lerobot_smolvla(directory, shapes, tokenizer_path, allow_partial, dtype)
     if layout == "lerobot":
@@ -264,56 +194,6 @@ def load_pretrained(directory, tokenizer_path: str = "", allow_partial: bool = F
     # The tied head and embed_tokens name one table: map_names keeps the first.
     mapping, unexpected = map_names(shapes, lambda key: to_ours(key, kind))
     return build_policy(FlowVLAPolicy, config, stats, weights, mapping, unexpected, allow_partial, dtype)
-
-
-def build_policy(policy_cls, config, stats: dict, weights: Path, mapping: dict[str, str], unexpected: list[str],
-                 allow_partial: bool, dtype: str):
-    """policy_cls(config) in dtype with the mapped weights and the statistics loaded, in eval mode."""
-    config.dtype = dtype
-    torch_dtype = getattr(torch, dtype)
-    if allow_partial:
-        policy = policy_cls(config).to(torch_dtype)  # what is not in the checkpoint keeps a real random init
-    else:
-        # Built on the meta device: a 3B model is never materialised twice (random init, then weights).
-        with torch.device("meta"):
-            policy = policy_cls(config)
-    load_weights(policy, weights, mapping, unexpected, allow_partial, torch_dtype)
-    policy.materialize_buffers()
-    policy.normalizer.load_stats(stats)
-    return policy.eval()
-
-
-def init_for_dataset(pcfg: PolicyConfig, dataset_stats: dict, dataset_cameras: list[str]):
-    """`vla train --policy.init=PATH`: the checkpoint's architecture and weights, the dataset's
-    dims and normalisation stats, the fine-tuning options of pcfg."""
-    from vla.policy.finetune import apply_finetune_options
-    from vla.policy.flow_vla import policy_normalizer
-
-    policy = load_pretrained(pcfg.init, tokenizer_path=pcfg.tokenizer_path)
-    c = policy.config
-    missing = [cam for cam in c.cameras if cam not in dataset_cameras and not cam.startswith("empty_camera_")]
-    if missing:
-        raise CheckpointError(f"{pcfg.init}: the checkpoint's cameras {c.cameras} are not all in the dataset "
-                              f"(missing {missing}; the dataset has {dataset_cameras})")
-    if pcfg.state_dim > c.model_state_dim or pcfg.action_dim > c.model_action_dim:
-        raise CheckpointError(f"{pcfg.init}: dataset state / action dims ({pcfg.state_dim}, {pcfg.action_dim}) exceed "
-                              f"the checkpoint's ({c.model_state_dim}, {c.model_action_dim})")
-    c.max_state_dim, c.max_action_dim = c.model_state_dim, c.model_action_dim
-    c.state_dim, c.action_dim = pcfg.state_dim, pcfg.action_dim
-    for key in ("freeze_vision", "train_expert_only", "gradient_checkpointing", "dtype", "lora_rank", "lora_alpha"):
-        setattr(c, key, getattr(pcfg, key))
-    c.init = pcfg.init
-    # Fine-tuning normalises with the new data's statistics, as lerobot does.
-    policy.normalizer = policy_normalizer(c)
-    if c.prompt_format == "pi05":  # pi0.5 normalises with the 1st / 99th percentiles
-        dataset_stats = {k: {**v, "min": v.get("q01", v["min"]), "max": v.get("q99", v["max"])}
-                         for k, v in dataset_stats.items()}
-    policy.normalizer.load_stats(dataset_stats)
-    pcfg.__dict__.update(c.__dict__)  # the run's resolved config records what was built
-    counts = apply_finetune_options(policy)
-    print(f"initialised from {pcfg.init}: {counts['trainable'] / 1e6:.2f}M trainable, "
-          f"{counts['frozen'] / 1e6:.2f}M frozen parameters")
-    return policy
 
 
 def checkpoint_chunking(directory) -> tuple[int, int]:
