@@ -1,4 +1,4 @@
-"""Self-imitation on Lift: fine-tune the SFT policy on its own successful rollouts, round after round.
+"""Self-imitation (Lift by default): fine-tune the SFT policy on its own successful rollouts, round after round.
 
 The cheapest use of reward there is (filtered behaviour cloning, "expert iteration"): run the
 deployed ODE policy from fresh training states, keep the successful episodes, fine-tune on every
@@ -86,6 +86,8 @@ def fine_tune(policy, data: dict[str, list], steps: int, lr: float, batch_size: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", required=True)
+    parser.add_argument("--task", default="lift")
+    parser.add_argument("--max-episode-steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--states", type=int, default=48, help="fresh training states (one rollout each) per round")
     parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps per round")
@@ -99,8 +101,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    env_kwargs = dict(task="lift", cameras=("agentview",), image_size=64, max_episode_steps=200, control_freq=20)
     policy = load_policy(args.policy).eval()
+    env_kwargs = dict(task=args.task, cameras=tuple(policy.config.cameras), image_size=policy.config.image_size,
+                      max_episode_steps=args.max_episode_steps, control_freq=20)
     generator = torch.Generator().manual_seed(args.seed)
     data: dict[str, list] = {}
     rows = []
