@@ -84,7 +84,8 @@ def _checkpoint_kept(directory: str, resume_hint: str) -> str:
 
 
 def _dataset_kept(cfg) -> str:
-    return f"nothing kept: the dataset is written only when collection finishes (no partial {cfg.output_dir})"
+    return (f"no dataset written ({cfg.output_dir} is written only when collection finishes; an older one there "
+            f"is untouched); the partial TensorBoard logs are in {cfg.output_dir}.logs")
 
 
 def _quickstart_kept(cfg) -> str:

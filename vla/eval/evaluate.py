@@ -74,7 +74,6 @@ def _run_eval(cfg: EvalConfig, out: Path, progress: bool, policy) -> dict:
     policy = policy or load_policy(cfg.policy, map_location=cfg.device)
     env_kwargs = env_kwargs_for(policy, cfg.env)
     check_compatible(policy, env_kwargs)
-    write_resolved_config(cfg, out)
     if cfg.suite:
         episodes, seconds = _evaluate_suite(cfg, policy, env_kwargs, progress)
     else:
@@ -91,6 +90,7 @@ def _run_eval(cfg: EvalConfig, out: Path, progress: bool, policy) -> dict:
                                 init_states="the suite's own, episode i = state i",
                                 noop_steps_after_reset=10, episodes_per_task=cfg.n_episodes,
                                 max_episode_steps=env_kwargs["max_episode_steps"] or "suite limit")
+    write_resolved_config(cfg, out)  # with the results: an interrupted evaluation leaves nothing behind
     write_json_atomic(out / "eval_info.json", info)
     plot_results(info, out / "eval_report.png", title=f"{cfg.suite or cfg.env.task}: {cfg.policy}")
     with SummaryWriter(str(out / "tb")) as writer:
