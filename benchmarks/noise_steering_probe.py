@@ -95,6 +95,33 @@ def evaluate(steer_env: NoiseSteeringEnv, episodes: int, actor=None) -> list[boo
     return results
 
 
+def noise_diagnostic(steer_env: NoiseSteeringEnv, episodes: int) -> dict:
+    """The base policy on the evaluation states with other initial-noise choices than `vla eval`'s
+    Gaussian: all zeros, the Gaussian clipped to the steering bound, uniform within the bound."""
+    results = {}
+    for name in ("zero", "clipped", "uniform"):
+        successes = []
+        for i in range(episodes):
+            steer_env.reset(seed=EVAL_SEED + i)
+            generator, rng = torch.Generator().manual_seed(EVAL_SEED + i), np.random.default_rng(EVAL_SEED + i)
+            done = success = False
+            while not done:
+                noise = torch.randn(steer_env.noise_shape, generator=generator).numpy()
+                if name == "zero":
+                    noise = np.zeros_like(noise)
+                elif name == "clipped":
+                    noise = np.clip(noise, -steer_env.bound, steer_env.bound)
+                else:
+                    noise = rng.uniform(-steer_env.bound, steer_env.bound, steer_env.noise_shape).astype(np.float32)
+                _, reward, terminated, truncated, _ = steer_env.step_noise(noise)
+                success |= reward > 0
+                done = terminated or truncated
+            successes.append(bool(success))
+        results[name] = summary(successes)
+        print(f"base policy, {name} noise: {results[name]}", flush=True)
+    return results
+
+
 def summary(successes: list[bool]) -> dict:
     k, n = sum(successes), len(successes)
     lo, hi = wilson_interval(k, n)
@@ -112,6 +139,8 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
+    p.add_argument("--noise-diagnostic", action="store_true",
+                   help="only evaluate the base policy with zero / clipped / uniform noise, then stop")
     a = p.parse_args()
     from stable_baselines3 import SAC
 
@@ -120,6 +149,10 @@ def main() -> None:
     env_kwargs = {"task": a.task, "cameras": (), "max_episode_steps": a.max_episode_steps}
     train_env = NoiseSteeringEnv(policy, env_kwargs, a.bound, TRAIN_SEED + 100_000 * a.seed)
     eval_env = NoiseSteeringEnv(policy, env_kwargs, a.bound, 0)
+    if a.noise_diagnostic:
+        results = noise_diagnostic(eval_env, a.eval_episodes)
+        write_json(a.json or RESULTS / f"noise_steering_{a.task}_noise_diagnostic.json", a, **results)
+        return
     decisions_per_episode = -(-a.max_episode_steps // policy.config.n_action_steps)
     start = time.time()
     base = evaluate(eval_env, a.eval_episodes)
