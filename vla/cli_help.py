@@ -10,6 +10,7 @@ import dataclasses
 import re
 import shutil
 import textwrap
+import types
 import typing
 from dataclasses import MISSING
 
@@ -29,7 +30,7 @@ def _type_name(tp) -> str:
     if origin is None:
         return getattr(tp, "__name__", str(tp))
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if origin in (typing.Union,) or str(origin) == "<class 'types.UnionType'>":
+    if origin in (typing.Union, types.UnionType):
         return "|".join(_type_name(a) for a in args) + ("|None" if len(args) < len(typing.get_args(tp)) else "")
     return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
 

@@ -143,14 +143,14 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     from torch.utils.tensorboard import SummaryWriter
 
     from vla.data import LeRobotDatasetWriter
-
     from vla.sim import make_env
 
     tasks = resolve_tasks(cfg)  # before anything is written: bad input leaves no trace
     out = Path(cfg.output_dir)
-    if out.exists() and not cfg.overwrite:
-        raise ConfigError(f"output_dir {out} already exists; pass --overwrite=true to replace it "
-                          "(the old dataset stays until the new one is complete), or choose another --output_dir")
+    exists = ConfigError(f"output_dir {out} already exists; pass --overwrite=true to replace it "
+                         "(the old dataset stays until the new one is complete), or choose another --output_dir")
+    if out.exists() and not cfg.overwrite:  # before any env is built
+        raise exists
     first_env = make_env(**_env_kwargs(cfg, tasks[0]))
     # The task's object state too (state-based policies read it), unless a suite's tasks differ in it.
     env_state_dim = 0 if cfg.suite else getattr(first_env, "environment_state_dim", 0)
@@ -158,10 +158,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
         writer = LeRobotDatasetWriter(out, fps=cfg.env.control_freq, robot_type="panda",
                                       features=dataset_features(cfg.env.cameras, cfg.env.image_size, env_state_dim),
                                       overwrite=cfg.overwrite)
-    except FileExistsError as exc:
+    except FileExistsError as exc:  # created since the check above
         first_env.close()
-        raise ConfigError(f"output_dir {out} already exists; pass --overwrite=true to replace it "
-                          "(the old dataset stays until the new one is complete), or choose another --output_dir") from exc
+        raise exists from exc
     # Logs sit beside the dataset (not inside it: the dataset folder holds only the format's files).
     # A previous run's logs go, so TensorBoard never mixes two runs.
     log_dir = claim_output_dir(out.with_name(out.name + ".logs"), overwrite=True)

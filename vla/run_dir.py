@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vla.config import ConfigError
+from vla.errors import UserError
 
 
 def _is_empty(path: Path) -> bool:
@@ -41,8 +42,6 @@ def removed_on_user_error(path: str | Path) -> Iterator[Path]:
     """Remove `path` if the block fails with a user error (bad policy, dataset, config) and the folder
     did not exist or was empty before: a refused run leaves no stray files. Other failures and
     interrupts keep what was written (checkpoints, partial logs) for the user to inspect or resume."""
-    from vla.errors import UserError
-
     path = Path(path)
     was_empty = _is_empty(path)
     try:

@@ -79,7 +79,7 @@ def run_episodes(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0,
                                                             noise=torch.stack(noise))
                     else:  # one call per episode: a batched matmul's result depends on the batch size
                         chunk = torch.cat([policy.predict_action_chunk(observations_to_batch([obs[k]], cameras),
-                                                                       noise=n[None]) for k, n in zip(idx, noise)])
+                                                                       noise=x0[None]) for k, x0 in zip(idx, noise)])
                 chunk = chunk[:, :execute].cpu().numpy()
                 actions = np.zeros((vec_env.num_envs, execute, chunk.shape[-1]), dtype=np.float32)
                 actions[idx] = chunk

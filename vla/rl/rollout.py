@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from vla.policy.flow_matching_policy import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
-from vla.policy.observation import ENV_STATE_KEY, observations_to_batch
+from vla.policy.flow_matching_policy import ACTION_KEY
+from vla.policy.observation import observations_to_batch
 from vla.policy.sampling import NoiseHead, sample_chain
 
 
@@ -178,7 +178,7 @@ class RolloutEngine:
                             progress()
         trajectories = _drop_lost_episodes(trajectories, store)
         return Rollouts(
-            observations=_stack_observations(store["obs"], self.cameras),
+            observations=_stack_observations(store["obs"]),
             chains=torch.stack(store["chain"]),
             step_masks=torch.stack(store["mask"]),
             log_probs=torch.stack(store["logp"]).float(),
@@ -212,13 +212,11 @@ def _drop_lost_episodes(trajectories: list[Trajectory], store: dict[str, list]) 
     return kept
 
 
-def _stack_observations(rows: list[tuple[dict, int]], cameras: list[str]) -> dict:
-    """Per-decision (batch, row) references -> one batch dict in decision order."""
+def _stack_observations(rows: list[tuple[dict, int]]) -> dict:
+    """Per-decision (batch, row) references -> one batch dict in decision order (every batch comes from
+    observations_to_batch with the policy's cameras, so all hold the same keys)."""
     out: dict = {}
-    keys = [IMAGE_PREFIX + c for c in cameras] + [STATE_KEY]
-    if rows and all(ENV_STATE_KEY in batch for batch, _ in rows):
-        keys.append(ENV_STATE_KEY)
-    for key in keys:
+    for key in [k for k in rows[0][0] if k != "task"] if rows else []:
         out[key] = torch.stack([batch[key][j] for batch, j in rows])
     out["task"] = [batch["task"][j] for batch, j in rows]
     return out

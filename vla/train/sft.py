@@ -149,16 +149,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.policy.chunk_size)
         policy = policy_for_dataset(cfg, dataset).to(cfg.device).train()
     generator = torch.Generator().manual_seed(cfg.seed)
-    optimizer = torch.optim.AdamW(trainable(policy), lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_with_warmup(s, cfg.warmup_steps, cfg.steps))
-    ema = make_ema(policy, cfg.ema_decay)
+    ema = make_ema(params, cfg.ema_decay)
     start_step, history = 0, []
     if cfg.resume:
         start_step, history = _resume(cfg, last, policy, optimizer, scheduler, generator, ema)
     write_resolved_config(cfg, out)
-    n_params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    n_params = sum(p.numel() for p in params)
     kind = f"state_flow ({cfg.policy.backbone})" if cfg.policy.type == "state_flow" else cfg.policy.preset
     print(f"training {kind} policy ({n_params / 1e6:.2f}M trainable parameters) on "
           f"{dataset.num_episodes} episodes / {dataset.num_frames} frames from {cfg.dataset}"
@@ -181,7 +181,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             optimizer.step()
             scheduler.step()
             if ema is not None:
-                ema.step(trainable(policy))
+                ema.step(params)
             history.append(info["loss"])
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
@@ -200,7 +200,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     elapsed = time.time() - start
     final = out / "policy"
     if ema is not None:  # the deployed policy is the average
-        ema.copy_to(trainable(policy))
+        ema.copy_to(params)
     policy.save_pretrained(final)
     trained = cfg.steps - start_step
     summary = {"steps": cfg.steps, "resumed_at_step": start_step, "batch_size": cfg.batch_size, "seconds": elapsed,
@@ -220,11 +220,7 @@ def _run_identity(cfg: TrainConfig) -> dict:
             "ema_decay": cfg.ema_decay}
 
 
-def trainable(policy) -> list[torch.nn.Parameter]:
-    return [p for p in policy.parameters() if p.requires_grad]
-
-
-def make_ema(policy, decay: float):
+def make_ema(params: list[torch.nn.Parameter], decay: float):
     """diffusers' EMAModel over the trainable weights (decay warmup as in diffusion policy), or None."""
     if decay <= 0:
         return None
@@ -232,7 +228,7 @@ def make_ema(policy, decay: float):
         raise ConfigError(f"--ema_decay={decay}: must be below 1 (0 turns the average off)")
     from diffusers.training_utils import EMAModel
 
-    return EMAModel(trainable(policy), decay=decay, use_ema_warmup=True, power=0.75)
+    return EMAModel(params, decay=decay, use_ema_warmup=True, power=0.75)
 
 
 def ema_extra(ema) -> dict:
