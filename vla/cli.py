@@ -47,6 +47,13 @@ def _quickstart(cfg) -> None:
 
 
 def _rl(cfg) -> None:
+    from vla.policy.steered.spaces import SPACES
+
+    if cfg.algo in SPACES:  # off-policy steering of the frozen policy
+        from vla.rl.steering.trainer import train_steering
+
+        train_steering(cfg)
+        return
     from vla.rl.trainer import train_rl
 
     train_rl(cfg)
@@ -103,7 +110,7 @@ COMMANDS: dict[str, Command] = {
                     lambda c: "nothing kept: results are written only when every episode has finished"),
     "quickstart": Command("collect + train + eval (+ optional RL) on the default config: the whole main job",
                           "QuickstartConfig", _quickstart, _quickstart_kept),
-    "rl": Command("RL post-training (GRPO, PPO) of a flow policy in simulation", "RLConfig", _rl,
+    "rl": Command("RL post-training of a flow policy in simulation (GRPO, PPO; SAC steering: noise, residual, zprl)", "RLConfig", _rl,
                   lambda c: _checkpoint_kept(c.output_dir, "continue with --resume=true")),
     "serve-ros": Command("run a policy on an arm through ROS 2 (needs the [ros] extra)", "ServeRosConfig", _serve_ros,
                          lambda c: "node stopped"),

@@ -254,12 +254,46 @@ class RLEvalConfig:
 
 
 @dataclass
+class OffPolicyConfig:
+    """`vla rl --algo noise|residual|zprl`: SAC (stable-baselines3) steering a frozen policy."""
+
+    # Environment steps to train for, warm-up included (give every arm of a comparison the same).
+    env_steps: int = 50_000
+    # Steering size (0 = the space's default): the noise bound b (noise, default 1.5), the residual's
+    # lambda_a in action units (residual, default 0.2), the latent lambda (zprl, default 0.2).
+    scale: float = 0.0
+    # Environment steps of warm-up with steering off (the base policy acts) before SAC updates start.
+    warmup_steps: int = 2000
+    # Replay buffer size in decisions (one decision = one action chunk).
+    buffer_size: int = 200_000
+    # Transitions per gradient step.
+    batch_size: int = 256
+    # Gradient steps per decision (update-to-data ratio).
+    utd: int = 8
+    # Adam learning rate of the actor, the critics and the entropy coefficient.
+    lr: float = 3e-4
+    # Polyak averaging rate of the target critics.
+    tau: float = 0.005
+    # Critics; the target takes the minimum of all of them (2 = SAC's clipped double Q).
+    n_critics: int = 2
+    # Hidden layer widths of the actor and of each critic.
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    # Initial entropy coefficient (auto-tuned from there).
+    ent_coef_init: float = 0.01
+    # Target entropy per steering dimension (auto-tuning aims at target_entropy * dim); -1 is SAC's default.
+    target_entropy: float = -1.0
+    # Evaluate the deterministic actor on eval.n_episodes_periodic fixed states every this many env steps (0 = never).
+    eval_every: int = 10_000
+
+
+@dataclass
 class RLConfig:
-    """`vla rl`: policy-gradient post-training of a flow policy in simulation.
+    """`vla rl`: RL post-training of a flow policy in simulation: on-policy (GRPO, PPO) on its weights,
+    or off-policy steering of the frozen policy (noise, residual, zprl; see `offpolicy`).
 
     Sized so one Lift iteration takes about a minute on 2 CPU cores."""
 
-    # "grpo" or "ppo" (the trainer lists the valid names).
+    # "grpo" or "ppo" (on-policy, train the policy), or "noise", "residual", "zprl" (steer it, frozen).
     algo: str = "grpo"
     # Supervised policy checkpoint to start from (also the KL reference).
     policy: str = "outputs/quickstart/train/policy"
@@ -270,6 +304,7 @@ class RLConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: RLEvalConfig = field(default_factory=RLEvalConfig)
+    offpolicy: OffPolicyConfig = field(default_factory=OffPolicyConfig)
     # RL iterations, each one round of rollouts followed by one update.
     iterations: int = 30
     # Rollouts per iteration = n_groups * group_size; a group shares its initial state.

@@ -167,6 +167,13 @@ class PolicyConfig:
     num_blocks: int = 3
     # state_flow: size of the task's object state; `vla train` sets it from the dataset (0 = robot state only).
     environment_state_dim: int = 0
+    # state_flow: latent size of a variational information bottleneck on the observation embedding, which
+    # `vla rl --algo zprl` steers (0 = none; ZPRL's released code uses 16, 32 for harder tasks).
+    vib_dim: int = 0
+    # state_flow: weight of the bottleneck's KL to N(0, I) in the training loss.
+    vib_beta: float = 2e-4
+    # state_flow: weight of the bottleneck's reconstruction of the (detached) observation embedding.
+    vib_gamma: float = 0.01
 
     def __post_init__(self) -> None:
         if self.type not in POLICY_TYPES:

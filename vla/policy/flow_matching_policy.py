@@ -14,6 +14,7 @@ use the same two methods, so every algorithm runs on every policy type.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -36,6 +37,22 @@ def euler_step(x: torch.Tensor, v: torch.Tensor, t: torch.Tensor, dt: float, ste
     return x - dt * v
 
 
+@dataclass
+class FlowTarget:
+    """One flow-matching training batch: x_t = t * noise + (1 - t) * actions, target u = noise - actions."""
+
+    actions: torch.Tensor  # [B, H, A_model], normalised, zero-padded to the model's width
+    noise: torch.Tensor
+    t: torch.Tensor  # [B]
+    x_t: torch.Tensor
+    valid: torch.Tensor | None  # [B, H] unpadded chunk steps, None = all
+    action_dim: int  # the real action dims, which the loss reads
+
+    def loss(self, v: torch.Tensor) -> torch.Tensor:
+        a = self.action_dim
+        return flow_matching_loss(v[..., :a], self.actions[..., :a], self.noise[..., :a], self.valid)
+
+
 class FlowMatchingPolicy(nn.Module):
     checkpoint_type: str  # config.json's "type": the policy's key in vla/policy/registry.py
 
@@ -56,19 +73,20 @@ class FlowMatchingPolicy(nn.Module):
 
     def forward(self, batch: dict, noise: torch.Tensor | None = None, time: torch.Tensor | None = None):
         """Flow-matching loss: mean over action dims of ||v - u||^2, averaged over unpadded chunk steps."""
+        target = self.flow_target(batch, noise, time)
+        cache, state_token = self.encode_observation(batch)
+        loss = target.loss(self.velocity(cache, state_token, target.x_t, target.t))
+        return loss, {"loss": loss.item()}
+
+    def flow_target(self, batch: dict, noise: torch.Tensor | None = None, time: torch.Tensor | None = None):
+        """The batch's normalised actions, noise, flow time and interpolant x_t, and the loss of a velocity."""
         actions = self.normalizer.normalize(ACTION_KEY, batch[ACTION_KEY].to(self.device).float())
         a = actions.shape[-1]
         actions = F.pad(actions, (0, self.config.model_action_dim - a))  # pi0 pads actions to its width
-        b = actions.shape[0]
         noise = torch.randn_like(actions) if noise is None else noise.to(actions)
-        t = self.sample_time(b) if time is None else time.to(actions)
-        x_t = flow_interpolate(actions, noise, t)
-        cache, state_token = self.encode_observation(batch)
-        v = self.velocity(cache, state_token, x_t, t)
+        t = self.sample_time(actions.shape[0]) if time is None else time.to(actions)
         valid = ~batch[PAD_KEY].to(self.device) if PAD_KEY in batch else None
-        # target u = noise - actions over the real action dims, padded chunk steps left out
-        loss = flow_matching_loss(v[..., :a], actions[..., :a], noise[..., :a], valid)
-        return loss, {"loss": loss.item()}
+        return FlowTarget(actions, noise, t, flow_interpolate(actions, noise, t), valid, a)
 
     # ------------------------------------------------------------- sampling
     def sample_actions(self, batch: dict, noise: torch.Tensor | None = None, num_steps: int | None = None,
@@ -76,8 +94,12 @@ class FlowMatchingPolicy(nn.Module):
         """Integrate from noise at t = 1 to t = 0; returns the normalised chunk [B, H, A].
 
         The chain runs in the model's (padded) action width; noise may be given in it or in A."""
+        return self.integrate(*self.encode_observation(batch), noise=noise, num_steps=num_steps, step_fn=step_fn)
+
+    def integrate(self, cache, state_token: torch.Tensor, noise: torch.Tensor | None = None,
+                  num_steps: int | None = None, step_fn: StepFn = euler_step) -> torch.Tensor:
+        """sample_actions from an encoded observation."""
         c = self.config
-        cache, state_token = self.encode_observation(batch)
         b = state_token.shape[0]
         x = torch.randn(b, c.chunk_size, c.model_action_dim, device=self.device) if noise is None else noise.to(self.device).float()
         k = num_steps or c.num_inference_steps

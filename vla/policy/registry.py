@@ -20,6 +20,7 @@ POLICY_TYPES: dict[str, str] = {
     "flow_vla": "vla.policy.flow_vla.policy:FlowVLAPolicy",
     "flow_vla_smolvla": "vla.policy.smolvla.policy:SmolVLAPolicy",
     "state_flow": "vla.policy.state_flow.policy:StateFlowPolicy",
+    "steered": "vla.policy.steered.policy:SteeredPolicy",
 }
 
 
@@ -49,6 +50,8 @@ def load_policy(directory, map_location="cpu", **foreign_options):
         policy = load_foreign(directory, native_types=tuple(POLICY_TYPES), **foreign_options)
         return policy.to(map_location).eval()
     cls = policy_class(kind)
+    if hasattr(cls, "load_checkpoint"):  # a composite checkpoint (a steered policy holds its base's)
+        return cls.load_checkpoint(directory, data, map_location=map_location)
     try:
         config = cls.config_from_dict(data, source=str(directory / CONFIG_FILE))
     except (TypeError, ValueError) as exc:

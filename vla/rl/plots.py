@@ -6,19 +6,24 @@ import os
 from pathlib import Path
 
 
-def plot_success(history: list[dict], path: Path, title: str = "") -> None:
+def plot_success(history: list[dict], path: Path, title: str = "", x: str = "iteration") -> None:
+    """x: the history key on the horizontal axis, "iteration" (shown from 1) or "env_steps"."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    its = [h["iteration"] + 1 for h in history]
-    ax.plot(its, [100 * h["success_rate"] for h in history], marker="o", ms=3, label="training rollouts (stochastic)")
-    evals = [(h["iteration"] + 1, h["eval_success_rate"]) for h in history if "eval_success_rate" in h]
+    def at(h: dict) -> float:
+        return h[x] + 1 if x == "iteration" else h[x]
+
+    train = [(at(h), 100 * h["success_rate"]) for h in history if "success_rate" in h]
+    if train:
+        ax.plot(*zip(*train), marker="o", ms=3, label="training rollouts (stochastic)")
+    evals = [(at(h), 100 * h["eval_success_rate"]) for h in history if "eval_success_rate" in h]
     if evals:
-        ax.plot(*zip(*[(i, 100 * s) for i, s in evals]), marker="s", label="evaluation (deterministic)")
-    ax.set_xlabel("RL iteration")
+        ax.plot(*zip(*evals), marker="s", label="evaluation (deterministic)")
+    ax.set_xlabel("RL iteration" if x == "iteration" else x.replace("_", " "))
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)

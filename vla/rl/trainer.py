@@ -58,7 +58,8 @@ VecEnvFactory = Callable[[int, dict], object]
 def validate(cfg: RLConfig) -> None:
     """Refuse a bad config before anything is loaded; messages name the flag."""
     if cfg.algo not in ALGORITHMS:
-        raise ConfigError(f"--algo: unknown algorithm {cfg.algo!r}; valid algorithms: {', '.join(ALGORITHMS)}")
+        raise ConfigError(f"--algo: unknown algorithm {cfg.algo!r}; valid algorithms: {', '.join(ALGORITHMS)} "
+                          "(on-policy), noise, residual, zprl (off-policy steering)")
     s = cfg.sampling
     if cfg.surrogate not in SURROGATES:
         raise ConfigError(f"--surrogate: {cfg.surrogate!r} is not one of {', '.join(SURROGATES)}")

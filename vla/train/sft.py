@@ -112,7 +112,7 @@ def _state_policy_for_dataset(pcfg, dataset):
     from vla.policy.state_flow import StateFlowPolicy
 
     if pcfg.init:
-        raise ConfigError("policy.init loads VLA checkpoints; a state_flow policy trains from scratch")
+        return _add_bottleneck(pcfg)
     env_state = dataset.features.get(ENV_STATE_KEY)
     if env_state is None:
         raise ConfigError(f"dataset {dataset.root} has no {ENV_STATE_KEY!r} (the task's object state), which a "
@@ -120,6 +120,28 @@ def _state_policy_for_dataset(pcfg, dataset):
     pcfg.environment_state_dim = int(env_state["shape"][0])
     policy = StateFlowPolicy(pcfg)
     policy.normalizer.load_stats(dataset.stats)
+    return policy
+
+
+def _add_bottleneck(pcfg):
+    """`--policy.init=<state_flow checkpoint> --policy.vib_dim=N`: the checkpoint's policy, frozen (its
+    weights and normalisation stats), with a new bottleneck that alone trains (ZPRL's offline phase)."""
+    from vla.policy.state_flow import StateFlowPolicy
+
+    base = load_policy(pcfg.init)
+    if not isinstance(base, StateFlowPolicy) or not pcfg.vib_dim or base.vib is not None:
+        raise ConfigError(f"policy.init={pcfg.init}: a state_flow policy only initialises from a state_flow "
+                          "checkpoint without a bottleneck, to add one (set policy.vib_dim > 0)")
+    config = base.config
+    config.vib_dim, config.vib_beta, config.vib_gamma, config.init = pcfg.vib_dim, pcfg.vib_beta, pcfg.vib_gamma, pcfg.init
+    policy = StateFlowPolicy(config)
+    missing, unexpected = policy.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("vib.") for k in missing), (missing, unexpected)
+    policy.requires_grad_(False)
+    policy.vib.requires_grad_(True)
+    pcfg.__dict__.update(config.__dict__)  # the run's resolved config records what was built
+    print(f"initialised from {pcfg.init}: only the bottleneck trains "
+          f"({sum(p.numel() for p in policy.vib.parameters()) / 1e6:.2f}M parameters)")
     return policy
 
 
@@ -185,7 +207,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             history.append(info["loss"])
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
-                writer.add_scalar("train/loss", info["loss"], step)
+                for name, value in info.items():  # the loss, and its terms where a policy reports them
+                    writer.add_scalar(f"train/{name}", value, step)
                 writer.add_scalar("train/grad_norm", float(grad_norm), step)
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
                 bar.set_postfix(loss=f"{np.mean(history[-cfg.log_every:]):.4f}")

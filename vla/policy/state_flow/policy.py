@@ -8,7 +8,8 @@ Flow-Noise, GRPO and PPO run on it unchanged:
     velocity(condition, features, x_t, t[, return_hidden]) -> v [B, H, A] (, hidden [B, H, W])
 
 and inherits the training loss, sampler, action queue and checkpoints from FlowMatchingPolicy, as
-the VLA does.
+the VLA does. With `vib_dim > 0` the velocity network is conditioned on a variational bottleneck's
+reconstruction e_hat(mu(e)) of the observation embedding e (ZPRL; `vla rl --algo zprl` steers mu).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from vla.policy.config import PolicyConfig
 from vla.policy.flow_matching_policy import ACTION_KEY, ENV_STATE_KEY, STATE_KEY, FlowMatchingPolicy
 from vla.policy.normalize import Normalizer
 from vla.policy.state_flow.backbones import ResidualMLPVelocity, TemporalUNetVelocity
+from vla.policy.vib import VariationalBottleneck
 
 STATE_FLOW_TYPE = "state_flow"  # config.json type (vla/policy/registry.py), also its config's type field
 BACKBONES = ("mlp", "unet")
@@ -60,6 +62,7 @@ class StateFlowPolicy(FlowMatchingPolicy):
             self.backbone = TemporalUNetVelocity(c.chunk_size, c.action_dim, c.hidden_dim, c.hidden_dim)
             self.velocity_hidden_dim = self.backbone.feature_dim
         self.pooled_dim = c.hidden_dim
+        self.vib = VariationalBottleneck(c.hidden_dim, c.vib_dim) if c.vib_dim else None
         dims = {STATE_KEY: c.state_dim, ACTION_KEY: c.action_dim}
         if c.environment_state_dim:
             dims[ENV_STATE_KEY] = c.environment_state_dim
@@ -80,9 +83,42 @@ class StateFlowPolicy(FlowMatchingPolicy):
             parts.append(self.normalizer.normalize(ENV_STATE_KEY, batch[ENV_STATE_KEY].to(self.device).float()))
         return torch.cat(parts, dim=-1)
 
+    def embed(self, batch: dict) -> torch.Tensor:
+        """The observation embedding e [B, hidden_dim] (before the bottleneck, if any)."""
+        return self.obs_encoder(self.observation_vector(batch))
+
     def encode_observation(self, batch: dict) -> tuple[StateCondition, torch.Tensor]:
-        features = self.obs_encoder(self.observation_vector(batch))
+        features = self.embed(batch)
+        if self.vib is not None:  # deployment conditions on e_hat(mu(e))
+            return self.condition_from_latent(self.vib.encode(features)[0])
         return StateCondition(features), features
+
+    # ------------------------------------------------------------- the bottleneck (ZPRL)
+    def bottleneck_mean(self, batch: dict) -> torch.Tensor:
+        """mu(e) [B, vib_dim], the latent ZPRL steers."""
+        return self.vib.encode(self.embed(batch))[0]
+
+    def condition_from_latent(self, z: torch.Tensor) -> tuple[StateCondition, torch.Tensor]:
+        e_hat = self.vib.decode(z)
+        return StateCondition(e_hat), e_hat
+
+    def forward(self, batch: dict, noise: torch.Tensor | None = None, time: torch.Tensor | None = None):
+        """Without a bottleneck, the flow-matching loss. With one, ZPRL's loss
+        ||v(x_t | e) - u||^2 + ||v_sg(x_t | e_hat(z)) - u||^2 + beta KL(q || N(0, I)) + gamma ||e_hat - sg(e)||^2,
+        where v_sg has detached weights, so the bottleneck's terms train only the bottleneck."""
+        if self.vib is None:
+            return super().forward(batch, noise, time)
+        target = self.flow_target(batch, noise, time)
+        e = self.embed(batch)
+        flow = target.loss(self.velocity(StateCondition(e), e, target.x_t, target.t))
+        e_hat, kl, reconstruction = self.vib.losses(e)
+        frozen = {name: w.detach() for name, w in self.backbone.named_parameters()}
+        v_sg, _ = torch.func.functional_call(self.backbone, frozen, (target.x_t.float(), target.t, e_hat))
+        through_bottleneck = target.loss(v_sg)
+        c = self.config
+        loss = flow + through_bottleneck + c.vib_beta * kl + c.vib_gamma * reconstruction
+        return loss, {"loss": loss.item(), "flow_loss": flow.item(), "vib_flow_loss": through_bottleneck.item(),
+                      "vib_kl": kl.item(), "vib_reconstruction": reconstruction.item()}
 
     def velocity(self, condition: StateCondition, features: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                  return_hidden: bool = False):
@@ -98,5 +134,8 @@ def validate_state_config(c: PolicyConfig) -> None:
             raise ValueError(f"policy.{name} must be at least 1, got {getattr(c, name)}")
     if not 1 <= c.n_action_steps <= c.chunk_size:
         raise ValueError(f"policy.n_action_steps {c.n_action_steps} must be in [1, chunk_size={c.chunk_size}]")
+    if c.vib_dim < 0 or c.vib_beta < 0 or c.vib_gamma < 0:
+        raise ValueError(f"policy.vib_dim, vib_beta and vib_gamma must be >= 0, got {c.vib_dim}, {c.vib_beta}, "
+                         f"{c.vib_gamma}")
     if c.cameras:
         raise ValueError(f"policy.cameras {c.cameras}: a state_flow policy reads no images (set policy.cameras=[])")

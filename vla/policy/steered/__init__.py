@@ -1,0 +1,1 @@
+"""A frozen flow policy steered by an RL actor through its noise, its actions or its bottleneck latent."""

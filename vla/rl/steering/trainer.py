@@ -1,0 +1,293 @@
+"""`vla rl --algo noise|residual|zprl`: off-policy SAC steering a frozen flow policy.
+
+    base policy (frozen) --+-- SteeringEnv: one step = one chunk, steered by the learner's action
+                           +-- SAC (stable-baselines3): replay buffer, critics, auto-tuned entropy
+    -> policy/: base + actor as one checkpoint (`vla eval`, `vla serve-ros` run it)
+    -> eval/: the base and the steered policy on the same fixed states and flow noise, per-state changes
+
+Warm-up plays the base policy unsteered (steering off) before SAC's updates start, so the first
+transitions in the buffer are the base's own behaviour, not uniform random steering.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from vla.atomic_io import write_json_atomic
+from vla.config import ConfigError, RLConfig, resolve_threads, write_resolved_config
+from vla.eval.evaluate import check_compatible, env_kwargs_for
+from vla.eval.report import build_eval_info, format_table, write_videos
+from vla.eval.runner import run_episodes
+from vla.policy.registry import load_policy
+from vla.policy.steered.actor import SteeringActor
+from vla.policy.steered.policy import SteeredPolicy
+from vla.policy.steered.spaces import SPACES, make_space
+from vla.rl.plots import plot_success
+from vla.rl.steering.env import SteeringEnv
+from vla.run_dir import claim_output_dir
+from vla.train.sft import seed_everything
+
+DEFAULT_SCALE = {"noise": 1.5, "residual": 0.2, "zprl": 0.2}
+MAX_SCALE = {"noise": 3.0, "residual": 1.0, "zprl": 1.0}  # beyond these the base policy no longer decides
+REWARDS = ("success", "shaped")
+
+
+def validate(cfg: RLConfig) -> None:
+    o = cfg.offpolicy
+    if cfg.algo not in SPACES:
+        raise ConfigError(f"--algo {cfg.algo!r} is not an off-policy steering algorithm ({', '.join(SPACES)})")
+    scale = o.scale or DEFAULT_SCALE[cfg.algo]
+    if not 0 < scale <= MAX_SCALE[cfg.algo]:
+        raise ConfigError(f"--offpolicy.scale={o.scale}: for --algo {cfg.algo} it must be in (0, {MAX_SCALE[cfg.algo]}]")
+    for name in ("env_steps", "buffer_size", "batch_size", "utd", "n_critics"):
+        if getattr(o, name) < 1:
+            raise ConfigError(f"--offpolicy.{name} must be >= 1, got {getattr(o, name)}")
+    if o.warmup_steps < 0 or o.eval_every < 0:
+        raise ConfigError("--offpolicy.warmup_steps and --offpolicy.eval_every must be >= 0")
+    if not o.hidden or min(o.hidden) < 1:
+        raise ConfigError(f"--offpolicy.hidden must list positive layer widths, got {o.hidden}")
+    if not (o.lr > 0 and 0 < o.tau <= 1 and o.ent_coef_init > 0 and 0 < cfg.gamma <= 1):
+        raise ConfigError("--offpolicy.lr, --offpolicy.ent_coef_init must be > 0, --offpolicy.tau and --gamma in (0, 1]")
+    if cfg.reward not in REWARDS:
+        raise ConfigError(f"--reward: {cfg.reward!r} is not one of {', '.join(REWARDS)}")
+    if cfg.resume:
+        raise ConfigError("--resume is not supported by the off-policy steering algorithms yet: start a new run")
+
+
+def _sac_class():
+    try:
+        from stable_baselines3 import SAC
+    except ImportError as exc:
+        raise ConfigError("--algo noise|residual|zprl needs stable-baselines3: pip install -e '.[offpolicy]'") from exc
+
+    class SteeringSAC(SAC):
+        """SAC whose warm-up plays the base policy unsteered instead of uniform random actions."""
+
+        warmup_rng: np.random.Generator
+        space = None
+
+        def _sample_action(self, learning_starts, action_noise=None, n_envs=1):
+            if self.num_timesteps < learning_starts:
+                action = np.stack([self.space.warmup_action(self.warmup_rng) for _ in range(n_envs)])
+                return action, action
+            return super()._sample_action(learning_starts, action_noise, n_envs)
+
+    return SteeringSAC
+
+
+def _evaluate_in_process(env: SteeringEnv, actor, n_episodes: int, seed: int) -> float:
+    """Success rate of the deterministic actor on the fixed states seed + i (each with its own flow noise)."""
+    successes = 0
+    for i in range(n_episodes):
+        features, _ = env.reset(seed=seed + i)
+        done = False
+        while not done:
+            with torch.no_grad():
+                a = actor(torch.as_tensor(features)[None])[0].numpy()
+            features, _, terminated, truncated, info = env.step(a)
+            done = terminated or truncated
+        successes += bool(info["is_success"])
+    return successes / max(1, n_episodes)
+
+
+class Monitor:
+    """Episode bookkeeping, TensorBoard, the progress bar, periodic evaluation and the NaN guard,
+    called by SB3 after every decision."""
+
+    LOSSES = ("train/actor_loss", "train/critic_loss", "train/ent_coef")
+
+    def __init__(self, cfg: RLConfig, agent, eval_env: SteeringEnv, out: Path, progress: bool):
+        self.cfg, self.agent, self.eval_env, self.out = cfg, agent, eval_env, out
+        self.writer = SummaryWriter(str(out / "tb"))
+        self.bar = tqdm(total=cfg.offpolicy.env_steps, desc=f"rl {cfg.algo}", unit="step", disable=not progress,
+                        dynamic_ncols=True)
+        self.env_steps = self.decisions = 0
+        self.next_eval = cfg.offpolicy.eval_every or math.inf
+        self.episodes: list[dict] = []
+        self.history: list[dict] = []
+        self.episode = {"return": 0.0, "sq_diff": 0.0, "diffs": 0}
+        self.start = time.time()
+
+    def on_step(self, infos, rewards, dones) -> bool:
+        info = infos[0]
+        steps = int(info["steps"])
+        self.env_steps += steps
+        self.decisions += 1
+        self.bar.update(steps)
+        e = self.episode
+        e["return"] += float(rewards[0])
+        e["sq_diff"] += info["action_sq_diff"]
+        e["diffs"] += info["action_diffs"]
+        self._check_finite()
+        if dones[0]:
+            self._end_episode(bool(info["is_success"]))
+        if self.env_steps >= self.next_eval:
+            self.next_eval += self.cfg.offpolicy.eval_every
+            self._periodic_eval()
+        return self.env_steps < self.cfg.offpolicy.env_steps
+
+    def _check_finite(self) -> None:
+        values = self.agent.logger.name_to_value
+        for key in self.LOSSES:
+            if key in values and not math.isfinite(values[key]):
+                raise FloatingPointError(f"{key.split('/')[1]} is {values[key]} at env step {self.env_steps}; "
+                                         f"the run stops, and {self.out / 'policy'} (if any) is the last saved policy")
+
+    def _end_episode(self, success: bool) -> None:
+        e = self.episode
+        record = {"episode": len(self.episodes), "env_steps": self.env_steps, "success": success,
+                  "return": e["return"], "action_smoothness": e["sq_diff"] / max(1, e["diffs"])}
+        self.episodes.append(record)
+        self.episode = {"return": 0.0, "sq_diff": 0.0, "diffs": 0}
+        w = self.writer
+        recent = self.episodes[-20:]
+        w.add_scalar("rollout/success_rate_last20", float(np.mean([r["success"] for r in recent])), self.env_steps)
+        w.add_scalar("rollout/return", record["return"], self.env_steps)
+        w.add_scalar("rollout/action_smoothness", record["action_smoothness"], self.env_steps)
+        w.add_scalar("train/buffer_size", self.agent.replay_buffer.size(), self.env_steps)
+        for key, value in self.agent.logger.name_to_value.items():
+            if key.startswith("train/"):
+                w.add_scalar(key, value, self.env_steps)
+        q = self._mean_q()
+        if q is not None:
+            w.add_scalar("train/q_mean", q, self.env_steps)
+        self.bar.set_postfix(success=f"{np.mean([r['success'] for r in recent]):.2f}", episodes=len(self.episodes))
+
+    def _mean_q(self) -> float | None:
+        """Mean Q of the critics on a replayed batch under the actor's current steering."""
+        buffer = self.agent.replay_buffer
+        if buffer.size() < 2 or self.agent.num_timesteps < self.agent.learning_starts:
+            return None
+        with torch.no_grad():
+            batch = buffer.sample(min(256, buffer.size()))
+            actions, _ = self.agent.actor.action_log_prob(batch.observations)
+            return float(torch.cat(self.agent.critic(batch.observations, actions), dim=1).mean())
+
+    def _periodic_eval(self) -> None:
+        actor = SteeringActor.from_sb3(self.agent.actor).eval()
+        rate = _evaluate_in_process(self.eval_env, actor, self.cfg.eval.n_episodes_periodic, self.cfg.eval.seed)
+        recent = self.episodes[-20:]
+        self.history.append({"env_steps": self.env_steps, "episodes": len(self.episodes),
+                             "wall_s": time.time() - self.start, "eval_success_rate": rate,
+                             **({"success_rate": float(np.mean([r["success"] for r in recent]))} if recent else {})})
+        self.writer.add_scalar("eval/success_rate", rate, self.env_steps)
+        self.writer.flush()
+        write_json_atomic(self.out / "history.json", self.history)
+        plot_success(self.history, self.out / "success.png", title=f"{self.cfg.algo} on {self.cfg.env.task}",
+                     x="env_steps")
+
+    def close(self) -> None:
+        self.bar.close()
+        self.writer.close()
+
+
+def _callback(monitor: Monitor):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Callback(BaseCallback):
+        def _on_step(self) -> bool:
+            return monitor.on_step(self.locals["infos"], self.locals["rewards"], self.locals["dones"])
+
+    return Callback()
+
+
+def _final_evaluation(cfg: RLConfig, base, steered, env_kwargs: dict, out: Path, progress: bool) -> dict:
+    """The base and the steered policy through `vla eval`'s runner on the same fixed states and noise."""
+    from vla.sim import VectorEnv
+
+    results = {}
+    with VectorEnv(max(1, min(cfg.n_envs, 2)), env_kwargs) as vec_env:
+        for name, policy in (("base", base), ("steered", steered)):
+            start = time.time()
+            episodes = run_episodes(policy, vec_env, cfg.eval.n_episodes, cfg.eval.seed, progress=progress,
+                                    desc=f"eval {name}", n_videos=cfg.eval.n_videos if name == "steered" else 0)
+            results[name] = (episodes, time.time() - start)
+    (out / "eval").mkdir(parents=True, exist_ok=True)
+    episodes, seconds = results["steered"]
+    videos = write_videos([e for e in episodes if e.frames], out / "eval" / "videos", fps=cfg.env.control_freq)
+    info = build_eval_info(episodes, seconds, cfg.eval.seed, videos)
+    base_info = build_eval_info(results["base"][0], results["base"][1], cfg.eval.seed, [])
+    write_json_atomic(out / "eval" / "eval_info.json", info)
+    write_json_atomic(out / "eval" / "base_eval_info.json", base_info)
+    print(format_table(info))
+    base_ok = [e.success for e in results["base"][0]]
+    steered_ok = [e.success for e in episodes]
+    return {"base_pc_success": base_info["aggregated"]["pc_success"],
+            "base_pc_success_ci95": base_info["aggregated"]["pc_success_ci95"],
+            "eval_pc_success": info["aggregated"]["pc_success"],
+            "eval_pc_success_ci95": info["aggregated"]["pc_success_ci95"],
+            "states_fixed": [i for i, (b, s) in enumerate(zip(base_ok, steered_ok)) if s and not b],
+            "states_broken": [i for i, (b, s) in enumerate(zip(base_ok, steered_ok)) if b and not s]}
+
+
+def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
+    """Train a steering actor over the frozen policy; returns a summary (also in rl_summary.json)."""
+    validate(cfg)
+    o = cfg.offpolicy
+    resolve_threads(cfg.num_threads)
+    out = claim_output_dir(cfg.output_dir, cfg.overwrite)
+    seed_everything(cfg.seed)
+    base = load_policy(cfg.policy, map_location=cfg.device).requires_grad_(False)
+    if isinstance(base, SteeredPolicy):
+        raise ConfigError(f"--policy {cfg.policy} is already a steered policy: steer its base ({cfg.policy}/base)")
+    scale = o.scale or DEFAULT_SCALE[cfg.algo]
+    space = make_space(cfg.algo, base, scale)  # refuses zprl on a policy without a bottleneck
+    if cfg.reward == "shaped":
+        cfg.env.reward_shaping = True
+    env_kwargs = env_kwargs_for(base, cfg.env)
+    check_compatible(base, env_kwargs)
+    out.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(cfg, out)
+
+    from vla.sim import make_env
+
+    train_env = SteeringEnv(space, make_env(**env_kwargs), cfg.reward, first_seed=cfg.train_seed + 100_000 * cfg.seed)
+    eval_env = SteeringEnv(space, make_env(**{**env_kwargs, "reward_shaping": False}), "success", cfg.eval.seed)
+    decision_steps = base.config.n_action_steps
+    SteeringSAC = _sac_class()
+    agent = SteeringSAC(
+        "MlpPolicy", train_env, learning_rate=o.lr, buffer_size=o.buffer_size, batch_size=o.batch_size,
+        tau=o.tau, gamma=cfg.gamma, learning_starts=-(-o.warmup_steps // decision_steps), train_freq=1,
+        gradient_steps=o.utd, ent_coef=f"auto_{o.ent_coef_init}", target_entropy=o.target_entropy * space.dim,
+        policy_kwargs={"net_arch": list(o.hidden), "n_critics": o.n_critics}, seed=cfg.seed, device=cfg.device,
+        verbose=0)
+    agent.space, agent.warmup_rng = space, np.random.default_rng(cfg.seed)
+    print(f"{cfg.algo}: steering a frozen {base.checkpoint_type} policy through {space.dim} dims "
+          f"(scale {scale}); {sum(p.numel() for p in agent.policy.parameters()) / 1e6:.2f}M trainable parameters; "
+          f"{o.env_steps} env steps, warm-up {o.warmup_steps}")
+    monitor = Monitor(cfg, agent, eval_env, out, progress)
+    start = time.time()
+    try:
+        agent.learn(total_timesteps=10**12, callback=_callback(monitor), log_interval=None)
+    finally:
+        monitor.close()
+        train_env.close()
+    train_s = time.time() - start
+    steered = SteeredPolicy(base, cfg.algo, scale, SteeringActor.from_sb3(agent.actor)).eval()
+    steered.save_pretrained(out / "policy")
+    write_json_atomic(out / "episodes.json", monitor.episodes)
+    eps = monitor.episodes
+    summary = {"algo": cfg.algo, "scale": scale, "env_steps": monitor.env_steps, "episodes": len(eps),
+               "decisions": monitor.decisions, "train_s": train_s, "policy": str(out / "policy"),
+               "trainable_parameters": sum(p.numel() for p in agent.policy.parameters()),
+               "train_success_first100": float(np.mean([e["success"] for e in eps[:100]])) if eps else None,
+               "train_success_last100": float(np.mean([e["success"] for e in eps[-100:]])) if eps else None,
+               "action_smoothness_last100": float(np.mean([e["action_smoothness"] for e in eps[-100:]])) if eps else None}
+    if cfg.eval.n_episodes > 0:
+        summary.update(_final_evaluation(cfg, base, steered, env_kwargs, out, progress))
+        print(f"fixed evaluation on {cfg.eval.n_episodes} states: base {summary['base_pc_success']:.1f}% -> "
+              f"steered {summary['eval_pc_success']:.1f}% (fixed {len(summary['states_fixed'])} states, "
+              f"broke {len(summary['states_broken'])})")
+    eval_env.close()
+    write_json_atomic(out / "rl_summary.json", summary)
+    print(f"RL finished: policy {out / 'policy'}, history {out / 'history.json'}, "
+          f"TensorBoard: tensorboard --logdir {out / 'tb'}")
+    return json.loads(json.dumps(summary))
