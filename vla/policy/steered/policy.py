@@ -17,10 +17,10 @@ from collections import deque
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from vla.policy.checkpoint import CONFIG_FILE, CheckpointError, atomic_directory_write
+from vla.policy.checkpoint import CONFIG_FILE, CheckpointError, atomic_directory_write, load_tensors
 from vla.policy.steered.actor import SteeringActor
 from vla.policy.steered.spaces import SPACES, make_space
 
@@ -110,5 +110,8 @@ class SteeredPolicy(nn.Module):
         path = directory / ACTOR_FILE
         if not path.is_file():
             raise CheckpointError(f"steered policy {directory} has no {ACTOR_FILE}")
-        actor.load_state_dict(load_file(str(path)))  # strict: names and shapes must match
+        try:
+            actor.load_state_dict(load_tensors(path, "steering actor"))  # strict: names and shapes must match
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path} does not match {directory / CONFIG_FILE}: {exc}") from exc
         return cls(base, space, scale, actor).to(map_location).eval()

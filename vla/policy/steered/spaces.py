@@ -89,7 +89,8 @@ class LatentSpace(SteeringSpace):
         super().__init__(policy, scale)
         if getattr(policy, "vib", None) is None:
             raise UserError("--algo zprl steers a policy's bottleneck latent, and this policy has none: add one "
-                            "with `vla train --policy.vib_dim=16 --init_from=<policy>` (trains only the VIB)")
+                            "with `vla train --policy.type=state_flow --policy.init=<policy> --policy.vib_dim=16 "
+                            "--dataset=<its demos>` (trains only the VIB)")
 
     @property
     def dim(self) -> int:
@@ -102,7 +103,7 @@ class LatentSpace(SteeringSpace):
     def chunk(self, batch, a, base_noise):
         z = self.policy.bottleneck_mean(batch)
         z_steered = z + self.scale * a if torch.any(a) else z
-        actions = self.policy.sample_actions(batch, noise=base_noise, latent=z_steered)
+        actions = self.policy.integrate(*self.policy.condition_from_latent(z_steered), noise=base_noise)
         return self.policy.normalizer.unnormalize(ACTION_KEY, actions)[:, : self.n_action_steps]
 
 
