@@ -119,7 +119,7 @@ def test_policy_layers():
     graph = import_graph()
     shared = {"vla.policy.checkpoint", "vla.policy.config", "vla.policy.normalize", "vla.policy.finetune",
               "vla.policy.flow_matching_policy", "vla.policy.observation", "vla.policy.sampling"}
-    types = ("vla.policy.flow_vla", "vla.policy.smolvla", "vla.policy.state_flow")
+    types = ("vla.policy.flow_vla", "vla.policy.smolvla", "vla.policy.state_flow", "vla.policy.steered")
     for name in shared:
         assert not [t for t in graph[name] if t.startswith(types + ("vla.policy.foreign", "vla.policy.registry"))], name
     for name, targets in graph.items():

@@ -282,6 +282,9 @@ class OffPolicyConfig:
     ent_coef_init: float = 0.01
     # Target entropy per steering dimension (auto-tuning aims at target_entropy * dim); -1 is SAC's default.
     target_entropy: float = -1.0
+    # Initial log standard deviation of the actor's Gaussian (before tanh), the same in every state: a
+    # low value starts exploration close to the base policy instead of SAC's std of about 1.
+    init_log_std: float = -3.0
     # Evaluate the deterministic actor on eval.n_episodes_periodic fixed states every this many env steps (0 = never).
     eval_every: int = 10_000
 
@@ -371,7 +374,8 @@ class RLConfig:
     # velocity at one random denoising step of each stored chain. The clipped ratio only sees the
     # stochastic step's velocity; the deployed ODE integrates all K of them (docs/RL.md).
     anchor_coef: float = 0.0
-    # What the algorithms optimise: "success" (1 when a chunk reaches success, else 0) or "shaped".
+    # What the algorithms optimise: "success" (1 when a chunk reaches success, else 0) or "shaped";
+    # the steering algorithms also take "time" (0 on success, else -1 per decision).
     # The success reward is docs/ALGORITHMS.md's. The shaped one (robosuite tasks only; turns on
     # env.reward_shaping) is robosuite's staged dense reward per step, at most 1, and on success the
     # reward of staying successful until the time limit.

@@ -51,7 +51,7 @@ def load_policy(directory, map_location="cpu", **foreign_options):
         return policy.to(map_location).eval()
     cls = policy_class(kind)
     if hasattr(cls, "load_checkpoint"):  # a composite checkpoint (a steered policy holds its base's)
-        return cls.load_checkpoint(directory, data, map_location=map_location)
+        return cls.load_checkpoint(directory, data, map_location=map_location, load_base=load_policy)
     try:
         config = cls.config_from_dict(data, source=str(directory / CONFIG_FILE))
     except (TypeError, ValueError) as exc:

@@ -94,10 +94,9 @@ class SteeredPolicy(nn.Module):
         return atomic_directory_write(Path(directory), write)
 
     @classmethod
-    def load_checkpoint(cls, directory: Path, data: dict, map_location="cpu") -> "SteeredPolicy":
-        """The steered policy of a checkpoint whose config.json (without "type") is `data`."""
-        from vla.policy.registry import load_policy
-
+    def load_checkpoint(cls, directory: Path, data: dict, map_location="cpu", load_base=None) -> "SteeredPolicy":
+        """The steered policy of a checkpoint whose config.json (without "type") is `data`; load_base
+        (the registry's load_policy, passed in so no policy type imports the registry) loads base/."""
         try:
             space, scale, hidden = data["space"], float(data["scale"]), [int(h) for h in data["actor_hidden"]]
             feature_dim, action_dim = int(data["feature_dim"]), int(data["action_dim"])
@@ -105,7 +104,7 @@ class SteeredPolicy(nn.Module):
             raise CheckpointError(f"{directory / CONFIG_FILE}: not a steered-policy config ({exc!r})") from exc
         if space not in SPACES:
             raise CheckpointError(f"{directory / CONFIG_FILE}: space {space!r} is not one of {SPACES}")
-        base = load_policy(directory / BASE_DIR, map_location=map_location)
+        base = load_base(directory / BASE_DIR, map_location=map_location)
         actor = SteeringActor(feature_dim, action_dim, hidden)
         path = directory / ACTOR_FILE
         if not path.is_file():

@@ -15,7 +15,10 @@ import torch
 from vla.policy.observation import observations_to_batch
 from vla.policy.steered.spaces import SteeringSpace
 
-REWARDS = ("success", "shaped")
+# success: 1 on the decision that reaches success, else 0. shaped: robosuite's staged dense reward.
+# time: 0 on reaching success, -1 on every other decision, so Q is minus the expected decisions to
+# success and failed episodes still rank states (DSRL's robomimic reward offset).
+REWARDS = ("success", "shaped", "time")
 
 
 class SteeringEnv(gym.Env):
@@ -68,7 +71,7 @@ class SteeringEnv(gym.Env):
         self.last_chunk = executed
         self._batch_cache = self._batch(self._obs)
         success = bool(info["is_success"])
-        reward = float(success) if self.reward == "success" else float(shaped)
+        reward = {"success": float(success), "shaped": float(shaped), "time": float(success) - 1.0}[self.reward]
         info = {**info, "is_success": success, "shaped_reward": float(shaped)}
         return self._features(), reward, success, bool(truncated and not success), info
 

@@ -31,13 +31,12 @@ from vla.policy.steered.actor import SteeringActor
 from vla.policy.steered.policy import SteeredPolicy
 from vla.policy.steered.spaces import SPACES, make_space
 from vla.rl.plots import plot_success
-from vla.rl.steering.env import SteeringEnv
+from vla.rl.steering.env import REWARDS, SteeringEnv
 from vla.run_dir import claim_output_dir
 from vla.train.sft import seed_everything
 
 DEFAULT_SCALE = {"noise": 1.5, "residual": 0.2, "zprl": 0.2}
 MAX_SCALE = {"noise": 3.0, "residual": 1.0, "zprl": 1.0}  # beyond these the base policy no longer decides
-REWARDS = ("success", "shaped")
 
 
 def validate(cfg: RLConfig) -> None:
@@ -260,6 +259,9 @@ def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
         policy_kwargs={"net_arch": list(o.hidden), "n_critics": o.n_critics}, seed=cfg.seed, device=cfg.device,
         verbose=0)
     agent.space, agent.warmup_rng = space, np.random.default_rng(cfg.seed)
+    with torch.no_grad():  # start near the base policy: small, state-independent exploration
+        agent.actor.log_std.weight.zero_()
+        agent.actor.log_std.bias.fill_(o.init_log_std)
     print(f"{cfg.algo}: steering a frozen {base.checkpoint_type} policy through {space.dim} dims "
           f"(scale {scale}); {sum(p.numel() for p in agent.policy.parameters()) / 1e6:.2f}M trainable parameters; "
           f"{o.env_steps} env steps, warm-up {o.warmup_steps}")

@@ -1,0 +1,133 @@
+"""Off-policy steering benchmark: `vla rl --algo noise|residual|zprl` over seeds, on one env-step budget.
+
+Each (algo, seed) is one `vla rl` process (so its own outputs, TensorBoard and evaluation), run
+`--jobs` at a time; a finished run (rl_summary.json present) is reused, not re-run. Writes
+
+    <output>/<algo>/seed<k>/...                 each run's outputs (history.json, policy/, eval/)
+    <output>/steering_results.json              per run: base and steered success on the fixed
+                                                evaluation (same states and flow noise), states fixed
+                                                and broken, eval success over env steps, train time,
+                                                smoothness; per algo: mean and spread over seeds
+    <output>/steering_success.png               periodic eval success against env steps, per algo,
+                                                mean and min-max over seeds, with the base level
+
+    python benchmarks/rl_steering.py --policy P --task lift --algos noise residual --seeds 0 1 2 \
+        --env-steps 40000 --jobs 2 --output outputs/bench/steering/lift -- --reward=time
+
+Arguments after `--` go to every `vla rl` call (a zprl run needs a policy with a bottleneck:
+`--zprl-policy`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402  (benchmarks/common.py)
+
+
+def run(args, algo: str, seed: int) -> dict:
+    out = Path(args.output) / algo / f"seed{seed}"
+    summary = out / "rl_summary.json"
+    if not summary.is_file():
+        policy = args.zprl_policy if algo == "zprl" and args.zprl_policy else args.policy
+        cmd = [sys.executable, "-m", "vla.cli", "rl", f"--algo={algo}", f"--policy={policy}", f"--output_dir={out}",
+               "--overwrite=true", f"--task={args.task}", "--env.cameras=[]", f"--seed={seed}", "--n_envs=1",
+               f"--offpolicy.env_steps={args.env_steps}", f"--offpolicy.eval_every={args.eval_every}",
+               f"--eval.n_episodes={args.eval_episodes}", f"--eval.n_episodes_periodic={args.periodic_episodes}",
+               *args.overrides]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        start = time.time()
+        with open(out.parent / f"seed{seed}.log", "w") as log:
+            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
+        print(f"{algo} seed {seed}: {time.time() - start:.0f} s", flush=True)
+    result = json.loads(summary.read_text())
+    history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
+    return {"algo": algo, "seed": seed, **result,
+            "curve": [(h["env_steps"], h["eval_success_rate"]) for h in history]}
+
+
+def aggregate(runs: list[dict]) -> dict:
+    by_algo: dict[str, dict] = {}
+    for algo in sorted({r["algo"] for r in runs}):
+        rs = [r for r in runs if r["algo"] == algo]
+        gains = [r["eval_pc_success"] - r["base_pc_success"] for r in rs]
+        by_algo[algo] = {
+            "seeds": [r["seed"] for r in rs],
+            "base_pc_success": [r["base_pc_success"] for r in rs],
+            "steered_pc_success": [r["eval_pc_success"] for r in rs],
+            "steered_mean": statistics.mean(r["eval_pc_success"] for r in rs),
+            "steered_std": statistics.pstdev(r["eval_pc_success"] for r in rs),
+            "gain_mean": statistics.mean(gains),
+            "every_seed_above_base_upper_ci": all(r["eval_pc_success"] > r["base_pc_success_ci95"][1] for r in rs),
+            "train_minutes_mean": statistics.mean(r["train_s"] for r in rs) / 60,
+            "action_smoothness_last100_mean": statistics.mean(r["action_smoothness_last100"] for r in rs),
+        }
+    return by_algo
+
+
+def plot(runs: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for algo in sorted({r["algo"] for r in runs}):
+        curves = [r["curve"] for r in runs if r["algo"] == algo and r["curve"]]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        steps = [c[0] for c in curves[0][:n]]
+        values = 100 * np.array([[v for _, v in c[:n]] for c in curves])
+        ax.plot(steps, values.mean(0), marker="o", label=f"{algo} ({len(curves)} seeds)")
+        ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2)
+    base = [r["base_pc_success"] for r in runs]
+    if base:
+        ax.axhline(statistics.mean(base), color="k", ls="--", label="base policy (fixed 50-state eval)")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("eval success (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policy", required=True)
+    p.add_argument("--zprl-policy", default="", help="the policy with a bottleneck, for --algos zprl")
+    p.add_argument("--task", default="lift")
+    p.add_argument("--algos", nargs="+", default=["noise", "residual"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--env-steps", type=int, default=40_000)
+    p.add_argument("--eval-every", type=int, default=10_000)
+    p.add_argument("--eval-episodes", type=int, default=50, help="final fixed evaluation, base and steered")
+    p.add_argument("--periodic-episodes", type=int, default=20)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--output", default="outputs/bench/steering")
+    p.add_argument("overrides", nargs="*", help="after --: passed to every `vla rl`")
+    args = p.parse_args()
+    jobs = [(algo, seed) for algo in args.algos for seed in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        runs = list(pool.map(lambda job: run(args, *job), jobs))
+    out = Path(args.output)
+    results = {"machine": machine(), "args": vars(args), "by_algo": aggregate(runs), "runs": runs}
+    (out / "steering_results.json").write_text(json.dumps(results, indent=1))
+    plot(runs, out / "steering_success.png", f"steering a frozen {args.task} policy")
+    print(json.dumps(results["by_algo"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
