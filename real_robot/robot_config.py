@@ -63,6 +63,7 @@ class TopicsConfig:
     emergency_stop: str = "~/emergency_stop"
     resume: str = "~/resume"
     enable: str = "~/enable_motion"
+    disable: str = "~/disable_motion"
 
 
 @dataclass
@@ -76,6 +77,15 @@ class RobotConfig:
     workspace: WorkspaceBox
     control_rate_hz: float = 50.0
     max_observation_age_s: float = 0.1
+    # Measured joints further than this (rad, any joint) from every command of the last following_lag_s
+    # latch a fault: the arm is not where the commands are (it restarted, was pushed, or a second
+    # publisher speaks on the joint-state topic). following_lag_s is how long the controller may take
+    # to reach a command.
+    max_following_error_rad: float = 0.1
+    following_lag_s: float = 0.06
+    # A message stamped further than this in the future (s, against the node's clock) is refused:
+    # accepted, it would look fresh long after its sender stopped.
+    max_clock_skew_s: float = 0.05
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
     output_mode: str = "joint_trajectory"
     topics: TopicsConfig = field(default_factory=TopicsConfig)
@@ -109,6 +119,10 @@ class RobotConfig:
             raise RobotConfigError(f"control_rate_hz must be positive, got {self.control_rate_hz}")
         if not (math.isfinite(self.max_observation_age_s) and self.max_observation_age_s > 0):
             raise RobotConfigError(f"max_observation_age_s must be positive, got {self.max_observation_age_s}")
+        for key in ("max_following_error_rad", "following_lag_s", "max_clock_skew_s"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise RobotConfigError(f"{key} must be positive, got {value}")
         if self.output_mode not in OUTPUT_MODES:
             raise RobotConfigError(f"output_mode {self.output_mode!r} is not one of {OUTPUT_MODES}")
         for cam_name, cam in self.cameras.items():

@@ -13,7 +13,8 @@ Threads, so the control loop never waits on inference or on DDS:
 Thread start and stop are NodeThreads' (shared with the sim arm); realtime_priority puts
 the control and callback threads at SCHED_FIFO.
 
-A malformed message is dropped with one rate-limited log line per kind of fault.
+A malformed message (including one without a stamp or stamped in the future) is dropped with one
+rate-limited log line per kind of fault.
 """
 
 from __future__ import annotations
@@ -158,18 +159,29 @@ class PolicyNode(Node):
             self.rejected[exc.kind] = self.rejected.get(exc.kind, 0) + 1
         self.rlog.log(exc.kind, f"dropped message: {exc}")
 
-    def _message_time(self, header) -> float:
+    def _message_time(self, header, source: str) -> float:
+        """The message's stamp, checked: an unstamped message could be any age, and one stamped in
+        the future would look fresh long after its sender stopped; both are refused."""
         stamp = stamp_to_seconds(header.stamp)
-        return stamp if stamp > 0 else self.clock()  # an unstamped message counts as taken on arrival
+        if stamp <= 0:
+            raise MessageRejected(f"unstamped_{source}", f"{source}: header.stamp is zero; the age of the data "
+                                                         f"is unknown (stamp it at capture)")
+        ahead = stamp - self.clock()
+        if ahead > self.config.max_clock_skew_s:
+            raise MessageRejected(f"stamp_future_{source}", f"{source}: stamped {ahead:.3f} s in the future, beyond "
+                                                            f"max_clock_skew_s {self.config.max_clock_skew_s} "
+                                                            f"(sync the clocks)")
+        return stamp
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
             q = joint_positions_from_msg(msg, self.config.joint_names)
+            stamp = self._message_time(msg.header, "joint_states")
         except MessageRejected as exc:
             self._reject(exc)
             return
-        stamp = self._message_time(msg.header)
-        self.obs_transport_s.append(self.clock() - stamp)
+        now = self.clock()
+        self.obs_transport_s.append(now - stamp)
         fingers = named_positions(msg, self.finger_joint_names)
         with self._lock:
             self._joints = (q, fingers, stamp)
@@ -177,7 +189,7 @@ class PolicyNode(Node):
             complete = len(self._images) == len(self.config.cameras)
         if complete:
             # The oldest input the policy needs decides staleness (SafetyLayer.observe's contract).
-            if self.safety.observe(q, min([stamp, *image_stamps])):
+            if self.safety.observe(q, min([stamp, *image_stamps]), measured_at=stamp, now=now):
                 self._new_observation.set()
 
     def _on_image(self, camera: str, msg) -> None:
@@ -187,11 +199,12 @@ class PolicyNode(Node):
                 image = image_from_compressed(msg, camera, cam_cfg)
             else:
                 image = image_from_msg(msg, camera, cam_cfg)
+            stamp = self._message_time(msg.header, camera)
         except MessageRejected as exc:
             self._reject(exc)
             return
         with self._lock:
-            self._images[camera] = (image, self._message_time(msg.header))
+            self._images[camera] = (image, stamp)
 
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
