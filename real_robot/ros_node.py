@@ -141,6 +141,7 @@ class PolicyNode(Node):
         self.create_service(Trigger, config.topics.emergency_stop, self._srv_emergency_stop)
         self.create_service(Trigger, config.topics.resume, self._srv_resume)
         self.create_service(Trigger, config.topics.enable, self._srv_enable)
+        self.create_service(Trigger, config.topics.disable, self._srv_disable)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "PolicyNode":
@@ -231,6 +232,11 @@ class PolicyNode(Node):
 
     def _srv_enable(self, request, response):
         response.success, response.message = self.safety.enable()
+        return response
+
+    def _srv_disable(self, request, response):
+        response.success, response.message = self.safety.disable()
+        self.executor_buffer.clear()  # after enable, plan afresh from where the arm stands
         return response
 
     # ------------------------------------------------------------ inference

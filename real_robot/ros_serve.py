@@ -117,6 +117,7 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
             set_dds_threads_realtime(realtime_priority, node.rlog)
         node.start()
         if enable_on_start:
+            _warn_enable_on_start(node.get_name())
             node.safety.enable()
         _wait_for_shutdown(stop)
     finally:
@@ -148,6 +149,19 @@ def run_sim_arm(robot: str, task: str = "lift", state_rate_hz: float = 100.0, im
         if arm is not None:
             arm.close()
         rclpy.shutdown(context=context)
+
+
+def _warn_enable_on_start(node_name: str) -> None:
+    """--enable_on_start skips the operator's enable step: say so loudly, every start."""
+    log = logging.getLogger("vla.real_robot")
+    banner = "!" * 78
+    log.warning(banner)
+    log.warning("--enable_on_start: motion is ENABLED WITHOUT AN OPERATOR. The arm moves as soon as "
+                "observations are fresh.")
+    log.warning("Meant for simulation only. On a real arm, start without it and call "
+                f"/{node_name}/enable_motion.")
+    log.warning(f"Stop: /{node_name}/emergency_stop (latches) or /{node_name}/disable_motion.")
+    log.warning(banner)
 
 
 def _log_to_stderr() -> None:

@@ -4,6 +4,7 @@ faster than the joint may move (Driver.max_step_speed)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -223,3 +224,33 @@ def test_future_and_unstamped_messages_are_refused_not_latched(tmp_path):
         wait_for(lambda: len(driver.commands_since(0.0)) > n + 20, 5.0, "commands after the bad stamps")
         assert node.safety.counts["stale_observation"] == stale_before, "bad stamps held the arm"
         assert latch(node) is None
+
+
+def test_resume_needs_a_latch_and_disable_brakes_until_enable(tmp_path):
+    """Finding 7: resume is no back door to enabling motion; ~/disable_motion withdraws it."""
+    with running_loop(tmp_path, TargetPolicy()) as (driver, node):
+        wait_for(lambda: node.safety.counts["not_enabled"] > 3, 8.0, "observations reaching the node")
+        response = call(driver, "/vla_policy/resume")
+        assert not response.success and "enable" in response.message
+        time.sleep(0.2)
+        assert driver.commands_since(0.0) == [], "resume enabled motion without a latch"
+        enable_and_move(driver, node)
+        wait_moving_fast(driver, node)
+        assert call(driver, "/vla_policy/disable_motion").success
+        time.sleep(0.5)  # brakes to rest
+        quiet = time.monotonic()
+        time.sleep(0.3)
+        assert driver.commands_since(quiet) == [], "commands went on after disable"
+        assert_within_limits(node.config, driver.commands_since(0.0))
+        assert call(driver, "/vla_policy/enable_motion").success
+        wait_for(lambda: len(driver.commands_since(quiet)) > 10, 5.0, "motion after enable")
+        assert np.all(driver.max_step_speed() <= speed_limit(node)), driver.max_step_speed()
+
+
+def test_enable_on_start_warns_loudly(caplog):
+    from vla.real_robot.ros_serve import _warn_enable_on_start
+
+    with caplog.at_level(logging.WARNING, logger="vla.real_robot"):
+        _warn_enable_on_start("vla_policy")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "ENABLED WITHOUT AN OPERATOR" in text and "/vla_policy/disable_motion" in text
