@@ -50,8 +50,17 @@ class GripperConfig:
     joint_names: list[str]
     open_positions: list[float]
     closed_positions: list[float]
-    # The policy's gripper action (robosuite: -1 open, +1 close) above this closes the gripper.
+    # Finger joint limits (same order and convention as joint_names); open/closed positions must
+    # lie within them. Required whenever there is a gripper.
+    position_min: list[float] | None = None
+    position_max: list[float] | None = None
+    # The policy's gripper action (robosuite: -1 open, +1 close) above close_threshold + hysteresis
+    # closes the gripper, below close_threshold - hysteresis opens it; in between it keeps its state,
+    # so a signal hovering at the threshold cannot make it chatter.
     close_threshold: float = 0.0
+    hysteresis: float = 0.2
+    # Least time between two gripper changes (s): a gripper needs about this long to open or close.
+    min_dwell_s: float = 0.5
 
 
 @dataclass
@@ -141,6 +150,13 @@ class RobotConfig:
                     raise RobotConfigError(f"gripper.{key} has a non-finite entry: {values}")
             if not -1.0 < g.close_threshold < 1.0:
                 raise RobotConfigError(f"gripper.close_threshold must be inside (-1, 1), got {g.close_threshold}")
+            if not (math.isfinite(g.hysteresis) and 0.0 <= g.hysteresis
+                    and -1.0 < g.close_threshold - g.hysteresis and g.close_threshold + g.hysteresis < 1.0):
+                raise RobotConfigError(f"gripper.hysteresis must be >= 0 and keep close_threshold +- hysteresis "
+                                       f"inside (-1, 1), got {g.hysteresis}")
+            if not (math.isfinite(g.min_dwell_s) and g.min_dwell_s >= 0.0):
+                raise RobotConfigError(f"gripper.min_dwell_s must be >= 0, got {g.min_dwell_s}")
+            _check_finger_limits(g)
             clash = set(g.joint_names) & set(self.joint_names)
             if clash:
                 raise RobotConfigError(f"gripper.joint_names {sorted(clash)} are also arm joint_names")
@@ -152,6 +168,22 @@ class RobotConfig:
     @property
     def control_period_s(self) -> float:
         return 1.0 / self.control_rate_hz
+
+
+def _check_finger_limits(g: GripperConfig) -> None:
+    """Finger targets come from the config only, so checking them here checks every one sent."""
+    n = len(g.joint_names)
+    for key in ("position_min", "position_max"):
+        values = getattr(g, key)
+        if values is None:
+            raise RobotConfigError(f"gripper.{key} is missing: the finger joint limits, to check the open and "
+                                   f"closed positions against")
+        if len(values) != n or not all(math.isfinite(v) for v in values):
+            raise RobotConfigError(f"gripper.{key} needs {n} finite entries, got {values}")
+    for key in ("open_positions", "closed_positions"):
+        for name, x, lo, hi in zip(g.joint_names, getattr(g, key), g.position_min, g.position_max):
+            if not lo <= x <= hi:
+                raise RobotConfigError(f"gripper.{key}: {name} at {x} is outside its limits [{lo}, {hi}]")
 
 
 def load_robot_config(path: str | os.PathLike) -> RobotConfig:

@@ -91,6 +91,10 @@ def test_gripper_section_is_optional_and_checked(tmp_path):
         (lambda g: g.update(closed_positions=[0.0]), "closed_positions has 1 entries"),
         (lambda g: g.update(close_threshold=1.5), "close_threshold"),
         (lambda g: g.update(joint_names=["panda_joint7", "panda_finger_joint2"]), "also arm joint_names"),
+        (lambda g: g.pop("position_min"), "position_min is missing"),
+        (lambda g: g.update(open_positions=[0.05, -0.04]), "outside its limits"),
+        (lambda g: g.update(hysteresis=1.0), "hysteresis"),
+        (lambda g: g.update(min_dwell_s=-1.0), "min_dwell_s"),
     ]:
         data = _panda_dict()
         change(data["gripper"])

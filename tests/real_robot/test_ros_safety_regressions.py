@@ -254,3 +254,37 @@ def test_enable_on_start_warns_loudly(caplog):
         _warn_enable_on_start("vla_policy")
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "ENABLED WITHOUT AN OPERATOR" in text and "/vla_policy/disable_motion" in text
+
+
+class GripperWavePolicy(TargetPolicy):
+    """Joint targets as TargetPolicy; the gripper column a 5 Hz square wave of +-amplitude in wall time."""
+
+    def __init__(self, amplitude: float) -> None:
+        super().__init__(offset=np.zeros(7), horizon=16)
+        self.amplitude = amplitude
+
+    def predict_action_chunk(self, batch):
+        chunk = super().predict_action_chunk(batch).copy()
+        row_times = time.time() + (np.arange(self.horizon) + 1) / 20.0  # rows are 1/20 s apart
+        chunk[0, :, -1] = self.amplitude * np.where(np.floor(row_times / 0.1) % 2 == 0, 1.0, -1.0)
+        return chunk
+
+
+@pytest.mark.parametrize("amplitude", [0.01, 1.0])
+def test_gripper_does_not_chatter(tmp_path, amplitude):
+    """Finding 5: a gripper signal hovering at the threshold (+-0.01) must not toggle the gripper,
+    and a full-swing one toggles at most once per min_dwell_s."""
+    from vla.real_robot.ros_node import PolicyNodeOptions
+
+    options = PolicyNodeOptions(temporal_ensembling=False)  # the latest chunk's row, unsmoothed
+    with running_loop(tmp_path, GripperWavePolicy(amplitude), options=options) as (driver, node):
+        enable_and_move(driver, node)
+        wait_for(lambda: node.gripper.changes >= 1, 3.0, "a first gripper command")
+        first, started = node.gripper.changes, time.monotonic()
+        time.sleep(2.0)
+        elapsed = time.monotonic() - started
+        changes = node.gripper.changes - first
+        if amplitude < node.config.gripper.hysteresis:
+            assert changes == 0, f"{changes} gripper changes from a +-{amplitude} signal"
+        else:
+            assert 1 <= changes <= elapsed / node.config.gripper.min_dwell_s + 1, changes
