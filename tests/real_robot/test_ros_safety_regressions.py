@@ -284,7 +284,7 @@ def test_gripper_does_not_chatter(tmp_path, amplitude):
         time.sleep(2.0)
         elapsed = time.monotonic() - started
         changes = node.gripper.changes - first
-        if amplitude < node.config.gripper.hysteresis:
+        if amplitude < 0.2:  # the shipped hysteresis
             assert changes == 0, f"{changes} gripper changes from a +-{amplitude} signal"
         else:
-            assert 1 <= changes <= elapsed / node.config.gripper.min_dwell_s + 1, changes
+            assert 1 <= changes <= elapsed / 0.5 + 1, changes  # the shipped min_dwell_s
