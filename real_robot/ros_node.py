@@ -48,7 +48,7 @@ from vla.real_robot.ros_kinematics import resample_waypoints  # noqa: E402
 from vla.real_robot.ros_messages import (MessageRejected, compressed_topic, forward_position_msg,  # noqa: E402
                                          image_from_compressed, image_from_msg, joint_positions_from_msg,
                                          joint_trajectory_msg, named_positions, stamp_to_seconds)
-from vla.real_robot.safety import SafeCommand, SafetyLayer  # noqa: E402
+from vla.real_robot.safety import Intervention, SafeCommand, SafetyLayer  # noqa: E402
 
 _log = logging.getLogger("vla.real_robot.ros_node")
 # Latest-value topics: a late sample is worth less than the next one.
@@ -213,11 +213,17 @@ class PolicyNode(Node):
             self._reject(MessageRejected("instruction_empty", "instruction is empty"))
             return
         with self._lock:
-            changed = text != self._instruction
+            previous = self._instruction
             self._instruction = text
-        if changed:
+        if text != previous:
             self.executor_buffer.clear()  # chunks for the old task must not play on
             self.rlog.log("instruction", f"instruction: {text!r}", logging.INFO)
+            if previous is not None:
+                # The arm brakes until a chunk for the new task arrives: a stream of distinct
+                # instructions keeps it still. Safe, but the operator must see it.
+                self.safety.record(Intervention.INSTRUCTION_CHANGE,
+                                   f"new instruction {text!r}: buffered actions dropped, the arm brakes until "
+                                   f"the policy answers")
 
     # ------------------------------------------------------------ services
     def _srv_emergency_stop(self, request, response):

@@ -64,6 +64,7 @@ class Intervention(str, enum.Enum):
     VELOCITY_LIMIT = "velocity_limit"
     ACCELERATION_LIMIT = "acceleration_limit"
     WORKSPACE = "workspace"
+    INSTRUCTION_CHANGE = "instruction_change"  # the node dropped its buffered chunks for a new task
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,11 @@ class SafetyLayer:
             self._forget_observation()
         self.log.log("resume", f"{was.value} released, motion enabled", logging.WARNING)
         return True, "resumed"
+
+    def record(self, kind: Intervention, message: str) -> None:
+        """Count and log an intervention made outside the filter (by the node)."""
+        with self._lock:
+            self._intervene(kind, message)
 
     def _set_latch(self, kind: Intervention, reason: str) -> None:
         self._latch, self._latch_reason = kind, reason

@@ -288,3 +288,28 @@ def test_gripper_does_not_chatter(tmp_path, amplitude):
             assert changes == 0, f"{changes} gripper changes from a +-{amplitude} signal"
         else:
             assert 1 <= changes <= elapsed / 0.5 + 1, changes  # the shipped min_dwell_s
+
+
+def test_duplicate_names_padded_images_and_instruction_floods_are_caught(tmp_path):
+    """Finding 8: a JointState naming a joint twice, an image whose step disagrees with its width,
+    and the buffer clears that a stream of new instructions causes."""
+    with running_loop(tmp_path, TargetPolicy(offset=np.zeros(7))) as (driver, node):
+        enable_and_move(driver, node)
+        names = list(node.config.joint_names)
+        duplicate = joint_state_msg(names + [names[0]], np.append(driver.q, 2.0), None, time.time())
+        padded = image_msg(driver.image, time.time())
+        padded.step = 64 * 3 + 64  # a padded row...
+        padded.data = bytes(padded.step * 64)  # ...and a buffer that fits it: read as black before
+        for publisher, msg in ((driver.state_pub, duplicate), (driver.image_pub, padded)):
+            for _ in range(5):
+                publisher.publish(msg)
+                time.sleep(0.01)
+        for i in range(5):
+            driver.instruction_pub.publish(String(data=f"lift the cube, take {i}"))
+            time.sleep(0.05)
+        expected = {"joint_state_duplicate_names", "image_step_agentview"}
+        wait_for(lambda: expected <= set(node.rejected), 5.0, f"rejections {expected}, got {node.rejected}")
+        wait_for(lambda: node.safety.counts.get("instruction_change", 0) >= 4, 5.0,
+                 f"instruction changes counted as interventions, counts {node.safety.counts}")
+        n = len(driver.commands_since(0.0))
+        wait_for(lambda: len(driver.commands_since(0.0)) > n + 20, 5.0, "commands after the bad messages")
