@@ -32,12 +32,20 @@ class CameraConfig:
     compressed: bool = False
 
 
+WORKSPACE_KINEMATICS = ("panda", "none")
+
+
 @dataclass
 class WorkspaceBox:
     """Axis-aligned box (metres, robot base frame) the end effector must stay in."""
 
     min: list[float]
     max: list[float]
+    # The model the box is checked with, for joint and end-effector policies alike: "panda" (the
+    # MuJoCo Panda of vla.sim, 7 joints) or "none" (no workspace check at all; warned at start).
+    kinematics: str = "panda"
+    # Bodies of that model whose origins must stay in the box too, besides the tool point.
+    links: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -124,6 +132,13 @@ class RobotConfig:
             raise RobotConfigError("workspace.min and workspace.max need 3 entries (x, y, z)")
         if not all(lo < hi for lo, hi in zip(box.min, box.max)):
             raise RobotConfigError(f"workspace.min {box.min} must be below workspace.max {box.max} on every axis")
+        if box.kinematics not in WORKSPACE_KINEMATICS:
+            raise RobotConfigError(f"workspace.kinematics {box.kinematics!r} is not one of {WORKSPACE_KINEMATICS}")
+        if box.kinematics == "panda" and n != 7:
+            raise RobotConfigError(f"workspace.kinematics 'panda' needs the Panda's 7 joints, the config has {n}: "
+                                   f"set workspace.kinematics: none (no workspace check)")
+        if box.kinematics == "none" and box.links:
+            raise RobotConfigError("workspace.links needs a kinematics model; workspace.kinematics is 'none'")
         if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz > 0):
             raise RobotConfigError(f"control_rate_hz must be positive, got {self.control_rate_hz}")
         if not (math.isfinite(self.max_observation_age_s) and self.max_observation_age_s > 0):

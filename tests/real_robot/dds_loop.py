@@ -150,8 +150,9 @@ def write_config(tmp_path: Path, **overrides) -> Path:
 
 @contextlib.contextmanager
 def running_loop(tmp_path: Path, policy, output_mode: str = "joint_trajectory", options=None, batch_builder=None,
-                 **overrides):
-    """(driver, policy node) talking over DDS in a private domain; torn down in any case."""
+                 make_safety=None, **overrides):
+    """(driver, policy node) talking over DDS in a private domain; torn down in any case.
+    make_safety(config) -> SafetyLayer replaces the node's default one (no workspace check)."""
     prepare_ros_environment(localhost_only=True)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=random.randint(100, 200))
@@ -161,7 +162,8 @@ def running_loop(tmp_path: Path, policy, output_mode: str = "joint_trajectory", 
     node = driver = executor = spinner = None
     try:
         node = PolicyNode(config, policy, JointActionBridge(7, policy_rate_hz=20.0, control_rate_hz=50.0),
-                          options=options or PolicyNodeOptions(), batch_builder=batch_builder, context=context)
+                          options=options or PolicyNodeOptions(), batch_builder=batch_builder, context=context,
+                          safety=make_safety(config) if make_safety is not None else None)
         driver = Driver(config, context, output_mode)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(driver)

@@ -100,3 +100,20 @@ def test_gripper_section_is_optional_and_checked(tmp_path):
         change(data["gripper"])
         with pytest.raises(RobotConfigError, match=fragment):
             load_robot_config(_write(tmp_path, data))
+
+
+def test_workspace_kinematics_and_links_are_checked(tmp_path):
+    cfg = load_robot_config(PANDA)
+    assert cfg.workspace.kinematics == "panda" and "robot0_link7" in cfg.workspace.links
+    for change, fragment in [
+        (lambda d: d["workspace"].update(kinematics="ur5"), "workspace.kinematics"),
+        (lambda d: d["workspace"].update(kinematics="none"), "needs a kinematics model"),
+        (lambda d: d.update(joint_names=d["joint_names"][:6], joint_position_min=d["joint_position_min"][:6],
+                            joint_position_max=d["joint_position_max"][:6],
+                            joint_velocity_max=d["joint_velocity_max"][:6],
+                            joint_acceleration_max=d["joint_acceleration_max"][:6]), "7 joints"),
+    ]:
+        data = _panda_dict()
+        change(data)
+        with pytest.raises(RobotConfigError, match=fragment):
+            load_robot_config(_write(tmp_path, data))

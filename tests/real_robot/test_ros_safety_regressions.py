@@ -313,3 +313,35 @@ def test_duplicate_names_padded_images_and_instruction_floods_are_caught(tmp_pat
                  f"instruction changes counted as interventions, counts {node.safety.counts}")
         n = len(driver.commands_since(0.0))
         wait_for(lambda: len(driver.commands_since(0.0)) > n + 20, 5.0, "commands after the bad messages")
+
+
+def test_joint_policy_gets_the_workspace_check_on_its_links(tmp_path):
+    """Finding 6: a joint-space policy is checked against the box too, on the tool point and the
+    config's links. Raising the elbow 0.5 rad keeps the tool under z = 0.75 m but lifts link 7 to
+    0.86 m: with robot0_link7 in workspace.links the arm stops at the box."""
+    from vla.real_robot.ros_kinematics import panda_kinematics
+    from vla.real_robot.ros_serve import workspace_check
+    from vla.real_robot.safety import SafetyLayer
+
+    kinematics = panda_kinematics()
+    workspace = {"min": [0.15, -0.5, 0.02], "max": [0.8, 0.5, 0.75], "links": ["robot0_link7"]}
+    checks = {}
+
+    def make_safety(config):
+        checks["fk"] = workspace_check(config, kinematics)
+        return SafetyLayer(config, forward_kinematics=checks["fk"])
+
+    elbow_up = np.array([0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0])
+    with running_loop(tmp_path, TargetPolicy(offset=elbow_up), make_safety=make_safety,
+                      workspace=workspace) as (driver, node):
+        fk = checks["fk"]
+        assert fk(HOME).shape == (2, 3)
+        np.testing.assert_allclose(fk(HOME)[0], kinematics.position_in_base(HOME), atol=1e-9)
+        assert fk(HOME + elbow_up)[1][2] > 0.75 > fk(HOME + elbow_up)[0][2]  # the link leaves, the tool does not
+        enable_and_move(driver, node)
+        wait_for(lambda: node.safety.counts["workspace"] > 0, 5.0, f"a workspace hold, counts {node.safety.counts}")
+        time.sleep(0.5)
+        points = np.stack([fk(q) for q in driver.commands_since(0.0)])
+        assert np.all(points <= np.array(workspace["max"]) + 1e-9), points[..., 2].max(axis=0)
+        assert points[:, 1, 2].max() > 0.7, "the arm did not get near the box's top"
+        assert_within_limits(node.config, driver.commands_since(0.0))
