@@ -15,8 +15,8 @@ try:
 except ImportError as exc:  # the [ros] extra is optional
     pytest.skip(f"rclpy is not importable, install the [ros] extra: {exc}", allow_module_level=True)
 
-from dds_loop import (HOME, OFFSET, assert_still, assert_within_limits, call, enable_and_move, running_loop,  # noqa: E402
-                      wait_for)
+from dds_loop import (HOME, OFFSET, assert_still, assert_within_limits, call, enable_and_move,  # noqa: E402
+                      running_loop, wait_for)
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
