@@ -32,12 +32,20 @@ class CameraConfig:
     compressed: bool = False
 
 
+WORKSPACE_KINEMATICS = ("panda", "none")
+
+
 @dataclass
 class WorkspaceBox:
     """Axis-aligned box (metres, robot base frame) the end effector must stay in."""
 
     min: list[float]
     max: list[float]
+    # The model the box is checked with, for joint and end-effector policies alike: "panda" (the
+    # MuJoCo Panda of vla.sim, 7 joints) or "none" (no workspace check at all; warned at start).
+    kinematics: str = "panda"
+    # Bodies of that model whose origins must stay in the box too, besides the tool point.
+    links: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -50,8 +58,17 @@ class GripperConfig:
     joint_names: list[str]
     open_positions: list[float]
     closed_positions: list[float]
-    # The policy's gripper action (robosuite: -1 open, +1 close) above this closes the gripper.
+    # Finger joint limits (same order and convention as joint_names); open/closed positions must
+    # lie within them. Required whenever there is a gripper.
+    position_min: list[float] | None = None
+    position_max: list[float] | None = None
+    # The policy's gripper action (robosuite: -1 open, +1 close) above close_threshold + hysteresis
+    # closes the gripper, below close_threshold - hysteresis opens it; in between it keeps its state,
+    # so a signal hovering at the threshold cannot make it chatter.
     close_threshold: float = 0.0
+    hysteresis: float = 0.2
+    # Least time between two gripper changes (s): a gripper needs about this long to open or close.
+    min_dwell_s: float = 0.5
 
 
 @dataclass
@@ -63,6 +80,7 @@ class TopicsConfig:
     emergency_stop: str = "~/emergency_stop"
     resume: str = "~/resume"
     enable: str = "~/enable_motion"
+    disable: str = "~/disable_motion"
 
 
 @dataclass
@@ -76,6 +94,15 @@ class RobotConfig:
     workspace: WorkspaceBox
     control_rate_hz: float = 50.0
     max_observation_age_s: float = 0.1
+    # Measured joints further than this (rad, any joint) from every command of the last following_lag_s
+    # latch a fault: the arm is not where the commands are (it restarted, was pushed, or a second
+    # publisher speaks on the joint-state topic). following_lag_s is how long the controller may take
+    # to reach a command.
+    max_following_error_rad: float = 0.1
+    following_lag_s: float = 0.06
+    # A message stamped further than this in the future (s, against the node's clock) is refused:
+    # accepted, it would look fresh long after its sender stopped.
+    max_clock_skew_s: float = 0.05
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
     output_mode: str = "joint_trajectory"
     topics: TopicsConfig = field(default_factory=TopicsConfig)
@@ -105,10 +132,21 @@ class RobotConfig:
             raise RobotConfigError("workspace.min and workspace.max need 3 entries (x, y, z)")
         if not all(lo < hi for lo, hi in zip(box.min, box.max)):
             raise RobotConfigError(f"workspace.min {box.min} must be below workspace.max {box.max} on every axis")
+        if box.kinematics not in WORKSPACE_KINEMATICS:
+            raise RobotConfigError(f"workspace.kinematics {box.kinematics!r} is not one of {WORKSPACE_KINEMATICS}")
+        if box.kinematics == "panda" and n != 7:
+            raise RobotConfigError(f"workspace.kinematics 'panda' needs the Panda's 7 joints, the config has {n}: "
+                                   f"set workspace.kinematics: none (no workspace check)")
+        if box.kinematics == "none" and box.links:
+            raise RobotConfigError("workspace.links needs a kinematics model; workspace.kinematics is 'none'")
         if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz > 0):
             raise RobotConfigError(f"control_rate_hz must be positive, got {self.control_rate_hz}")
         if not (math.isfinite(self.max_observation_age_s) and self.max_observation_age_s > 0):
             raise RobotConfigError(f"max_observation_age_s must be positive, got {self.max_observation_age_s}")
+        for key in ("max_following_error_rad", "following_lag_s", "max_clock_skew_s"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise RobotConfigError(f"{key} must be positive, got {value}")
         if self.output_mode not in OUTPUT_MODES:
             raise RobotConfigError(f"output_mode {self.output_mode!r} is not one of {OUTPUT_MODES}")
         for cam_name, cam in self.cameras.items():
@@ -127,6 +165,13 @@ class RobotConfig:
                     raise RobotConfigError(f"gripper.{key} has a non-finite entry: {values}")
             if not -1.0 < g.close_threshold < 1.0:
                 raise RobotConfigError(f"gripper.close_threshold must be inside (-1, 1), got {g.close_threshold}")
+            if not (math.isfinite(g.hysteresis) and 0.0 <= g.hysteresis
+                    and -1.0 < g.close_threshold - g.hysteresis and g.close_threshold + g.hysteresis < 1.0):
+                raise RobotConfigError(f"gripper.hysteresis must be >= 0 and keep close_threshold +- hysteresis "
+                                       f"inside (-1, 1), got {g.hysteresis}")
+            if not (math.isfinite(g.min_dwell_s) and g.min_dwell_s >= 0.0):
+                raise RobotConfigError(f"gripper.min_dwell_s must be >= 0, got {g.min_dwell_s}")
+            _check_finger_limits(g)
             clash = set(g.joint_names) & set(self.joint_names)
             if clash:
                 raise RobotConfigError(f"gripper.joint_names {sorted(clash)} are also arm joint_names")
@@ -138,6 +183,22 @@ class RobotConfig:
     @property
     def control_period_s(self) -> float:
         return 1.0 / self.control_rate_hz
+
+
+def _check_finger_limits(g: GripperConfig) -> None:
+    """Finger targets come from the config only, so checking them here checks every one sent."""
+    n = len(g.joint_names)
+    for key in ("position_min", "position_max"):
+        values = getattr(g, key)
+        if values is None:
+            raise RobotConfigError(f"gripper.{key} is missing: the finger joint limits, to check the open and "
+                                   f"closed positions against")
+        if len(values) != n or not all(math.isfinite(v) for v in values):
+            raise RobotConfigError(f"gripper.{key} needs {n} finite entries, got {values}")
+    for key in ("open_positions", "closed_positions"):
+        for name, x, lo, hi in zip(g.joint_names, getattr(g, key), g.position_min, g.position_max):
+            if not lo <= x <= hi:
+                raise RobotConfigError(f"gripper.{key}: {name} at {x} is outside its limits [{lo}, {hi}]")
 
 
 def load_robot_config(path: str | os.PathLike) -> RobotConfig:

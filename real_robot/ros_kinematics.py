@@ -68,6 +68,20 @@ class ArmKinematics:
         pos, _ = self.forward(q)
         return self.base_rot.T @ (pos - self.base_pos)
 
+    def body_ids(self, names: list[str]) -> list[int]:
+        """Model body ids of `names`; a name the model lacks is an error naming it."""
+        missing = [name for name in names if mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, name) < 0]
+        if missing:
+            raise ValueError(f"the kinematics model has no bodies {missing}")
+        return [self.model.body(name).id for name in names]
+
+    def points_in_base(self, q: np.ndarray, body_ids: list[int]) -> np.ndarray:
+        """[1 + k, 3]: the tool point, then the origins of `body_ids`, in the robot base frame."""
+        with self._lock:
+            pos, _ = self.forward(q)
+            points = np.vstack([pos[None, :], self.data.xpos[body_ids]])
+        return (points - self.base_pos) @ self.base_rot
+
     def inverse(self, q_start: np.ndarray, pos: np.ndarray, rot: np.ndarray, iterations: int = 4,
                 damping: float = 1e-2) -> np.ndarray:
         """Joints near q_start that put the tool at (pos, rot): damped least squares, joint-limited."""

@@ -49,6 +49,10 @@ def joint_positions_from_msg(msg: JointState, joint_names: list[str]) -> np.ndar
         if len(msg.name) != len(positions):
             raise MessageRejected("joint_state_count",
                                   f"JointState has {len(msg.name)} names but {len(positions)} positions")
+        if len(set(msg.name)) != len(msg.name):
+            duplicates = sorted({name for name in msg.name if list(msg.name).count(name) > 1})
+            raise MessageRejected("joint_state_duplicate_names",
+                                  f"JointState names {duplicates} more than once: which value is the joint's?")
         index = {name: i for i, name in enumerate(msg.name)}
         missing = [name for name in joint_names if name not in index]
         if missing:
@@ -65,8 +69,8 @@ def joint_positions_from_msg(msg: JointState, joint_names: list[str]) -> np.ndar
 
 
 def named_positions(msg: JointState, names: list[str]) -> np.ndarray | None:
-    """Positions of optional extra joints (gripper fingers), or None if any is absent."""
-    if len(msg.name) != len(msg.position):
+    """Positions of optional extra joints (gripper fingers), or None if any is absent or named twice."""
+    if len(msg.name) != len(msg.position) or len(set(msg.name)) != len(msg.name):
         return None
     index = {name: i for i, name in enumerate(msg.name)}
     if not all(name in index for name in names):
@@ -83,11 +87,15 @@ def image_from_msg(msg: Image, camera: str, config: CameraConfig) -> np.ndarray:
         raise MessageRejected(f"image_size_{camera}", f"camera {camera}: image is {msg.height}x{msg.width}, "
                                                       f"expected {config.height}x{config.width}")
     row = msg.width * 3
-    if msg.step < row or len(msg.data) != msg.step * msg.height:
+    # Only tightly packed rows: a header whose step disagrees with its width was read as a black
+    # picture before; a camera driver that pads rows is rare enough to be told, not guessed at.
+    if msg.step != row:
+        raise MessageRejected(f"image_step_{camera}", f"camera {camera}: step {msg.step} is not width {msg.width} "
+                                                      f"x 3 bytes (padded rows are not accepted)")
+    if len(msg.data) != msg.step * msg.height:
         raise MessageRejected(f"image_size_{camera}", f"camera {camera}: {len(msg.data)} bytes do not match "
                                                       f"step {msg.step} x height {msg.height}")
-    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)[:, :row]
-    image = rows.reshape(msg.height, msg.width, 3)
+    image = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.width, 3)
     return np.ascontiguousarray(image[..., ::-1] if msg.encoding == "bgr8" else image)
 
 

@@ -13,7 +13,8 @@ Threads, so the control loop never waits on inference or on DDS:
 Thread start and stop are NodeThreads' (shared with the sim arm); realtime_priority puts
 the control and callback threads at SCHED_FIFO.
 
-A malformed message is dropped with one rate-limited log line per kind of fault.
+A malformed message (including one without a stamp or stamped in the future) is dropped with one
+rate-limited log line per kind of fault.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from vla.real_robot.ros_kinematics import resample_waypoints  # noqa: E402
 from vla.real_robot.ros_messages import (MessageRejected, compressed_topic, forward_position_msg,  # noqa: E402
                                          image_from_compressed, image_from_msg, joint_positions_from_msg,
                                          joint_trajectory_msg, named_positions, stamp_to_seconds)
-from vla.real_robot.safety import SafeCommand, SafetyLayer  # noqa: E402
+from vla.real_robot.safety import Intervention, SafeCommand, SafetyLayer  # noqa: E402
 
 _log = logging.getLogger("vla.real_robot.ros_node")
 # Latest-value topics: a late sample is worth less than the next one.
@@ -140,6 +141,7 @@ class PolicyNode(Node):
         self.create_service(Trigger, config.topics.emergency_stop, self._srv_emergency_stop)
         self.create_service(Trigger, config.topics.resume, self._srv_resume)
         self.create_service(Trigger, config.topics.enable, self._srv_enable)
+        self.create_service(Trigger, config.topics.disable, self._srv_disable)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "PolicyNode":
@@ -158,18 +160,29 @@ class PolicyNode(Node):
             self.rejected[exc.kind] = self.rejected.get(exc.kind, 0) + 1
         self.rlog.log(exc.kind, f"dropped message: {exc}")
 
-    def _message_time(self, header) -> float:
+    def _message_time(self, header, source: str) -> float:
+        """The message's stamp, checked: an unstamped message could be any age, and one stamped in
+        the future would look fresh long after its sender stopped; both are refused."""
         stamp = stamp_to_seconds(header.stamp)
-        return stamp if stamp > 0 else self.clock()  # an unstamped message counts as taken on arrival
+        if stamp <= 0:
+            raise MessageRejected(f"unstamped_{source}", f"{source}: header.stamp is zero; the age of the data "
+                                                         f"is unknown (stamp it at capture)")
+        ahead = stamp - self.clock()
+        if ahead > self.config.max_clock_skew_s:
+            raise MessageRejected(f"stamp_future_{source}", f"{source}: stamped {ahead:.3f} s in the future, beyond "
+                                                            f"max_clock_skew_s {self.config.max_clock_skew_s} "
+                                                            f"(sync the clocks)")
+        return stamp
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
             q = joint_positions_from_msg(msg, self.config.joint_names)
+            stamp = self._message_time(msg.header, "joint_states")
         except MessageRejected as exc:
             self._reject(exc)
             return
-        stamp = self._message_time(msg.header)
-        self.obs_transport_s.append(self.clock() - stamp)
+        now = self.clock()
+        self.obs_transport_s.append(now - stamp)
         fingers = named_positions(msg, self.finger_joint_names)
         with self._lock:
             self._joints = (q, fingers, stamp)
@@ -177,7 +190,7 @@ class PolicyNode(Node):
             complete = len(self._images) == len(self.config.cameras)
         if complete:
             # The oldest input the policy needs decides staleness (SafetyLayer.observe's contract).
-            if self.safety.observe(q, min([stamp, *image_stamps])):
+            if self.safety.observe(q, min([stamp, *image_stamps]), measured_at=stamp, now=now):
                 self._new_observation.set()
 
     def _on_image(self, camera: str, msg) -> None:
@@ -187,11 +200,12 @@ class PolicyNode(Node):
                 image = image_from_compressed(msg, camera, cam_cfg)
             else:
                 image = image_from_msg(msg, camera, cam_cfg)
+            stamp = self._message_time(msg.header, camera)
         except MessageRejected as exc:
             self._reject(exc)
             return
         with self._lock:
-            self._images[camera] = (image, self._message_time(msg.header))
+            self._images[camera] = (image, stamp)
 
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
@@ -199,11 +213,17 @@ class PolicyNode(Node):
             self._reject(MessageRejected("instruction_empty", "instruction is empty"))
             return
         with self._lock:
-            changed = text != self._instruction
+            previous = self._instruction
             self._instruction = text
-        if changed:
+        if text != previous:
             self.executor_buffer.clear()  # chunks for the old task must not play on
             self.rlog.log("instruction", f"instruction: {text!r}", logging.INFO)
+            if previous is not None:
+                # The arm brakes until a chunk for the new task arrives: a stream of distinct
+                # instructions keeps it still. Safe, but the operator must see it.
+                self.safety.record(Intervention.INSTRUCTION_CHANGE,
+                                   f"new instruction {text!r}: buffered actions dropped, the arm brakes until "
+                                   f"the policy answers")
 
     # ------------------------------------------------------------ services
     def _srv_emergency_stop(self, request, response):
@@ -218,6 +238,11 @@ class PolicyNode(Node):
 
     def _srv_enable(self, request, response):
         response.success, response.message = self.safety.enable()
+        return response
+
+    def _srv_disable(self, request, response):
+        response.success, response.message = self.safety.disable()
+        self.executor_buffer.clear()  # after enable, plan afresh from where the arm stands
         return response
 
     # ------------------------------------------------------------ inference

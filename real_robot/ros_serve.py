@@ -29,7 +29,7 @@ def load_policy(policy: str, device: str = "cpu") -> Any:
 
 
 def make_bridge(config: RobotConfig, action_space: str, policy_rate_hz: float, kinematics_task: str = "lift"):
-    """The chunk-to-joints bridge and, for end-effector policies, the kinematics (for the workspace box)."""
+    """The chunk-to-joints bridge and, for end-effector policies, the kinematics (also reused for the box)."""
     from vla.real_robot.ros_kinematics import EndEffectorDeltaBridge, JointActionBridge, panda_kinematics
 
     if action_space == "joint":
@@ -41,6 +41,24 @@ def make_bridge(config: RobotConfig, action_space: str, policy_rate_hz: float, k
                          f"{config.num_joints}: use action_space='joint'")
     kinematics = panda_kinematics(kinematics_task)
     return EndEffectorDeltaBridge(kinematics, policy_rate_hz, config.control_rate_hz), kinematics
+
+
+def workspace_check(config: RobotConfig, kinematics=None, kinematics_task: str = "lift"):
+    """The forward kinematics the safety layer checks the workspace box with: the tool point and the
+    config's workspace.links, in the base frame; for joint policies too. None (with a loud warning)
+    when the config says workspace.kinematics: none."""
+    if config.workspace.kinematics == "none":
+        logging.getLogger("vla.real_robot").warning(
+            "workspace.kinematics is 'none': the workspace box is NOT checked; only joint limits bound the motion")
+        return None
+    from vla.real_robot.ros_kinematics import panda_kinematics
+
+    kinematics = kinematics or panda_kinematics(kinematics_task)
+    try:
+        ids = kinematics.body_ids(list(config.workspace.links))
+    except ValueError as exc:
+        raise RobotConfigError(f"workspace.links: {exc}") from exc
+    return lambda q: kinematics.points_in_base(q, ids)
 
 
 def policy_shape(model) -> dict | None:
@@ -98,9 +116,7 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
     rclpy.init(context=context)
     node = None
     try:
-        fk = kinematics.position_in_base if kinematics is not None else None
-        # The workspace box is checked on the kinematics model's tool point, in the base frame.
-        safety = SafetyLayer(config, forward_kinematics=fk)
+        safety = SafetyLayer(config, forward_kinematics=workspace_check(config, kinematics))
         batch_builder = None
         if policy.startswith(("ws://", "wss://")):
             from vla.real_robot.policy_client import numpy_batch
@@ -117,6 +133,7 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
             set_dds_threads_realtime(realtime_priority, node.rlog)
         node.start()
         if enable_on_start:
+            _warn_enable_on_start(node.get_name())
             node.safety.enable()
         _wait_for_shutdown(stop)
     finally:
@@ -148,6 +165,19 @@ def run_sim_arm(robot: str, task: str = "lift", state_rate_hz: float = 100.0, im
         if arm is not None:
             arm.close()
         rclpy.shutdown(context=context)
+
+
+def _warn_enable_on_start(node_name: str) -> None:
+    """--enable_on_start skips the operator's enable step: say so loudly, every start."""
+    log = logging.getLogger("vla.real_robot")
+    banner = "!" * 78
+    log.warning(banner)
+    log.warning("--enable_on_start: motion is ENABLED WITHOUT AN OPERATOR. The arm moves as soon as "
+                "observations are fresh.")
+    log.warning("Meant for simulation only. On a real arm, start without it and call "
+                f"/{node_name}/enable_motion.")
+    log.warning(f"Stop: /{node_name}/emergency_stop (latches) or /{node_name}/disable_motion.")
+    log.warning(banner)
 
 
 def _log_to_stderr() -> None:

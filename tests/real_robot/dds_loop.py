@@ -36,12 +36,16 @@ RECORD_QOS = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE, histo
 
 
 class Driver(Node):
-    """Plays the arm: publishes joint states and images at a fixed rate, records commands."""
+    """Plays the arm: publishes joint states and images at a fixed rate, records commands and,
+    like an ideal position controller, goes to each command at once (follow=False: a static arm).
+    `steps` records, per command, how far it moved the arm: the speed an arm was asked for."""
 
     def __init__(self, config, context, output_mode: str) -> None:
         super().__init__("test_driver", context=context)
         self.config = config
         self.q = HOME.copy()
+        self.follow = True
+        self.steps: list[tuple[float, np.ndarray]] = []
         self.publishing = True
         self.publishing_images = True
         self.last_image_stamp = 0.0
@@ -72,8 +76,24 @@ class Driver(Node):
         self.create_timer(0.01, self._tick)
 
     def _record(self, positions) -> None:
+        q = np.array(positions)
         with self._lock:
-            self.commands.append((time.monotonic(), np.array(positions)))
+            now = time.monotonic()
+            self.commands.append((now, q))
+            if self.follow:
+                self.steps.append((now, q - self.q))
+                self.q = q
+
+    def teleport(self, q) -> None:
+        """Move the arm without a command (pushed by hand, restarted elsewhere)."""
+        with self._lock:
+            self.q = np.array(q, dtype=np.float64)
+
+    def max_step_speed(self, since: float = 0.0) -> np.ndarray:
+        """Per joint, the largest speed (rad/s) a single command asked of the arm since `since`."""
+        with self._lock:
+            steps = [np.abs(d) for t, d in self.steps if t >= since]
+        return np.max(steps, axis=0) / self.config.control_period_s if steps else np.zeros(len(self.q))
 
     def _record_gripper(self, msg) -> None:
         with self._lock:
@@ -83,7 +103,9 @@ class Driver(Node):
         if not self.publishing:
             return
         now = time.time()
-        self.state_pub.publish(joint_state_msg(self.config.joint_names, self.q, None, now))
+        with self._lock:
+            q = self.q.copy()
+        self.state_pub.publish(joint_state_msg(self.config.joint_names, q, None, now))
         if self.publishing_images:
             msg = compressed_image_msg(self.image, now) if self.compressed else image_msg(self.image, now)
             self.image_pub.publish(msg)
@@ -128,8 +150,9 @@ def write_config(tmp_path: Path, **overrides) -> Path:
 
 @contextlib.contextmanager
 def running_loop(tmp_path: Path, policy, output_mode: str = "joint_trajectory", options=None, batch_builder=None,
-                 **overrides):
-    """(driver, policy node) talking over DDS in a private domain; torn down in any case."""
+                 make_safety=None, **overrides):
+    """(driver, policy node) talking over DDS in a private domain; torn down in any case.
+    make_safety(config) -> SafetyLayer replaces the node's default one (no workspace check)."""
     prepare_ros_environment(localhost_only=True)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=random.randint(100, 200))
@@ -139,7 +162,8 @@ def running_loop(tmp_path: Path, policy, output_mode: str = "joint_trajectory", 
     node = driver = executor = spinner = None
     try:
         node = PolicyNode(config, policy, JointActionBridge(7, policy_rate_hz=20.0, control_rate_hz=50.0),
-                          options=options or PolicyNodeOptions(), batch_builder=batch_builder, context=context)
+                          options=options or PolicyNodeOptions(), batch_builder=batch_builder, context=context,
+                          safety=make_safety(config) if make_safety is not None else None)
         driver = Driver(config, context, output_mode)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(driver)
@@ -178,3 +202,10 @@ def assert_within_limits(config, commands: list[np.ndarray]) -> None:
     # Commands travel reliably with a deep reader queue (RECORD_QOS), so consecutive ones are one period apart.
     a = np.diff(v, axis=0) / dt
     assert np.all(np.abs(a) <= amax + 1e-3), f"acceleration {np.abs(a).max(axis=0)} beyond {amax}"
+
+
+def assert_still(driver: Driver, since: float, what: str) -> None:
+    """No command since `since` moved the arm: a hold brakes to rest, then sends nothing (or the
+    same point)."""
+    held = driver.commands_since(since)
+    assert all(np.array_equal(held[0], q) for q in held), f"the arm moved {what}"

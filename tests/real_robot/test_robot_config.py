@@ -91,8 +91,29 @@ def test_gripper_section_is_optional_and_checked(tmp_path):
         (lambda g: g.update(closed_positions=[0.0]), "closed_positions has 1 entries"),
         (lambda g: g.update(close_threshold=1.5), "close_threshold"),
         (lambda g: g.update(joint_names=["panda_joint7", "panda_finger_joint2"]), "also arm joint_names"),
+        (lambda g: g.pop("position_min"), "position_min is missing"),
+        (lambda g: g.update(open_positions=[0.05, -0.04]), "outside its limits"),
+        (lambda g: g.update(hysteresis=1.0), "hysteresis"),
+        (lambda g: g.update(min_dwell_s=-1.0), "min_dwell_s"),
     ]:
         data = _panda_dict()
         change(data["gripper"])
+        with pytest.raises(RobotConfigError, match=fragment):
+            load_robot_config(_write(tmp_path, data))
+
+
+def test_workspace_kinematics_and_links_are_checked(tmp_path):
+    cfg = load_robot_config(PANDA)
+    assert cfg.workspace.kinematics == "panda" and "robot0_link7" in cfg.workspace.links
+    for change, fragment in [
+        (lambda d: d["workspace"].update(kinematics="ur5"), "workspace.kinematics"),
+        (lambda d: d["workspace"].update(kinematics="none"), "needs a kinematics model"),
+        (lambda d: d.update(joint_names=d["joint_names"][:6], joint_position_min=d["joint_position_min"][:6],
+                            joint_position_max=d["joint_position_max"][:6],
+                            joint_velocity_max=d["joint_velocity_max"][:6],
+                            joint_acceleration_max=d["joint_acceleration_max"][:6]), "7 joints"),
+    ]:
+        data = _panda_dict()
+        change(data)
         with pytest.raises(RobotConfigError, match=fragment):
             load_robot_config(_write(tmp_path, data))

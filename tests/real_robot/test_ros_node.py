@@ -15,7 +15,8 @@ try:
 except ImportError as exc:  # the [ros] extra is optional
     pytest.skip(f"rclpy is not importable, install the [ros] extra: {exc}", allow_module_level=True)
 
-from dds_loop import HOME, OFFSET, assert_within_limits, call, enable_and_move, running_loop, wait_for  # noqa: E402
+from dds_loop import (HOME, OFFSET, assert_still, assert_within_limits, call, enable_and_move,  # noqa: E402
+                      running_loop, wait_for)
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
@@ -74,17 +75,13 @@ def test_stale_observations_hold_and_estop_stops(loop):
     driver, node, policy = loop
     enable_and_move(driver, node)
     driver.publishing = False
-    stopped = time.monotonic()
-    # Within the age limit plus a few periods the arm holds: every later command is the same.
-    time.sleep(node.config.max_observation_age_s + 0.2)
-    held = driver.commands_since(time.monotonic() - 0.1)
+    # Within the age limit plus a few periods the arm holds: it brakes to rest (at most 0.3 s at
+    # these limits), then nothing moves it.
     wait_for(lambda: node.safety.counts["stale_observation"] > 3, 3.0, "stale-observation holds")
-    later = driver.commands_since(time.monotonic())
+    time.sleep(0.4)
+    rested = time.monotonic()
     time.sleep(0.3)
-    later = driver.commands_since(time.monotonic() - 0.3)
-    assert held and later
-    assert all(np.array_equal(later[0], q) for q in later), "the arm kept moving on stale observations"
-    assert time.monotonic() - stopped < 5.0
+    assert_still(driver, rested, "on stale observations")
 
     driver.publishing = True
     wait_for(lambda: (lambda c: len(c) > 5 and not np.array_equal(c[0], c[-1]))(
@@ -94,11 +91,10 @@ def test_stale_observations_hold_and_estop_stops(loop):
     response = call(driver, "/vla_policy/emergency_stop")
     assert response.success and node.safety.estopped
     policy.gripper = -1.0  # the policy now wants to open: an e-stop must not drop what the gripper holds
-    time.sleep(0.1)
+    time.sleep(0.4)  # braking to rest
     estopped_at = time.monotonic()
     time.sleep(0.4)
-    after = driver.commands_since(estopped_at)
-    assert len(after) > 5 and all(np.array_equal(after[0], q) for q in after), "moved while e-stopped"
+    assert_still(driver, estopped_at, "while e-stopped")
     closed = np.array(node.config.gripper.closed_positions)
     assert all(np.array_equal(g, closed) for g in driver.gripper_since(estopped_at)), "gripper moved in e-stop"
     assert node.gripper.closed_state is True
@@ -152,11 +148,10 @@ def test_stale_camera_holds_while_joint_states_continue(loop):
     last_image = driver.last_image_stamp
     wait_for(lambda: node.safety.counts["stale_observation"] > stale_before, 3.0, "a stale-image hold")
     hold_after_s = time.time() - last_image
-    time.sleep(0.1)
+    time.sleep(0.4)  # braking to rest
     held_at = time.monotonic()
     time.sleep(0.3)
-    held = driver.commands_since(held_at)
-    assert len(held) > 5 and all(np.array_equal(held[0], q) for q in held), "moved on a stale image"
+    assert_still(driver, held_at, "on a stale image")
     age = node.config.max_observation_age_s
     # The hold comes one control period after the age limit; the slack is for a loaded 2-core machine.
     assert age <= hold_after_s < age + 0.25, f"held {hold_after_s:.3f} s after the last image (limit {age} s)"

@@ -151,52 +151,140 @@ def test_workspace_allows_moving_back_from_outside_and_holds_on_fk_failure():
     assert cmd.holding and np.array_equal(cmd.positions, HOME)
 
 
-def test_emergency_stop_latches_until_resume():
+def follow(layer: SafetyLayer, cmd, now: float) -> None:
+    """An ideal arm: it is where the last command put it, measured at `now`."""
+    if cmd.positions is not None:
+        layer.observe(cmd.positions, stamp=now)
+
+
+def move_then(layer: SafetyLayer, target, steps: int, t0: float = 0.0):
+    """`steps` ticks toward `target` with the arm following; returns (last command, next time)."""
+    for i in range(steps):
+        cmd = layer.filter(target, now=t0 + i * DT)
+        follow(layer, cmd, t0 + i * DT)
+    return cmd, t0 + steps * DT
+
+
+def assert_brakes_then_goes_quiet(layer: SafetyLayer, last, t0: float, kind: Intervention, observe=True):
+    """Hold ticks: decelerate within the acceleration limit to rest, then send nothing. Returns the rest point."""
+    q, v = last.positions, last.velocities
+    sent = 0
+    for i in range(60):
+        now = t0 + i * DT
+        cmd = layer.filter(HOME + 1.0, now=now)
+        assert cmd.holding and kind in cmd.interventions
+        if cmd.positions is None:
+            break
+        new_v = (cmd.positions - q) / DT
+        assert np.all(np.abs(new_v - v) <= LIMITS.acceleration_max * DT + 1e-7)
+        assert np.all(np.abs(new_v) <= np.abs(v) + TOL)  # never speeds up
+        q, v, sent = cmd.positions, new_v, sent + 1
+        if observe:
+            follow(layer, cmd, now)
+    assert 1 < sent < 30 and np.allclose(v, 0.0), (sent, v)
+    for i in range(5):  # at rest: quiet
+        assert layer.filter(HOME + 1.0, now=t0 + (60 + i) * DT).positions is None
+    return q
+
+
+def test_emergency_stop_brakes_and_latches_until_resume():
     layer = running_layer()
-    for i in range(5):
-        moving = layer.filter(HOME + 0.5, now=i * DT)
-    assert not moving.holding
-    held = moving.positions.copy()
+    moving, t = move_then(layer, HOME + 0.5, 8)
+    assert not moving.holding and np.abs(moving.velocities).max() > 1.0
     layer.emergency_stop("test")
-    for i in range(50):
-        layer.observe(held, stamp=(5 + i) * DT)
-        cmd = layer.filter(HOME + 1.0, now=(5 + i) * DT)
-        assert cmd.holding and np.array_equal(cmd.positions, held)
-        assert Intervention.EMERGENCY_STOP in cmd.interventions
-    assert layer.emergency_stops == 1 and layer.counts["emergency_stop"] == 50
+    held = assert_brakes_then_goes_quiet(layer, moving, t, Intervention.EMERGENCY_STOP)
+    assert layer.emergency_stops == 1 and layer.counts["emergency_stop"] > 5
     ok, message = layer.enable()
     assert not ok and "resume" in message
-    assert layer.filter(HOME + 1.0, now=55 * DT).holding
     # Resume restarts from the measured position at rest (the arm may have been pushed).
     measured = held + 0.01
-    layer.observe(measured, stamp=56 * DT)
     assert layer.resume()[0]
-    cmd = layer.filter(HOME + 1.0, now=56 * DT)
+    layer.observe(measured, stamp=2.0)
+    cmd = layer.filter(HOME + 1.0, now=2.0)
     assert not cmd.holding
     assert np.all(np.abs(cmd.positions - measured) <= LIMITS.acceleration_max * DT * DT + TOL)
 
 
-def test_stale_observation_holds_then_recovers():
+def test_resume_needs_a_latch_and_disable_holds_until_enable():
     layer = running_layer()
-    layer.filter(HOME + 0.5, now=0.0)
-    moving = layer.filter(HOME + 0.5, now=0.05)
-    assert not moving.holding
-    for now in (0.11, 0.5, 3.0):
-        cmd = layer.filter(HOME + 0.5, now=now)
-        assert cmd.holding and np.array_equal(cmd.positions, moving.positions)
-        assert Intervention.STALE_OBSERVATION in cmd.interventions
+    ok, message = layer.resume()
+    assert not ok and "enable" in message
+    moving, t = move_then(layer, HOME + 0.5, 8)
+    assert layer.disable()[0] and not layer.enabled
+    held = assert_brakes_then_goes_quiet(layer, moving, t, Intervention.NOT_ENABLED)
+    assert layer.enable()[0]
+    layer.observe(held, stamp=3.0)
+    cmd = layer.filter(HOME + 0.5, now=3.0)
+    assert not cmd.holding and np.all(np.abs(cmd.positions - held) <= LIMITS.acceleration_max * DT * DT + TOL)
+
+
+def test_stale_observation_brakes_then_recovers_from_the_measured_pose():
+    layer = running_layer()
+    moving, t = move_then(layer, HOME + 0.5, 8)
+    # No observation from now on: stale after max_observation_age_s, then a braking hold.
+    t_stale = t + LIMITS.max_observation_age_s + DT
+    rest = assert_brakes_then_goes_quiet(layer, layer.filter(HOME + 0.5, now=t), t_stale,
+                                         Intervention.STALE_OBSERVATION, observe=False)
     # A stamp far in the future (clock skew) is not fresh either.
-    layer.observe(moving.positions, stamp=10.0)
-    assert layer.filter(HOME + 0.5, now=3.0).holding
+    layer.observe(rest, stamp=100.0)
+    assert layer.filter(HOME + 0.5, now=3.0).positions is None
     layer = running_layer()
-    layer.filter(HOME + 0.5, now=0.0)
-    moving = layer.filter(HOME + 0.5, now=0.05)
-    assert layer.filter(HOME + 0.5, now=0.5).holding
-    layer.observe(moving.positions, stamp=3.0)
-    cmd = layer.filter(HOME + 0.5, now=3.01)
+    moving, t = move_then(layer, HOME + 0.5, 8)
+    rest = assert_brakes_then_goes_quiet(layer, layer.filter(HOME + 0.5, now=t), t + 1.0,
+                                         Intervention.STALE_OBSERVATION, observe=False)
+    measured = rest + 0.02  # within the following tolerance of the rest point
+    layer.observe(measured, stamp=5.0)
+    cmd = layer.filter(HOME + 0.5, now=5.0)
     assert not cmd.holding
-    # After a hold the arm restarts from rest: one period of acceleration at most.
-    assert np.all(np.abs(cmd.positions - moving.positions) <= LIMITS.acceleration_max * DT * DT + TOL)
+    # After a hold the arm restarts from rest at the measured pose: one period of acceleration at most.
+    assert np.all(np.abs(cmd.positions - measured) <= LIMITS.acceleration_max * DT * DT + TOL)
+
+
+def test_measured_pose_far_from_the_commands_latches_and_sends_nothing():
+    layer = running_layer()
+    moving, t = move_then(layer, HOME + 0.5, 8)
+    # The arm stops following (a static arm): the commands may run ahead by the tolerance plus what
+    # full speed covers in the lag window, no further.
+    bound = LIMITS.max_following_error_rad + LIMITS.velocity_max.max() * (LIMITS.following_lag_s + 2 * DT)
+    for i in range(40):
+        cmd = layer.filter(HOME + 0.5, now=t + i * DT)
+        layer.observe(moving.positions, stamp=t + i * DT)
+        if cmd.positions is not None:
+            assert np.abs(cmd.positions - moving.positions).max() < bound
+    assert layer.latch == "following_error" and layer.counts["following_error"] > 0
+    assert cmd.positions is None and not layer.enable()[0]
+    # After a hold came to rest, a measured pose beyond the tolerance latches instead of re-anchoring.
+    layer = running_layer()
+    moving, t = move_then(layer, HOME + 0.5, 8)
+    rest = assert_brakes_then_goes_quiet(layer, layer.filter(HOME + 0.5, now=t), t + 1.0,
+                                         Intervention.STALE_OBSERVATION, observe=False)
+    layer.observe(rest + 0.5, stamp=5.0)  # the arm restarted elsewhere
+    assert layer.filter(HOME + 0.5, now=5.0).positions is None and layer.latch == "following_error"
+
+
+def test_jumping_joint_states_latch_and_resume_waits_for_quiet():
+    layer = running_layer()
+    moving, t = move_then(layer, HOME + 0.5, 5)
+    spoofed = moving.positions + np.array([0.73, 0, 0, 0, 0, 0, 0])
+    assert not layer.observe(spoofed, stamp=t)  # 0.73 rad in no time: impossible
+    assert layer.latch == "observation_jump" and layer.filter(HOME, now=t).positions is None
+    ok, message = layer.resume()
+    assert not ok and "jumped" in message
+    layer.observe(moving.positions, stamp=t + 0.5)
+    assert not layer.resume()[0]
+    layer.observe(moving.positions, stamp=t + 1.2)  # a second later without jumps
+    assert layer.resume()[0]
+
+
+def test_future_stamps_are_refused_and_a_clock_step_back_recovers():
+    layer = running_layer()
+    assert not layer.observe(HOME, stamp=3600.0, now=1.0)
+    assert layer.counts["future_stamp"] == 1
+    assert layer.observe(HOME, stamp=1.0, now=1.0)
+    assert layer.observe(HOME, stamp=1.04, now=1.0)  # within max_clock_skew_s
+    # Our clock steps back an hour (NTP): the stored stamp is now in the future and orders nothing.
+    assert layer.observe(HOME, stamp=1.0 - 3600.0, now=1.0 - 3600.0)
+    assert not layer.filter(HOME, now=1.0 - 3600.0).holding
 
 
 def test_bad_observations_are_refused():
