@@ -274,8 +274,13 @@ class OffPolicyConfig:
     lr: float = 3e-4
     # Polyak averaging rate of the target critics.
     tau: float = 0.005
-    # Critics; the target takes the minimum of all of them (2 = SAC's clipped double Q).
+    # Critics (2 = SAC's clipped double Q; ZPRL uses an ensemble of 10).
     n_critics: int = 2
+    # Critics drawn at random per update whose minimum is the TD target, the actor then maximising the
+    # ensemble's mean (REDQ; ZPRL: 2 of 10); 0 = the minimum over all critics for both (SB3's SAC).
+    target_subset: int = 0
+    # Keep SAC's entropy bonus in the TD target (ZPRL's released code leaves it out).
+    entropy_in_target: bool = True
     # Hidden layer widths of the actor and of each critic.
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     # Initial entropy coefficient (auto-tuned from there).

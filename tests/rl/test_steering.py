@@ -268,3 +268,34 @@ def test_validate_names_the_flag(toy_policies, tmp_path):
     cfg = toy_config(toy_policies / "plain", tmp_path / "run", "residual", tau=0.0)
     with pytest.raises(ConfigError, match="--offpolicy.tau"):
         train_steering(cfg, progress=False)
+    cfg = toy_config(toy_policies / "plain", tmp_path / "run", "residual", n_critics=2, target_subset=3)
+    with pytest.raises(ConfigError, match="--offpolicy.target_subset"):
+        train_steering(cfg, progress=False)
+
+
+def test_ensemble_target_draws_a_random_subset_and_trains_every_critic(toy_policies, toy_env, tmp_path, monkeypatch):
+    """REDQ / ZPRL's update: 4 critics, TD target from the minimum of 2 drawn per step."""
+    drawn = []
+    real_randperm = torch.randperm
+    monkeypatch.setattr(torch, "randperm", lambda n, *a, **k: (drawn.append(n), real_randperm(n, *a, **k))[1])
+    cfg = toy_config(toy_policies / "plain", tmp_path / "run", "residual", n_critics=4, target_subset=2,
+                     entropy_in_target=False)
+    import stable_baselines3
+
+    critics = []
+    real_learn = stable_baselines3.SAC.learn
+
+    def learn(self, *args, **kwargs):
+        critics.append(copy.deepcopy(self.critic.state_dict()))
+        result = real_learn(self, *args, **kwargs)
+        critics.append(copy.deepcopy(self.critic.state_dict()))
+        return result
+
+    monkeypatch.setattr(stable_baselines3.SAC, "learn", learn)
+    summary = train_steering(cfg, progress=False)
+    assert summary["env_steps"] >= 60
+    assert drawn and set(drawn) == {4}  # one draw over the 4 critics per gradient step
+    before, after = critics
+    for i in range(4):  # each critic of the ensemble was trained
+        keys = [k for k in before if k.startswith(f"qf{i}.")]
+        assert keys and any(not torch.equal(before[k], after[k]) for k in keys)

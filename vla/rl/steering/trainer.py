@@ -32,6 +32,7 @@ from vla.policy.steered.policy import SteeredPolicy
 from vla.policy.steered.spaces import SPACES, make_space
 from vla.rl.plots import plot_success
 from vla.rl.steering.env import REWARDS, SteeringEnv
+from vla.rl.steering.sac import steering_sac_class
 from vla.run_dir import claim_output_dir
 from vla.train.sft import seed_everything
 
@@ -49,6 +50,8 @@ def validate(cfg: RLConfig) -> None:
     for name in ("env_steps", "buffer_size", "batch_size", "utd", "n_critics"):
         if getattr(o, name) < 1:
             raise ConfigError(f"--offpolicy.{name} must be >= 1, got {getattr(o, name)}")
+    if not 0 <= o.target_subset <= o.n_critics:
+        raise ConfigError(f"--offpolicy.target_subset={o.target_subset} must be in [0, n_critics={o.n_critics}]")
     if o.warmup_steps < 0 or o.eval_every < 0:
         raise ConfigError("--offpolicy.warmup_steps and --offpolicy.eval_every must be >= 0")
     if not o.hidden or min(o.hidden) < 1:
@@ -59,27 +62,6 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError(f"--reward: {cfg.reward!r} is not one of {', '.join(REWARDS)}")
     if cfg.resume:
         raise ConfigError("--resume is not supported by the off-policy steering algorithms yet: start a new run")
-
-
-def _sac_class():
-    try:
-        from stable_baselines3 import SAC
-    except ImportError as exc:
-        raise ConfigError("--algo noise|residual|zprl needs stable-baselines3: pip install -e '.[offpolicy]'") from exc
-
-    class SteeringSAC(SAC):
-        """SAC whose warm-up plays the base policy unsteered instead of uniform random actions."""
-
-        warmup_rng: np.random.Generator
-        space = None
-
-        def _sample_action(self, learning_starts, action_noise=None, n_envs=1):
-            if self.num_timesteps < learning_starts:
-                action = np.stack([self.space.warmup_action(self.warmup_rng) for _ in range(n_envs)])
-                return action, action
-            return super()._sample_action(learning_starts, action_noise, n_envs)
-
-    return SteeringSAC
 
 
 def _evaluate_in_process(env: SteeringEnv, actor, n_episodes: int, seed: int) -> float:
@@ -251,7 +233,7 @@ def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
     train_env = SteeringEnv(space, make_env(**env_kwargs), cfg.reward, first_seed=cfg.train_seed + 100_000 * cfg.seed)
     eval_env = SteeringEnv(space, make_env(**{**env_kwargs, "reward_shaping": False}), "success", cfg.eval.seed)
     decision_steps = base.config.n_action_steps
-    SteeringSAC = _sac_class()
+    SteeringSAC = steering_sac_class()
     agent = SteeringSAC(
         "MlpPolicy", train_env, learning_rate=o.lr, buffer_size=o.buffer_size, batch_size=o.batch_size,
         tau=o.tau, gamma=cfg.gamma, learning_starts=-(-o.warmup_steps // decision_steps), train_freq=1,
@@ -259,6 +241,7 @@ def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
         policy_kwargs={"net_arch": list(o.hidden), "n_critics": o.n_critics}, seed=cfg.seed, device=cfg.device,
         verbose=0)
     agent.space, agent.warmup_rng = space, np.random.default_rng(cfg.seed)
+    agent.target_subset, agent.entropy_in_target = o.target_subset, o.entropy_in_target
     with torch.no_grad():  # start near the base policy: small, state-independent exploration
         agent.actor.log_std.weight.zero_()
         agent.actor.log_std.bias.fill_(o.init_log_std)
