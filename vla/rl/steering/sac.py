@@ -10,6 +10,8 @@ Everything else (buffers, networks, entropy tuning, target updates) is SB3's.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,7 +38,16 @@ def steering_sac_class():
                 return action, action
             return super()._sample_action(learning_starts, action_noise, n_envs)
 
+        update_seconds = 0.0  # wall time in gradient steps, for the update-time-per-env-step figure
+
         def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+            start = time.perf_counter()
+            try:
+                self._train(gradient_steps, batch_size)
+            finally:
+                self.update_seconds += time.perf_counter() - start
+
+        def _train(self, gradient_steps: int, batch_size: int) -> None:
             if not self.target_subset:
                 return super().train(gradient_steps, batch_size)
             self.policy.set_training_mode(True)

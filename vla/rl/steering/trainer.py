@@ -209,6 +209,13 @@ def _final_evaluation(cfg: RLConfig, base, steered, env_kwargs: dict, out: Path,
             "states_broken": [i for i, (b, s) in enumerate(zip(base_ok, steered_ok)) if b and not s]}
 
 
+def _buffer_megabytes_per_100k(agent) -> float:
+    buffer = agent.replay_buffer
+    arrays = [getattr(buffer, name) for name in ("observations", "next_observations", "actions", "rewards", "dones",
+                                                  "timeouts") if getattr(buffer, name, None) is not None]
+    return sum(a.nbytes for a in arrays) / buffer.buffer_size * 100_000 / 2**20
+
+
 def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
     """Train a steering actor over the frozen policy; returns a summary (also in rl_summary.json)."""
     validate(cfg)
@@ -263,6 +270,7 @@ def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
     summary = {"algo": cfg.algo, "scale": scale, "env_steps": monitor.env_steps, "episodes": len(eps),
                "decisions": monitor.decisions, "train_s": train_s, "policy": str(out / "policy"),
                "trainable_parameters": sum(p.numel() for p in agent.policy.parameters()),
+               "update_s": agent.update_seconds, "replay_buffer_mb_per_100k": _buffer_megabytes_per_100k(agent),
                "train_success_first100": float(np.mean([e["success"] for e in eps[:100]])) if eps else None,
                "train_success_last100": float(np.mean([e["success"] for e in eps[-100:]])) if eps else None,
                "action_smoothness_last100": float(np.mean([e["action_smoothness"] for e in eps[-100:]])) if eps else None}
