@@ -2,21 +2,23 @@
 
 Both are measured in one run on the same task with the same worker counts:
     physics        ``step_physics`` in N processes, no policy, no rendering (sim_throughput.py's mode)
-    eval           ``vla eval``'s rollout loop (VectorEnv, N workers, the state policy's ODE chunks;
-                   per-episode policy calls, the deterministic default)
+    eval           ``vla eval``'s rollout loop (VectorEnv, N workers x K envs each stepped in lock-step,
+                   the state policy's ODE chunks; per-episode policy calls, the deterministic default)
     eval_batched   the same with one batched policy call per wave (``--batched_inference``)
     rl_rollout     the RL rollout engine (Flow-SDE chains with log-probs) as `vla rl` collects them
 
-    python benchmarks/state_rollout_throughput.py --policy P --task lift --workers 1 2 --episodes 8
+    python benchmarks/state_rollout_throughput.py --policy P --task lift --workers 1 2 --envs-per-worker 1 4 16
 
-Each rate counts executed env steps over the wall time of the loop (env start-up excluded). The
-machine's other load changes wall-clock rates; compare ratios within one run.
+Each rate counts executed env steps over the wall time of the loop (env start-up excluded). Every
+measurement runs whole waves of N x K episodes, at least --episodes of them. The machine's other load
+changes wall-clock rates; compare ratios within one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -34,21 +36,18 @@ from vla.rl.rollout import RolloutEngine, SamplingSpec  # noqa: E402
 from vla.sim import VectorEnv  # noqa: E402
 
 
-def eval_rate(policy, env_kwargs: dict, workers: int, episodes: int, batched: bool) -> float:
-    with VectorEnv(workers, env_kwargs) as venv:
-        start = time.perf_counter()
-        results = run_episodes(policy, venv, episodes, seed=100_000, progress=False, batched_inference=batched)
-        elapsed = time.perf_counter() - start
-    return sum(e.steps for e in results) / elapsed
+def eval_rate(policy, venv: VectorEnv, episodes: int, batched: bool) -> float:
+    start = time.perf_counter()
+    results = run_episodes(policy, venv, episodes, seed=100_000, progress=False, batched_inference=batched)
+    return sum(e.steps for e in results) / (time.perf_counter() - start)
 
 
-def rl_rate(policy, env_kwargs: dict, workers: int, episodes: int) -> float:
-    with VectorEnv(workers, env_kwargs) as venv:
-        engine = RolloutEngine(policy, venv, SamplingSpec("sde", "mixed", 0.5))
-        start = time.perf_counter()
-        rollouts = engine.collect([1_000_000 + g for g in range(max(1, episodes // 2))], 2, torch.Generator().manual_seed(0))
-        elapsed = time.perf_counter() - start
-    return rollouts.env_steps / elapsed
+def rl_rate(policy, venv: VectorEnv, episodes: int) -> float:
+    engine = RolloutEngine(policy, venv, SamplingSpec("sde", "mixed", 0.5))
+    start = time.perf_counter()
+    groups = [1_000_000 + g for g in range(max(1, episodes // 2))]
+    rollouts = engine.collect(groups, 2, torch.Generator().manual_seed(0))
+    return rollouts.env_steps / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -57,7 +56,8 @@ def main() -> None:
     p.add_argument("--task", default="lift")
     p.add_argument("--max-episode-steps", type=int, default=200)
     p.add_argument("--workers", nargs="+", type=int, default=[1, 2])
-    p.add_argument("--episodes", type=int, default=8)
+    p.add_argument("--envs-per-worker", nargs="+", type=int, default=[1, 4, 16])
+    p.add_argument("--episodes", type=int, default=8, help="at least this many per measurement (whole waves)")
     p.add_argument("--physics-steps", type=int, default=2000)
     p.add_argument("--json", default=str(RESULTS / "state_rollout_throughput.json"))
     a = p.parse_args()
@@ -69,17 +69,21 @@ def main() -> None:
     rows = []
     for n in a.workers:
         physics = run_workers(dict(env_kwargs, max_episode_steps=10**6), n, ("physics",), a.physics_steps)["physics"]
-        row = {"workers": n, "physics": physics["aggregate"],
-               "eval": eval_rate(policy, env_kwargs, n, a.episodes, batched=False),
-               "eval_batched": eval_rate(policy, env_kwargs, n, a.episodes, batched=True),
-               "rl_rollout": rl_rate(policy, env_kwargs, n, a.episodes)}
-        rows.append(row)
-        print(json.dumps(row))
+        for k in a.envs_per_worker:
+            episodes = n * k * math.ceil(a.episodes / (n * k))  # whole waves: a partial one idles envs
+            with VectorEnv(n * k, env_kwargs, envs_per_worker=k) as venv:
+                row = {"workers": n, "envs_per_worker": k, "episodes": episodes, "physics": physics["aggregate"],
+                       "eval": eval_rate(policy, venv, episodes, batched=False),
+                       "eval_batched": eval_rate(policy, venv, episodes, batched=True),
+                       "rl_rollout": rl_rate(policy, venv, episodes)}
+            rows.append(row)
+            print(json.dumps(row))
     write_json(a.json, a, rows=rows)
-    print("| workers | physics only | eval (per-episode calls) | eval (batched) | RL rollouts |\n|---|---|---|---|---|")
+    print("| workers | envs per worker | physics only | eval (per-episode calls) | eval (batched) | RL rollouts |\n"
+          "|---|---|---|---|---|---|")
     for r in rows:
         cells = [f"{r[k]:.0f} ({100 * r[k] / r['physics']:.0f}%)" for k in ("eval", "eval_batched", "rl_rollout")]
-        print(f"| {r['workers']} | {r['physics']:.0f} | " + " | ".join(cells) + " |")
+        print(f"| {r['workers']} | {r['envs_per_worker']} | {r['physics']:.0f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,29 @@
-"""Vectorised env: each ``RobosuiteEnv`` in its own worker process, driven over a Pipe.
+"""Vectorised env: ``RobosuiteEnv`` copies in worker processes, driven over Pipes.
+
+Each worker process holds up to ``envs_per_worker`` envs and steps them in
+lock-step: one message per worker carries the chunks of all its active envs and
+one answer brings back their results, so the per-message pickling and wake-up
+cost is paid once per worker, not once per env. One env per worker steps the
+envs in parallel on separate cores; several per worker trade that for fewer
+processes and messages, which pays when a chunk costs little physics (state
+policies, nothing rendered).
 
 Protocol: the parent sends ``(command, payload)``; the worker answers
-``("ok", result)`` or ``("error", traceback_text)`` and keeps serving, so one
-bad call does not kill the worker.
+``("ok", result)`` or ``("error", (slot, traceback_text))`` (``slot``: which of
+its envs raised, or None) and keeps serving, so one bad call does not kill the
+worker.
 
 Watchdog: every answer is awaited for at most ``step_timeout_s``. A worker
 that dies or does not answer in time is killed and replaced by a fresh one
-built from the same kwargs. Its episode is lost; ``step_chunk`` reports it as
-an infrastructure failure (``info["infra_failure"]``), never as a task failure,
-and ``reset`` simply retries on the fresh worker.
+built from the same kwargs. The episodes of all its envs are lost;
+``step_chunk`` reports each as an infrastructure failure
+(``info["infra_failure"]``), never as a task failure, and ``reset`` simply
+retries on the fresh worker.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import signal
 import time
@@ -26,7 +37,7 @@ from .tasks import get_task
 
 StepResult = tuple[dict[str, Any], float, bool, bool, dict[str, Any]]
 
-# Attempts (first try included) at resetting one env whose worker keeps dying.
+# Attempts (first try included) at resetting the envs of a worker that keeps dying.
 RESET_ATTEMPTS = 3
 
 
@@ -37,23 +48,51 @@ class VectorEnvError(RuntimeError):
 class WorkerLost(VectorEnvError):
     """A worker died or timed out; it has already been replaced by a fresh one."""
 
-    def __init__(self, index: int, reason: str) -> None:
-        super().__init__(f"env {index}: {reason}")
-        self.index = index
+    def __init__(self, worker: int, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.worker = worker
         self.reason = reason
 
 
-def _worker_main(conn: Connection, env_kwargs: dict[str, Any]) -> None:
+class _SlotError(Exception):
+    """One of a worker's envs raised: which one, and its traceback."""
+
+    def __init__(self, slot: int, text: str) -> None:
+        self.slot, self.text = slot, text
+
+
+def _on_each(envs: list[Any], items: list[tuple[int, Any]], call: Callable[[Any, Any], Any]) -> list[Any]:
+    """``call(envs[slot], arg)`` for each ``(slot, arg)``, in order.
+
+    Every env runs even if an earlier one raised, as it would in a worker of
+    its own; the first error is raised afterwards, tagged with its slot.
+    """
+    results, error = [], None
+    for slot, arg in items:
+        try:
+            results.append(call(envs[slot], arg))
+        except Exception:  # noqa: BLE001 - reported to the parent verbatim
+            results.append(None)
+            error = error or _SlotError(slot, traceback.format_exc())
+    if error is not None:
+        raise error
+    return results
+
+
+def _worker_main(conn: Connection, env_kwargs: dict[str, Any], n_envs: int) -> None:
     # Ctrl-C goes to the parent, which closes the workers in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    env = None
+    envs: list[Any] = []
     try:
         from .make_env import make_env
 
-        env = make_env(**env_kwargs)  # a robosuite task, or a LIBERO "<suite>/<task>"
+        for _ in range(n_envs):  # a robosuite task, or a LIBERO "<suite>/<task>"
+            envs.append(make_env(**env_kwargs))
         conn.send(("ok", None))
     except Exception:  # noqa: BLE001 - reported to the parent verbatim
-        conn.send(("error", traceback.format_exc()))
+        conn.send(("error", (len(envs), traceback.format_exc())))
+        for env in envs:
+            env.close()
         conn.close()
         return
 
@@ -61,19 +100,20 @@ def _worker_main(conn: Connection, env_kwargs: dict[str, Any]) -> None:
     # before the next step_chunk, to stand for a hung simulator.
     fault = {"sleep_s": 0.0}
 
-    def step_chunk(args: Any) -> Any:
+    def step_chunk(items: list[tuple[int, Any]]) -> list[Any]:
         seconds, fault["sleep_s"] = fault["sleep_s"], 0.0
         if seconds > 0:
             time.sleep(seconds)
-        return env.step_chunk(args[0], record=args[1])
+        return _on_each(envs, items, lambda env, a: env.step_chunk(a[0], record=a[1]))
 
     def inject_fault(sleep_s: float) -> None:
         fault["sleep_s"] = float(sleep_s)
 
     handlers: dict[str, Callable[[Any], Any]] = {
-        "reset": lambda args: env.reset(seed=args[0], options=args[1])[0],
+        # payloads: one (slot, argument) per env concerned
+        "reset": lambda items: _on_each(envs, items, lambda env, a: env.reset(seed=a[0], options=a[1])[0]),
         "step_chunk": step_chunk,
-        "privileged_state": lambda _: env.privileged_state(),
+        "privileged_state": lambda items: _on_each(envs, items, lambda env, _: env.privileged_state()),
         "inject_fault": inject_fault,
     }
     try:
@@ -88,20 +128,26 @@ def _worker_main(conn: Connection, env_kwargs: dict[str, Any]) -> None:
             try:
                 handler = handlers[command]
                 conn.send(("ok", handler(payload)))
+            except _SlotError as exc:
+                conn.send(("error", (exc.slot, exc.text)))
             except Exception:  # noqa: BLE001
-                conn.send(("error", traceback.format_exc()))
+                conn.send(("error", (None, traceback.format_exc())))
     finally:
-        env.close()
+        for env in envs:
+            env.close()
         conn.close()
 
 
 class VectorEnv:
-    """``num_envs`` copies of ``RobosuiteEnv(**env_kwargs)``, one per process.
+    """``num_envs`` copies of ``RobosuiteEnv(**env_kwargs)`` in ``ceil(num_envs / envs_per_worker)`` processes.
 
-    Calls fan out to all (active) workers first and then collect the answers,
-    so the envs step in parallel. ``step_timeout_s`` bounds every call after
-    start-up (None: wait forever); ``start_timeout_s`` bounds building an env.
-    ``restarts`` counts workers replaced by the watchdog.
+    The envs are spread evenly over the workers, in order (worker 0 holds the
+    first ones). Calls fan out to all workers concerned first and then collect
+    the answers, so the workers step in parallel. ``step_timeout_s`` bounds
+    every answer after start-up, a whole worker's included (None: wait
+    forever); ``start_timeout_s`` bounds building one env (a worker building
+    several gets as many times that). ``restarts`` counts workers replaced by
+    the watchdog.
     """
 
     def __init__(
@@ -111,9 +157,11 @@ class VectorEnv:
         start_method: str = "forkserver",
         step_timeout_s: float | None = 120.0,
         start_timeout_s: float | None = 300.0,
+        envs_per_worker: int = 1,
     ) -> None:
-        if int(num_envs) != num_envs or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        for name, value in (("num_envs", num_envs), ("envs_per_worker", envs_per_worker)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
         if start_method not in ("forkserver", "spawn"):
             # fork would copy a parent's live OpenGL / torch state into workers.
             raise ValueError(f"start_method must be 'forkserver' or 'spawn', got {start_method!r}")
@@ -121,6 +169,8 @@ class VectorEnv:
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive or None, got {value!r}")
         self.num_envs = int(num_envs)
+        self.envs_per_worker = int(envs_per_worker)
+        self.num_workers = math.ceil(self.num_envs / self.envs_per_worker)
         self.env_kwargs = dict(env_kwargs or {})
         self.step_timeout_s = step_timeout_s
         self.start_timeout_s = start_timeout_s
@@ -132,19 +182,27 @@ class VectorEnv:
             get_libero_task(task)
         else:
             get_task(task)
+        # Worker w holds envs _envs_of[w]; even sizes (5 envs at 4 per worker: 3 + 2, not 4 + 1) so that
+        # no worker's lock-step takes longer than it must.
+        base, extra = divmod(self.num_envs, self.num_workers)
+        sizes = [base + (w < extra) for w in range(self.num_workers)]
+        starts = np.cumsum([0] + sizes).tolist()
+        self._envs_of = [range(starts[w], starts[w + 1]) for w in range(self.num_workers)]
+        self._worker_of = [w for w in range(self.num_workers) for _ in self._envs_of[w]]
         self._closed = False
         self._ctx = mp.get_context(start_method)
         self._conns: list[Connection] = []
         self._procs: list[mp.process.BaseProcess] = []
-        # Why env i's current episode was lost (None: not lost); cleared by reset.
-        self._lost: list[str | None] = [None] * self.num_envs
+        # Why worker w's episodes were lost (None: not lost); cleared by reset.
+        self._lost: list[str | None] = [None] * self.num_workers
         self._last_obs: list[dict[str, Any] | None] = [None] * self.num_envs
-        for i in range(self.num_envs):
-            conn, proc = self._spawn(i)
+        for w in range(self.num_workers):
+            conn, proc = self._spawn(w)
             self._conns.append(conn)
             self._procs.append(proc)
         try:
-            self._gather(range(self.num_envs), "start", self.start_timeout_s)
+            # Worker 0 holds the most envs, so its start limit covers every worker.
+            self._gather(range(self.num_workers), "start", self._start_limit(0))
         except BaseException:
             self.close()
             raise
@@ -154,9 +212,9 @@ class VectorEnv:
     def reset(self, seeds: list[int | None], options: list[dict | None] | None = None) -> list[dict[str, Any]]:
         """Reset every env, env ``i`` with ``seeds[i]`` (and ``options[i]``); the observations in order.
 
-        A worker lost during reset is replaced and the reset retried, up to
-        ``RESET_ATTEMPTS`` tries; reset(seed) alone decides the episode, so the
-        retry gives the same observation.
+        A worker lost during reset is replaced and its envs' reset retried, up
+        to ``RESET_ATTEMPTS`` tries; reset(seed) alone decides the episode, so
+        the retry gives the same observation.
         """
         self._check_open()
         if len(seeds) != self.num_envs:
@@ -165,22 +223,24 @@ class VectorEnv:
         options = list(options) if options is not None else [None] * self.num_envs
         if len(options) != self.num_envs:
             raise ValueError(f"need {self.num_envs} reset options, got {len(options)}")
-        pending = list(range(self.num_envs))
+        pending = list(range(self.num_workers))
         obs: list[Any] = [None] * self.num_envs
         for attempt in range(1, RESET_ATTEMPTS + 1):
-            sent = [i for i in pending if self._try_send(i, "reset", (seeds[i], options[i]))]
+            sent = [w for w in pending
+                    if self._try_send(w, "reset", self._payload(w, self._envs_of[w], lambda i: (seeds[i], options[i])))]
             answers = self._gather_lossy(sent, "reset", self.step_timeout_s)
-            failed = [i for i in pending if i not in sent or isinstance(answers.get(i), WorkerLost)]
-            for i in pending:
-                if i not in failed:
-                    obs[i] = answers[i]
+            failed = [w for w in pending if w not in sent or isinstance(answers.get(w), WorkerLost)]
+            for w in pending:
+                if w not in failed:
+                    for i, o in zip(self._envs_of[w], answers[w]):
+                        obs[i] = o
             if not failed:
                 break
             if attempt == RESET_ATTEMPTS:
-                reasons = "; ".join(f"env {i}: {self._lost[i]}" for i in failed)
+                reasons = "; ".join(f"{self._name(w)}: {self._lost[w]}" for w in failed)
                 raise VectorEnvError(f"reset failed {RESET_ATTEMPTS} times, worker lost each time ({reasons})")
             pending = failed
-        self._lost = [None] * self.num_envs
+        self._lost = [None] * self.num_workers
         self._last_obs = list(obs)
         return obs
 
@@ -204,19 +264,22 @@ class VectorEnv:
             raise ValueError(f"actions must have shape [{self.num_envs}, H, 7], got {actions.shape}")
         record = self._per_env_flags(record, False, "record")
         active = self._per_env_flags(active, True, "active")
-        indices = [i for i in range(self.num_envs) if active[i] and self._lost[i] is None]
-        sent = [i for i in indices if self._try_send(i, "step_chunk", (actions[i], record[i]))]
+        # Only active envs travel; the answer lists their results in the same order.
+        stepped = [[i for i in self._envs_of[w] if active[i]] for w in range(self.num_workers)]
+        sent = []
+        for w, envs in enumerate(stepped):
+            items = self._payload(w, envs, lambda i: (actions[i], record[i]))
+            if items and self._lost[w] is None and self._try_send(w, "step_chunk", items):
+                sent.append(w)
         answers = self._gather_lossy(sent, "step_chunk", self.step_timeout_s)
         results: list[StepResult | None] = [None] * self.num_envs
-        for i in range(self.num_envs):
-            if not active[i]:
-                continue
-            answer = answers.get(i)
-            if self._lost[i] is not None:
-                results[i] = self._infra_failure_result(i, record[i])
-            else:
-                results[i] = answer
-                self._last_obs[i] = answer[0]
+        for w, envs in enumerate(stepped):
+            for n, i in enumerate(envs):
+                if self._lost[w] is not None:
+                    results[i] = self._infra_failure_result(i, record[i])
+                else:
+                    results[i] = answers[w][n]
+                    self._last_obs[i] = results[i][0]
         return results
 
     def privileged_state(self) -> list[dict[str, np.ndarray] | None]:
@@ -225,10 +288,16 @@ class VectorEnv:
         None for an env whose episode was lost (its next step_chunk reports it).
         """
         self._check_open()
-        indices = [i for i in range(self.num_envs) if self._lost[i] is None]
-        sent = [i for i in indices if self._try_send(i, "privileged_state", None)]
+        workers = [w for w in range(self.num_workers) if self._lost[w] is None]
+        sent = [w for w in workers
+                if self._try_send(w, "privileged_state", self._payload(w, self._envs_of[w], lambda i: None))]
         answers = self._gather_lossy(sent, "privileged_state", self.step_timeout_s)
-        return [None if self._lost[i] is not None else answers[i] for i in range(self.num_envs)]
+        states: list[dict[str, np.ndarray] | None] = [None] * self.num_envs
+        for w in range(self.num_workers):
+            if self._lost[w] is None:
+                for i, state in zip(self._envs_of[w], answers[w]):
+                    states[i] = state
+        return states
 
     def close(self) -> None:
         """Stop all workers (idempotent)."""
@@ -258,32 +327,49 @@ class VectorEnv:
 
     # ----- workers -----
 
-    def _spawn(self, i: int) -> tuple[Connection, mp.process.BaseProcess]:
+    def _payload(self, w: int, envs: Any, arg: Callable[[int], Any]) -> list[tuple[int, Any]]:
+        """Worker ``w``'s message: ``(slot, arg(i))`` for each of its envs ``i`` in ``envs``."""
+        first = self._envs_of[w].start
+        return [(i - first, arg(i)) for i in envs]
+
+    def _name(self, w: int) -> str:
+        """Worker ``w`` in messages, by the envs it holds: 'env 3' or 'envs 4-7'."""
+        envs = self._envs_of[w]
+        return f"env {envs.start}" if len(envs) == 1 else f"envs {envs.start}-{envs[-1]}"
+
+    def _start_limit(self, w: int) -> float | None:
+        # Building is per env: a worker building k envs may take k times as long.
+        return None if self.start_timeout_s is None else self.start_timeout_s * len(self._envs_of[w])
+
+    def _spawn(self, w: int) -> tuple[Connection, mp.process.BaseProcess]:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
-            target=_worker_main, args=(child, self.env_kwargs), name=f"vla-sim-env-{i}", daemon=True
+            target=_worker_main,
+            args=(child, self.env_kwargs, len(self._envs_of[w])),
+            name=f"vla-sim-{self._name(w).replace(' ', '-')}",
+            daemon=True,
         )
         proc.start()
         child.close()
         return parent, proc
 
-    def _replace_worker(self, i: int, reason: str) -> None:
-        """Kill env ``i``'s worker, mark its episode lost, start a fresh one and wait until it is up."""
-        proc = self._procs[i]
+    def _replace_worker(self, w: int, reason: str) -> None:
+        """Kill worker ``w``, mark its envs' episodes lost, start a fresh one and wait until it is up."""
+        proc = self._procs[w]
         if proc.is_alive():
             proc.kill()
         proc.join(timeout=10)
-        self._conns[i].close()
-        self._lost[i] = reason
+        self._conns[w].close()
+        self._lost[w] = reason
         self.restarts += 1
-        self._conns[i], self._procs[i] = self._spawn(i)
+        self._conns[w], self._procs[w] = self._spawn(w)
         # A worker that cannot even be rebuilt is not a transient fault: raise.
-        self._recv(i, "start", self.start_timeout_s)
+        self._recv(w, "start", self._start_limit(w))
 
-    def _inject_fault(self, i: int, sleep_s: float) -> None:
-        """Test-only: env ``i``'s worker sleeps ``sleep_s`` before its next step_chunk."""
-        self._send(i, "inject_fault", sleep_s)
-        self._gather([i], "inject_fault", self.step_timeout_s)
+    def _inject_fault(self, w: int, sleep_s: float) -> None:
+        """Test-only: worker ``w`` sleeps ``sleep_s`` before its next step_chunk."""
+        self._send(w, "inject_fault", sleep_s)
+        self._gather([w], "inject_fault", self.step_timeout_s)
 
     def _infra_failure_result(self, i: int, record: bool) -> StepResult:
         info: dict[str, Any] = {
@@ -291,7 +377,7 @@ class VectorEnv:
             "steps": 0,
             "rewards": [],
             "infra_failure": True,
-            "infra_reason": self._lost[i],
+            "infra_reason": self._lost[self._worker_of[i]],
         }
         if record:
             info["frames"] = []
@@ -299,61 +385,63 @@ class VectorEnv:
 
     # ----- transport -----
 
-    def _send(self, i: int, command: str, payload: Any) -> None:
+    def _send(self, w: int, command: str, payload: Any) -> None:
         try:
-            self._conns[i].send((command, payload))
+            self._conns[w].send((command, payload))
         except (BrokenPipeError, OSError) as exc:
-            raise VectorEnvError(self._dead_message(i, command)) from exc
+            raise VectorEnvError(self._dead_message(w, command)) from exc
 
-    def _try_send(self, i: int, command: str, payload: Any) -> bool:
+    def _try_send(self, w: int, command: str, payload: Any) -> bool:
         """Send, or replace a worker found dead; whether the command went out."""
         try:
-            self._conns[i].send((command, payload))
+            self._conns[w].send((command, payload))
             return True
         except (BrokenPipeError, OSError):
-            self._replace_worker(i, self._dead_message(i, command))
+            self._replace_worker(w, self._dead_message(w, command))
             return False
 
-    def _recv(self, i: int, command: str, timeout_s: float | None) -> Any:
-        """Env ``i``'s answer to ``command``.
+    def _recv(self, w: int, command: str, timeout_s: float | None) -> Any:
+        """Worker ``w``'s answer to ``command``.
 
         WorkerLost if the worker died or stayed silent for ``timeout_s`` (it is
-        killed then; the caller replaces it); VectorEnvError if the worker
-        raised or, during start-up, failed in any way.
+        killed then; the caller replaces it); VectorEnvError if one of its envs
+        raised or, during start-up, the worker failed in any way.
         """
-        conn = self._conns[i]
+        conn = self._conns[w]
         try:
             if not conn.poll(timeout_s):
-                self._procs[i].kill()
-                self._procs[i].join(timeout=10)
-                limit = self.start_timeout_s if command == "start" else self.step_timeout_s
+                self._procs[w].kill()
+                self._procs[w].join(timeout=10)
+                limit = self._start_limit(w) if command == "start" else self.step_timeout_s
                 reason = f"worker did not answer {command!r} within {limit} s; killed"
                 if command == "start":
-                    raise VectorEnvError(f"env {i} failed to start: {reason}")
-                raise WorkerLost(i, reason)
+                    raise VectorEnvError(f"{self._name(w)} failed to start: {reason}")
+                raise WorkerLost(w, self._name(w), reason)
             status, value = conn.recv()
         except (EOFError, ConnectionResetError, OSError):
-            self._procs[i].join(timeout=5)
-            reason = self._dead_message(i, command)
+            self._procs[w].join(timeout=5)
+            reason = self._dead_message(w, command)
             if command == "start":
                 raise VectorEnvError(reason) from None
-            raise WorkerLost(i, reason) from None
+            raise WorkerLost(w, self._name(w), reason) from None
         if status != "ok":
-            summary = value.strip().splitlines()[-1] if value.strip() else "unknown error"
+            slot, text = value
+            who = self._name(w) if slot is None else f"env {self._envs_of[w][slot]}"
+            summary = text.strip().splitlines()[-1] if text.strip() else "unknown error"
             where = "failed to start" if command == "start" else f"raised in {command!r}"
-            raise VectorEnvError(f"env {i} {where}: {summary}\nworker traceback:\n{value}")
+            raise VectorEnvError(f"{who} {where}: {summary}\nworker traceback:\n{text}")
         return value
 
-    def _gather(self, indices: Any, command: str, timeout_s: float | None) -> list[Any]:
-        """Answers from ``indices`` in order; reads every answer before raising the first error."""
-        answers = self._gather_lossy(indices, command, timeout_s)
+    def _gather(self, workers: Any, command: str, timeout_s: float | None) -> list[Any]:
+        """Answers from ``workers`` in order; reads every answer before raising the first error."""
+        answers = self._gather_lossy(workers, command, timeout_s)
         lost = [a for a in answers.values() if isinstance(a, WorkerLost)]
         if lost:
             raise lost[0]
-        return [answers[i] for i in indices]
+        return [answers[w] for w in workers]
 
-    def _gather_lossy(self, indices: Any, command: str, timeout_s: float | None) -> dict[int, Any]:
-        """Answers by env index, a WorkerLost in place of a lost worker's.
+    def _gather_lossy(self, workers: Any, command: str, timeout_s: float | None) -> dict[int, Any]:
+        """Answers by worker index, a WorkerLost in place of a lost worker's.
 
         All workers got the command at about the same time, so one deadline
         covers them all. Lost workers are replaced; a worker's own error is
@@ -362,27 +450,27 @@ class VectorEnv:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         answers: dict[int, Any] = {}
         first_error: VectorEnvError | None = None
-        for i in indices:
+        for w in workers:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                answers[i] = self._recv(i, command, left)
+                answers[w] = self._recv(w, command, left)
             except WorkerLost as lost:
-                answers[i] = lost
+                answers[w] = lost
             except VectorEnvError as exc:
-                answers[i] = None
+                answers[w] = None
                 first_error = first_error or exc
         # Replace only after every answer is in: a restart takes seconds, which
         # must not eat into the other workers' deadline.
-        for i, answer in answers.items():
+        for w, answer in answers.items():
             if isinstance(answer, WorkerLost):
-                self._replace_worker(i, answer.reason)
+                self._replace_worker(w, answer.reason)
         if first_error is not None:
             raise first_error
         return answers
 
-    def _dead_message(self, i: int, command: str) -> str:
-        code = self._procs[i].exitcode
-        return f"env {i} worker process is gone during {command!r} (exit code {code})"
+    def _dead_message(self, w: int, command: str) -> str:
+        code = self._procs[w].exitcode
+        return f"{self._name(w)} worker process is gone during {command!r} (exit code {code})"
 
     def _per_env_flags(self, flags: list[bool] | None, default: bool, name: str) -> list[bool]:
         if flags is None:

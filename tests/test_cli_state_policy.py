@@ -29,12 +29,14 @@ def test_dataset_holds_low_dimensional_observations(trained):
 def test_eval_and_rl_run_on_the_state_policy(trained):
     policy = trained / "train" / "policy"
     assert json.loads((policy / "config.json").read_text())["type"] == "state_flow"
+    # Both envs in one worker process (the lock-step path), the video's renderer included.
     assert main(["eval", f"--policy={policy}", f"--output_dir={trained / 'eval'}", "--n_episodes=2", "--n_envs=2",
-                 "--n_videos=1", "--env.max_episode_steps=24"]) == 0
+                 "--envs_per_worker=2", "--n_videos=1", "--env.max_episode_steps=24"]) == 0
     info = json.loads((trained / "eval" / "eval_info.json").read_text())
     assert len(info["per_episode"]) == 2 and len(info["video_paths"]) == 1  # videos render although the policy sees none
     assert main(["rl", f"--policy={policy}", f"--output_dir={trained / 'rl'}", "--iterations=1", "--n_groups=1",
-                 "--group_size=2", "--n_envs=2", "--eval.n_episodes=2", "--env.max_episode_steps=24"]) == 0
+                 "--group_size=2", "--n_envs=2", "--envs_per_worker=2", "--eval.n_episodes=2",
+                 "--env.max_episode_steps=24"]) == 0
     assert (trained / "rl" / "policy" / "model.safetensors").is_file()
 
 

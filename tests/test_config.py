@@ -55,3 +55,13 @@ def test_resolved_config_round_trips(tmp_path):
     path = write_resolved_config(cfg, tmp_path)
     again = parse_config(QuickstartConfig, ["--config", str(path)])
     assert again == cfg
+
+
+@pytest.mark.parametrize("command", [["eval"], ["rl"], ["rl", "--algo=noise"]], ids=" ".join)
+def test_envs_per_worker_below_one_is_refused_naming_the_flag(command, tmp_path, capsys):
+    from vla.cli import main
+
+    out = tmp_path / "out"
+    assert main([*command, "--envs_per_worker=0", f"--output_dir={out}"]) == 2
+    assert "--envs_per_worker must be >= 1, got 0" in capsys.readouterr().err
+    assert not out.exists()  # refused before anything started

@@ -122,8 +122,10 @@ class EvalConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     # Episodes to evaluate (per task when suite is set).
     n_episodes: int = 50
-    # Parallel simulator processes (at most n_episodes are started).
+    # Simulated envs run at once (at most n_episodes), in ceil(n_envs / envs_per_worker) worker processes.
     n_envs: int = 2
+    # Envs each worker process steps in lock-step: above 1 saves processes and messages where physics is cheap.
+    envs_per_worker: int = 1
     # Episode i starts from the initial state of seed + i.
     seed: int = 100_000
     # Save videos of the first this many episodes (per task when suite is set).
@@ -319,8 +321,10 @@ class RLConfig:
     n_groups: int = 4
     # Rollouts per group, all from the group's initial state (GRPO needs at least 2).
     group_size: int = 4
-    # Parallel env workers (processes).
+    # Rollouts run at once (one env each), in ceil(n_envs / envs_per_worker) worker processes.
     n_envs: int = 4
+    # Envs each worker process steps in lock-step: above 1 saves processes and messages where physics is cheap.
+    envs_per_worker: int = 1
     # Group g of iteration i resets from train_seed + i * n_groups + g (disjoint from eval seeds).
     train_seed: int = 1_000_000
     # Freeze the vision tower during RL (by default RL trains every policy weight).

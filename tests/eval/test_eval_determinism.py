@@ -1,5 +1,5 @@
-"""An episode's result depends on its seed alone: not on the worker count, the process's global RNG,
-or the policy having been loaded anew. Every RL comparison in the project rests on this."""
+"""An episode's result depends on its seed alone: not on the worker count or envs per worker, the process's
+global RNG, or the policy having been loaded anew. Every RL comparison in the project rests on this."""
 
 import json
 
@@ -32,6 +32,7 @@ def test_same_episodes_across_worker_counts_and_global_rng(policy_dir, tmp_path)
     torch.manual_seed(2)  # the process's global RNG must not matter
     three_workers = _episodes(policy_dir, tmp_path / "b", 3)
     assert one_worker == three_workers
+    assert one_worker == _episodes(policy_dir, tmp_path / "c", 3, "--envs_per_worker=3")  # one worker, three envs
     assert len({row[2] for row in one_worker}) == 3, "the three episodes should differ from each other"
 
 

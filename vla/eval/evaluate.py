@@ -56,14 +56,22 @@ def _evaluate_suite(cfg: EvalConfig, policy, env_kwargs: dict, progress: bool):
         task_episodes, _ = evaluate_policy(policy, dict(env_kwargs, task=f"{cfg.suite}/{i}"), cfg.n_episodes,
                                            cfg.n_envs, cfg.seed, cfg.n_videos, cfg.n_action_steps, progress,
                                            fixed_init_states=True, desc=f"{cfg.suite}/{i}",
-                                           batched_inference=cfg.batched_inference)
+                                           batched_inference=cfg.batched_inference,
+                                           envs_per_worker=cfg.envs_per_worker)
         for e in task_episodes:
             e.episode_index += len(episodes)  # unique across the run; the task field tells them apart
         episodes.extend(task_episodes)
     return episodes, time.time() - start
 
 
+def validate(cfg: EvalConfig) -> None:
+    for name in ("n_envs", "envs_per_worker"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+
+
 def run_eval(cfg: EvalConfig, progress: bool = True, policy=None) -> dict:
+    validate(cfg)  # before the output folder is claimed
     out = claim_output_dir(cfg.output_dir, cfg.overwrite)
     resolve_threads(cfg.num_threads)
     with removed_on_user_error(out):
@@ -78,7 +86,8 @@ def _run_eval(cfg: EvalConfig, out: Path, progress: bool, policy) -> dict:
         episodes, seconds = _evaluate_suite(cfg, policy, env_kwargs, progress)
     else:
         episodes, seconds = evaluate_policy(policy, env_kwargs, cfg.n_episodes, cfg.n_envs, cfg.seed, cfg.n_videos,
-                                            cfg.n_action_steps, progress, batched_inference=cfg.batched_inference)
+                                            cfg.n_action_steps, progress, batched_inference=cfg.batched_inference,
+                                            envs_per_worker=cfg.envs_per_worker)
     videos = write_videos([e for e in episodes if e.frames], out / "videos", fps=cfg.env.control_freq)
     info = build_eval_info(episodes, seconds, cfg.seed, videos)
     if cfg.suite:

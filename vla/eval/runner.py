@@ -106,11 +106,11 @@ def run_episodes(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0,
 
 def evaluate_policy(policy, env_kwargs: dict, n_episodes: int, n_envs: int, seed: int, n_videos: int = 0,
                     n_action_steps: int = 0, progress: bool = True, fixed_init_states: bool = False,
-                    desc: str = "eval", batched_inference: bool = False):
+                    desc: str = "eval", batched_inference: bool = False, envs_per_worker: int = 1):
     from vla.sim import VectorEnv
 
     start = time.time()
-    with VectorEnv(min(n_envs, n_episodes), env_kwargs) as vec_env:
+    with VectorEnv(min(n_envs, n_episodes), env_kwargs, envs_per_worker=envs_per_worker) as vec_env:
         results = run_episodes(policy, vec_env, n_episodes, seed, n_videos, n_action_steps, progress, desc,
                                fixed_init_states, batched_inference)
     return results, time.time() - start

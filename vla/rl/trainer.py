@@ -14,6 +14,7 @@ weights change; the last good checkpoint stays as it was.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from pathlib import Path
@@ -76,7 +77,7 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError(f"--sampling.noise_level must be > 0 for RL (0 is the deterministic ODE), got {s.noise_level}")
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"--schedule: {cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
-    for name in ("iterations", "n_groups", "group_size", "n_envs", "epochs", "minibatch_size",
+    for name in ("iterations", "n_groups", "group_size", "n_envs", "envs_per_worker", "epochs", "minibatch_size",
                  "grad_accumulation"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
@@ -162,10 +163,10 @@ def _evaluate(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0, pr
     return episodes, time.time() - start
 
 
-def _default_vec_env(n_envs: int, env_kwargs: dict):
+def _default_vec_env(n_envs: int, env_kwargs: dict, envs_per_worker: int = 1):
     from vla.sim import VectorEnv
 
-    return VectorEnv(n_envs, env_kwargs)
+    return VectorEnv(n_envs, env_kwargs, envs_per_worker=envs_per_worker)
 
 
 def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory | None = None) -> dict:
@@ -227,7 +228,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     writer = SummaryWriter(str(out / "tb"), purge_step=start)
     env_steps = int(history[-1]["env_steps"]) if history else 0
     summary: dict = {}
-    factory = make_vec_env or _default_vec_env
+    factory = make_vec_env or functools.partial(_default_vec_env, envs_per_worker=cfg.envs_per_worker)
     stopped_early = False
     saved_at = start  # iterations covered by the checkpoint on disk (0: none)
     try:

@@ -60,6 +60,8 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError("--offpolicy.lr, --offpolicy.ent_coef_init must be > 0, --offpolicy.tau and --gamma in (0, 1]")
     if cfg.reward not in REWARDS:
         raise ConfigError(f"--reward: {cfg.reward!r} is not one of {', '.join(REWARDS)}")
+    if cfg.envs_per_worker < 1:
+        raise ConfigError(f"--envs_per_worker must be >= 1, got {cfg.envs_per_worker}")
     if cfg.resume:
         raise ConfigError("--resume is not supported by the off-policy steering algorithms yet: start a new run")
 
@@ -185,7 +187,9 @@ def _final_evaluation(cfg: RLConfig, base, steered, env_kwargs: dict, out: Path,
     from vla.sim import VectorEnv
 
     results = {}
-    with VectorEnv(max(1, min(cfg.n_envs, 2)), env_kwargs) as vec_env:
+    # At most two worker processes, as many envs as they hold.
+    n_envs = max(1, min(cfg.n_envs, 2 * cfg.envs_per_worker))
+    with VectorEnv(n_envs, env_kwargs, envs_per_worker=cfg.envs_per_worker) as vec_env:
         for name, policy in (("base", base), ("steered", steered)):
             start = time.time()
             episodes = run_episodes(policy, vec_env, cfg.eval.n_episodes, cfg.eval.seed, progress=progress,
