@@ -49,6 +49,10 @@ NUM_NOOP_STEPS = 10
 NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
 DEFAULT_CAMERAS = ("agentview", "robot0_eye_in_hand")
 _MAX_RESET_TRIES = 100
+RESET_OPTIONS = {
+    "init_state_index": "start from the suite's fixed (evaluation) initial state i",
+    "sample_placement": "True: start from a fresh draw of LIBERO's placement sampler, seeded by the reset seed",
+}
 
 
 def _libero():
@@ -129,6 +133,9 @@ class LiberoEnv(RobosuiteEnv):
     ``reset(seed, options={"init_state_index": i})`` starts from the suite's
     fixed initial state ``i`` (without it, one drawn from ``seed``), then
     runs ``num_noop_steps`` no-op steps. ``info["init_state_index"]`` says which.
+    ``options={"sample_placement": True}`` starts instead from a fresh placement drawn by
+    LIBERO's own sampler from ``seed`` (``info["init_state_index"]`` is None): states off the
+    evaluation list, for training demos (``vla collect``'s default).
     """
 
     def __init__(
@@ -195,14 +202,26 @@ class LiberoEnv(RobosuiteEnv):
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         options = dict(options or {})
-        unknown = sorted(set(options) - {"init_state_index"})
+        unknown = sorted(set(options) - set(RESET_OPTIONS))
         if unknown:
-            raise ValueError(f"unknown reset options {unknown}; valid: ['init_state_index']")
+            raise ValueError(f"unknown reset options {unknown}; valid: {list(RESET_OPTIONS)}")
         if seed is None and self._pending_seed is not None:
             seed = self._pending_seed
         self._pending_seed = None
         gym.Env.reset(self, seed=seed)
+        if self._env is None:
+            raise RuntimeError("environment is closed")
         index = options.get("init_state_index")
+        if options.get("sample_placement"):
+            if index is not None:
+                raise ValueError("reset options init_state_index and sample_placement exclude each other: "
+                                 "a fixed evaluation state, or a fresh placement")
+            # A fresh draw from LIBERO's own placement sampler (the one its fixed states came from),
+            # seeded by the episode seed: a state off the suite's evaluation list.
+            with _global_numpy_seed(int(self.np_random.integers(0, 2**32))):
+                self._raw = self._soft_reset()
+            self._reset_gripper_commands()
+            return self._settle(init_state_index=None)
         if index is None:
             index = int(self.np_random.integers(self.num_init_states))
         if isinstance(index, bool) or int(index) != index or not 0 <= index < self.num_init_states:
@@ -211,8 +230,6 @@ class LiberoEnv(RobosuiteEnv):
                 f"{self.libero_task.full_name}, got {index!r}"
             )
         index = int(index)
-        if self._env is None:
-            raise RuntimeError("environment is closed")
 
         # LIBERO's fixed states hold qpos/qvel only. Its reset also draws the
         # placement of fixtures (cabinets, stoves: model body poses, by up to
@@ -223,11 +240,15 @@ class LiberoEnv(RobosuiteEnv):
             self._soft_reset()
         self._reset_gripper_commands()
         self._raw = self._set_sim_state(self.libero_task.init_states[index])
+        return self._settle(init_state_index=index)
+
+    def _settle(self, init_state_index: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The no-op steps after a reset, then the first observation and its info."""
         for _ in range(self.num_noop_steps):
             self._raw, _, _, _ = self._env.step(NOOP_ACTION)
         self._steps = 0
         self._done = False
-        info = {"is_success": self._success(), "init_state_index": index}
+        info = {"is_success": self._success(), "init_state_index": init_state_index}
         return self._observation(self._render()), info
 
     # ----- internals -----
@@ -253,14 +274,13 @@ class LiberoEnv(RobosuiteEnv):
             hard_reset=False,
         )
 
-    def _soft_reset(self) -> None:
+    def _soft_reset(self) -> dict[str, np.ndarray]:
         from robosuite.utils.errors import RandomizationError
 
         # LIBERO's placement sampler can fail on a draw; its own wrapper retries too.
         for _ in range(_MAX_RESET_TRIES):
             try:
-                self._env.reset()
-                return
+                return self._env.reset()
             except RandomizationError:
                 continue
         raise RuntimeError(f"{self.libero_task.full_name}: reset failed {_MAX_RESET_TRIES} times placing objects")

@@ -146,6 +146,25 @@ def test_success_terminates_the_episode(env):
     assert info["steps"] < 20
 
 
+def test_sampled_placements_are_seeded_and_off_the_evaluation_list(env):
+    """`vla collect`'s default start: LIBERO's own placement sampler, seeded; never one of the 50
+    evaluation states (objects several cm away from each of them)."""
+    robot = 9  # the Panda's joints come first in qpos
+    nq = env._env.sim.model.nq
+    objects = []
+    for seed in (3, 4, 3):
+        obs, info = env.reset(seed=seed, options={"sample_placement": True})
+        assert info["init_state_index"] is None and not info["is_success"]
+        objects.append(env._env.sim.data.qpos[robot:nq].copy())
+    np.testing.assert_array_equal(objects[0], objects[2])
+    assert np.abs(objects[0] - objects[1]).max() > 0.01
+    stored = env.libero_task.init_states[:, 1 + robot:1 + nq]
+    for placed in objects[:2]:
+        assert np.abs(stored - placed).max(axis=1).min() > 0.01
+    with pytest.raises(ValueError, match="init_state_index and sample_placement exclude each other"):
+        env.reset(options={"init_state_index": 0, "sample_placement": True})
+
+
 def test_bad_init_state_index(env):
     with pytest.raises(ValueError, match=r"init_state_index must be an int in \[0, 50\)"):
         env.reset(options={"init_state_index": 50})
