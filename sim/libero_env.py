@@ -165,6 +165,7 @@ class LiberoEnv(RobosuiteEnv):
         self._set_episode_args(image_size, max_episode_steps, control_freq, seed)
         self.num_noop_steps = int(num_noop_steps)
         self._env = None
+        self._sampler_env = None  # built on the first sample_placement reset
         self._renderer: CameraRenderer | None = None
 
         with _global_numpy_seed(MODEL_SEED):  # same model in every process (see RobosuiteEnv)
@@ -218,8 +219,14 @@ class LiberoEnv(RobosuiteEnv):
                                  "a fixed evaluation state, or a fresh placement")
             # A fresh draw from LIBERO's own placement sampler (the one its fixed states came from),
             # seeded by the episode seed: a state off the suite's evaluation list.
-            with _global_numpy_seed(int(self.np_random.integers(0, 2**32))):
-                self._raw = self._soft_reset()
+            placement_seed = int(self.np_random.integers(0, 2**32))
+            state, fixture_poses = self._sample_placement(placement_seed)
+            with _global_numpy_seed(placement_seed):
+                self._soft_reset()
+            model = self._env.sim.model
+            for body_id, pos, quat in fixture_poses:
+                model.body_pos[body_id], model.body_quat[body_id] = pos, quat
+            self._raw = self._set_sim_state(state)
             self._reset_gripper_commands()
             return self._settle(init_state_index=None)
         if index is None:
@@ -253,7 +260,7 @@ class LiberoEnv(RobosuiteEnv):
 
     # ----- internals -----
 
-    def _make_robosuite_env(self, control_freq: int):
+    def _make_robosuite_env(self, control_freq: int, hard_reset: bool = False):
         _libero()  # the install hint, if missing
         from libero.libero.envs import TASK_MAPPING
         from libero.libero.envs.bddl_utils import get_problem_info
@@ -270,9 +277,45 @@ class LiberoEnv(RobosuiteEnv):
             use_camera_obs=False,
             control_freq=control_freq,
             ignore_done=True,  # we truncate ourselves
-            # A hard reset rebuilds the MuJoCo model, which would orphan our renderer.
-            hard_reset=False,
+            # A hard reset rebuilds the MuJoCo model, which would orphan our renderer (only the
+            # placement sampler's renderer-less copy resets hard: _sample_placement).
+            hard_reset=hard_reset,
         )
+
+    def _sample_placement(self, seed: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray, np.ndarray]]]:
+        """(MuJoCo state, [(fixture body id, pos, quat)]) of a fresh placement from LIBERO's sampler.
+
+        Drawn in a second, renderer-less copy of the scene that resets hard (rebuilding its model), as
+        LIBERO's own env does. A soft reset cannot draw it: LIBERO places objects that sit on a fixture (a
+        bowl on the stove) at the fixture's sampled position plus the site's position in the world, which
+        counts the fixture's offset twice once a reset has moved it; the bowl lands off the table."""
+        from robosuite.utils.errors import RandomizationError
+
+        if self._sampler_env is None:
+            with _global_numpy_seed(MODEL_SEED):
+                self._sampler_env = self._make_robosuite_env(self.control_freq, hard_reset=True)
+        env = self._sampler_env
+        with _global_numpy_seed(seed):
+            for _ in range(_MAX_RESET_TRIES):
+                try:
+                    env.reset()
+                    break
+                except RandomizationError:
+                    continue
+            else:
+                raise RuntimeError(f"{self.libero_task.full_name}: sampling a placement failed {_MAX_RESET_TRIES} times")
+        model = env.sim.model
+        poses = []
+        for fixture in env.fixtures_dict.values():
+            body_id = model.body_name2id(fixture.root_body)
+            poses.append((body_id, model.body_pos[body_id].copy(), model.body_quat[body_id].copy()))
+        return env.sim.get_state().flatten(), poses
+
+    def close(self) -> None:
+        if self._sampler_env is not None:
+            self._sampler_env.close()
+            self._sampler_env = None
+        super().close()
 
     def _soft_reset(self) -> dict[str, np.ndarray]:
         from robosuite.utils.errors import RandomizationError
