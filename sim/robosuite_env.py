@@ -1,7 +1,7 @@
 """Gymnasium environment over robosuite tasks with cheap rendering at chunk boundaries.
 
 Observation (LIBERO / openpi convention):
-    images: {camera: uint8 [H, W, 3]} upright
+    images: {camera: uint8 [H, W, 3]} in the env's image_convention (upright; LIBERO: rot180, sim/render.py)
     state:  float32 [8] = eef position (3), eef axis-angle (3), gripper finger qpos (2)
     task:   the language instruction
 Action: float32 [7] = delta eef position, delta axis-angle, gripper (-1 open,
@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from .render import CameraRenderer
+from .render import CameraRenderer, check_image_convention
 from .rotations import quat_xyzw_to_axis_angle
 from .tasks import TaskSpec, get_task
 
@@ -82,8 +82,11 @@ class RobosuiteEnv(gym.Env):
         control_freq: int = 20,
         seed: int | None = None,
         reward_shaping: bool = False,
+        image_convention: str = "upright",
     ) -> None:
         self.task_spec: TaskSpec = get_task(task)
+        # How camera images are oriented (sim/render.py: IMAGE_CONVENTIONS).
+        self.image_convention = check_image_convention(image_convention)
         # robosuite's staged dense reward (reach, grasp, lift, ...) scaled to at most 1 per step,
         # instead of 1 only on success; success detection does not change.
         self.reward_shaping = bool(reward_shaping)
@@ -104,7 +107,7 @@ class RobosuiteEnv(gym.Env):
         self._renderer: CameraRenderer | None = None
         try:
             self._renderer = CameraRenderer(self._env.sim.model._model, self.cameras or (VIDEO_CAMERA,),
-                                            self.image_size)
+                                            self.image_size, convention=self.image_convention)
         except Exception:
             self._env.close()
             raise

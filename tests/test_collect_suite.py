@@ -27,6 +27,9 @@ def test_collect_suite_writes_one_dataset_with_each_task_instruction(tmp_path):
     assert first["task"] == instructions[0] and last["task"] == instructions[1]
     assert first["observation.images.agentview"].shape == (32, 32, 3)
     assert np.all(np.abs(first["action"].numpy()) <= 1.0)
+    # By default demos start off the evaluation list, in LIBERO's published image convention.
+    assert ds.provenance == {"image_convention": "rot180", "init_states": "sampled",
+                             "evaluation_init_state_tasks": [], "seed": 0}
 
     summary = json.loads((tmp_path / "demos.logs" / "collect_summary.json").read_text())
     assert [t["task"] for t in summary["per_task"]] == ["libero_spatial/0", "libero_spatial/1"]
@@ -35,12 +38,25 @@ def test_collect_suite_writes_one_dataset_with_each_task_instruction(tmp_path):
     assert (tmp_path / "demos.logs" / "config.yaml").is_file()
 
 
+@pytest.mark.timeout(120)
+def test_collect_from_evaluation_states_is_recorded(tmp_path, capsys):
+    out = tmp_path / "demos"
+    assert main(["collect", f"--output_dir={out}", "--suite=libero_spatial", "--task_ids=[1]", "--num_episodes=1",
+                 "--env.image_size=16", "--env.cameras=[agentview]", "--suite_max_steps=2", "--only_successful=false",
+                 "--libero_init_states=evaluation"]) == 0
+    assert "demos start from the suite's evaluation initial states" in capsys.readouterr().out
+    provenance = LeRobotDataset(out).provenance
+    assert provenance["init_states"] == "evaluation"
+    assert provenance["evaluation_init_state_tasks"] == ["libero_spatial/1"]
+
+
 @pytest.mark.parametrize("args, says", [
     (["--suite=libero_nope"], "valid suites: libero_spatial, libero_object"),
     (["--suite=libero_goal"], "suites with experts: libero_object, libero_spatial"),
     (["--suite=libero_spatial", "--task_ids=[10]"], "out of range for libero_spatial (tasks 0..9: 0: pick_up"),
     (["--env.task=open_fridge"], "tasks with experts: door, lift, nut_assembly_square, pick_place_can, stack"),
     (["--task_ids=[0]"], "set suite too"),
+    (["--suite=libero_spatial", "--libero_init_states=eval"], "libero_init_states: unknown 'eval'; valid: sampled"),
 ])
 def test_bad_input_is_refused_naming_the_valid_choices(tmp_path, capsys, args, says):
     out = tmp_path / "demos"

@@ -3,7 +3,10 @@
 One robosuite task (``env.task``), or the tasks of a LIBERO suite (``suite``,
 optionally ``task_ids``) into one dataset, each episode tagged with its task's
 instruction. Attempts and kept episodes are counted per task and written to
-``<output_dir>.logs/collect_summary.json``.
+``<output_dir>.logs/collect_summary.json``. LIBERO demos start by default from fresh
+placements of LIBERO's own sampler, not from the suite's evaluation initial states
+(``libero_init_states``); the dataset's info.json records that and the image convention
+(``vla_provenance``), and `vla train` carries both into the policy.
 """
 
 from __future__ import annotations
@@ -88,6 +91,33 @@ def _env_kwargs(cfg: CollectConfig, task: str) -> dict:
     return kwargs
 
 
+def _reset_args(cfg: CollectConfig, task: str, attempt: int, env) -> dict:
+    """reset() arguments of an attempt. robosuite: one seed per attempt. LIBERO: a fresh placement from
+    LIBERO's sampler seeded by the attempt (default), or the suite's evaluation states in turn."""
+    if "/" not in task:
+        return {"seed": attempt}
+    if cfg.libero_init_states == "sampled":
+        return {"seed": attempt, "options": {"sample_placement": True}}
+    return {"options": {"init_state_index": attempt % env.num_init_states}}
+
+
+def provenance(cfg: CollectConfig, tasks: list[str], image_convention: str) -> dict:
+    """What the dataset records about how it was made (info.json's vla_provenance; docs/LIBERO.md)."""
+    libero = [t for t in tasks if "/" in t]
+    if not libero:
+        init_states = "robosuite reset(seed), seeds from collect.seed"
+    elif cfg.libero_init_states == "sampled":
+        init_states = "sampled"
+    else:
+        init_states = "evaluation"
+    return {
+        "image_convention": image_convention if cfg.env.cameras else "",
+        "init_states": init_states,
+        "evaluation_init_state_tasks": libero if init_states == "evaluation" else [],
+        "seed": cfg.seed,
+    }
+
+
 def _record_episode(env, expert, writer, cameras: list[str], reset: dict,
                     with_env_state: bool = False) -> tuple[bool, int]:
     """Run one expert episode into the writer's pending episode: (success, steps)."""
@@ -120,9 +150,7 @@ def _collect_task(cfg: CollectConfig, task: str, writer, tb, bar, env=None) -> T
         expert = make_expert(task, noise_std=cfg.expert_noise, seed=cfg.seed)
         while tally.kept < cfg.num_episodes and tally.attempts < MAX_ATTEMPTS_PER_EPISODE * cfg.num_episodes:
             attempt = cfg.seed + tally.attempts
-            # LIBERO: the suite's fixed initial states in turn; robosuite: one seed per attempt.
-            reset = ({"options": {"init_state_index": attempt % env.num_init_states}} if "/" in task
-                     else {"seed": attempt})
+            reset = _reset_args(cfg, task, attempt, env)
             success, steps = _record_episode(env, expert, writer, cfg.env.cameras, reset, with_env_state)
             tally.attempts += 1
             tb.add_scalar(f"collect/{task}/expert_success", float(success), tally.attempts)
@@ -146,6 +174,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     from vla.sim import make_env
 
     tasks = resolve_tasks(cfg)  # before anything is written: bad input leaves no trace
+    if cfg.libero_init_states == "evaluation" and any("/" in t for t in tasks):
+        print("warning: libero_init_states=evaluation: demos start from the suite's evaluation initial states; "
+              "`vla eval` of a policy trained on them will warn that its results are not held-out")
     out = Path(cfg.output_dir)
     exists = ConfigError(f"output_dir {out} already exists; pass --overwrite=true to replace it "
                          "(the old dataset stays until the new one is complete), or choose another --output_dir")
@@ -157,7 +188,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     try:
         writer = LeRobotDatasetWriter(out, fps=cfg.env.control_freq, robot_type="panda",
                                       features=dataset_features(cfg.env.cameras, cfg.env.image_size, env_state_dim),
-                                      overwrite=cfg.overwrite)
+                                      overwrite=cfg.overwrite,
+                                      provenance=provenance(cfg, tasks, first_env.image_convention))
     except FileExistsError as exc:  # created since the check above
         first_env.close()
         raise exists from exc

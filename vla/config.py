@@ -20,6 +20,11 @@ from vla.policy.config import PolicyConfig
 
 T = TypeVar("T")
 
+# sim/render.py's IMAGE_CONVENTIONS (not imported: that would load mujoco for every command).
+IMAGE_CONVENTIONS = ("rot180", "upright")
+# Where `vla collect` starts LIBERO demos (CollectConfig.libero_init_states).
+LIBERO_INIT_STATE_SOURCES = ("sampled", "evaluation")
+
 
 class ConfigError(UserError, ValueError):
     pass
@@ -39,13 +44,23 @@ class EnvConfig:
     control_freq: int = 20
     # robosuite tasks: the staged dense reward instead of the sparse success reward (RL's reward=shaped).
     reward_shaping: bool = False
+    # Camera image orientation: "rot180" (LIBERO's published convention), "upright", or "" for the default:
+    # the task's own (LIBERO rot180, robosuite upright), or in eval and rl the one the policy was trained on.
+    image_convention: str = ""
 
     def env_kwargs(self) -> dict:
         kwargs = dict(task=self.task, cameras=tuple(self.cameras), image_size=self.image_size,
                       max_episode_steps=self.max_episode_steps, control_freq=self.control_freq)
         if self.reward_shaping:  # only robosuite tasks take it
             kwargs["reward_shaping"] = True
+        if self.image_convention:
+            kwargs["image_convention"] = self.image_convention
         return kwargs
+
+    def __post_init__(self) -> None:
+        if self.image_convention and self.image_convention not in IMAGE_CONVENTIONS:
+            raise ValueError(f"env.image_convention: unknown {self.image_convention!r}; valid: "
+                             f"{', '.join(IMAGE_CONVENTIONS)} (or empty for the default)")
 
 
 @dataclass
@@ -64,13 +79,22 @@ class CollectConfig:
     # Replace an existing dataset at output_dir (without it, an existing output_dir is refused).
     overwrite: bool = False
     # A LIBERO suite with a scripted expert (libero_spatial, libero_object) to collect instead of env.task.
-    # Each selected task gets num_episodes demos, attempt j from the suite's initial state (seed + j) mod N,
-    # under the suite's step limit, with the task's instruction as the dataset task. One dataset in all.
+    # Each selected task gets num_episodes demos (initial states: libero_init_states), under the suite's step
+    # limit, with the task's instruction as the dataset task. One dataset in all.
     suite: str = ""
     # Only these task indices of the suite (empty = all).
     task_ids: list[int] = field(default_factory=list)
     # Step limit override for suites (0 = the suite's protocol limit).
     suite_max_steps: int = 0
+    # LIBERO: where attempt j starts. "sampled": a fresh placement drawn by LIBERO's own sampler from seed + j,
+    # off the evaluation list; "evaluation": the suite's fixed evaluation state (seed + j) mod N (`vla eval`
+    # then warns that the policy trained on its test states). Recorded in the dataset (docs/LIBERO.md).
+    libero_init_states: str = "sampled"
+
+    def __post_init__(self) -> None:
+        if self.libero_init_states not in LIBERO_INIT_STATE_SOURCES:
+            raise ValueError(f"libero_init_states: unknown {self.libero_init_states!r}; valid: "
+                             f"{', '.join(LIBERO_INIT_STATE_SOURCES)}")
 
 
 @dataclass

@@ -27,11 +27,31 @@ def test_eval_info_has_lerobot_keys_per_task_and_ci():
     assert info["aggregated"]["eval_ep_s"] == pytest.approx(2.0)
     tasks = {t["task"]: t for t in info["per_task"]}
     assert tasks["lift the red cube"]["n_successes"] == 2 and tasks["open the door"]["n_episodes"] == 2
-    assert info["per_episode"][1] == {"episode_ix": 1, "seed": 11, "task": "lift the red cube", "sum_reward": 1.0,
-                                      "max_reward": 1.0, "success": False, "steps": 41,
-                                      "infra_failure": False}
+    assert info["per_episode"][1] == {"episode_ix": 1, "seed": 11, "task": "lift the red cube",
+                                      "task_id": "lift the red cube", "init_state_index": None,
+                                      "max_episode_steps": 0, "sum_reward": 1.0, "max_reward": 1.0, "success": False,
+                                      "steps": 41, "infra_failure": False}
+    assert info["protocol"]["seeds"] == [10, 14]
     table = format_table(info)
     assert "open the door" in table and "overall" in table and "60.0" in table
+
+
+def test_libero_tasks_with_one_instruction_keep_their_rows_in_suite_order():
+    """libero_90 has tasks that share an instruction (other kitchens): rows are per task, not per text."""
+    episodes = []
+    for n, index in enumerate((11, 7, 2)):
+        for i in range(2):
+            e = EpisodeResult(2 * n + i, 100 + i, "open the top drawer of the cabinet", success=i == 0, steps=5,
+                              sum_reward=0.0, max_reward=0.0, task_id=f"libero_90/{index}", init_state_index=i,
+                              max_episode_steps=400, suite="libero_90", task_index=index,
+                              task_name=f"KITCHEN_SCENE{index}_open_the_top_drawer_of_the_cabinet")
+            episodes.append(e)
+    info = build_eval_info(episodes, eval_seconds=6.0, seed=100, video_paths=[])
+    assert [t["task_id"] for t in info["per_task"]] == ["libero_90/2", "libero_90/7", "libero_90/11"]
+    assert all(t["n_episodes"] == 2 and t["max_episode_steps"] == 400 for t in info["per_task"])
+    assert info["per_episode"][0]["task_index"] == 11 and info["per_episode"][0]["init_state_index"] == 0
+    assert info["protocol"]["seeds"] == [100, 101] and "every task" in info["protocol"]["seed_use"]
+    assert "libero_90/7: open the top drawer" in format_table(info)
 
 
 def test_infra_failures_are_counted_not_scored():

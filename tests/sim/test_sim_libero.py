@@ -88,6 +88,30 @@ def test_observation_conventions(env):
     assert info["is_success"] is False
 
 
+def test_images_match_liberos_own_render_rotated_180_degrees(env):
+    """OpenVLA's and openpi's LIBERO code feed policies obs[cam][::-1, ::-1] of LIBERO's
+    OffScreenRenderEnv; our frames of the same MuJoCo state must match that, not the upright view."""
+    from libero.libero.envs import OffScreenRenderEnv
+
+    assert env.image_convention == "rot180"
+    obs, _ = env.reset(options={"init_state_index": 0})
+    state = env._env.sim.get_state().flatten()
+    ref = OffScreenRenderEnv(bddl_file_name=env.libero_task.bddl_file, camera_heights=64, camera_widths=64)
+    try:
+        ref.seed(0)
+        ref.reset()
+        raw = ref.set_init_state(state)
+    finally:
+        ref.close()
+    for cam in CAMERAS:
+        ours = obs["images"][cam].astype(float)
+        published = np.abs(ours - raw[f"{cam}_image"][::-1, ::-1]).mean()
+        upright = np.abs(ours - raw[f"{cam}_image"][::-1]).mean()
+        # Only our cheaper rendering (no reflections, no multisampling) differs: about 3/255.
+        assert published < 8, (cam, published)
+        assert upright > 4 * published, (cam, published, upright)
+
+
 def test_step_chunk_renders_once_at_the_boundary(env):
     env.reset(options={"init_state_index": 0})
     before = env.frames_rendered
@@ -120,6 +144,49 @@ def test_success_terminates_the_episode(env):
     obs, _, terminated, truncated, info = env.step_chunk(np.tile(NOOP_ACTION, (20, 1)))
     assert terminated and info["is_success"] and not truncated
     assert info["steps"] < 20
+
+
+def test_sampled_placements_are_seeded_and_off_the_evaluation_list(env):
+    """`vla collect`'s default start: LIBERO's own placement sampler, seeded; never one of the 50
+    evaluation states (objects several cm away from each of them)."""
+    robot = 9  # the Panda's joints come first in qpos
+    nq = env._env.sim.model.nq
+    objects = []
+    for seed in (3, 4, 3):
+        obs, info = env.reset(seed=seed, options={"sample_placement": True})
+        assert info["init_state_index"] is None and not info["is_success"]
+        objects.append(env._env.sim.data.qpos[robot:nq].copy())
+    np.testing.assert_array_equal(objects[0], objects[2])
+    assert np.abs(objects[0] - objects[1]).max() > 0.01
+    stored = env.libero_task.init_states[:, 1 + robot:1 + nq]
+    for placed in objects[:2]:
+        assert np.abs(stored - placed).max(axis=1).min() > 0.01
+    with pytest.raises(ValueError, match="init_state_index and sample_placement exclude each other"):
+        env.reset(options={"init_state_index": 0, "sample_placement": True})
+
+
+@pytest.mark.timeout(180)
+def test_sampled_placements_put_objects_on_their_fixtures():
+    """libero_spatial/7 starts a bowl on the stove and one on the cabinet. A soft reset of LIBERO's sampler
+    would count the fixture's offset twice and drop them off the table; sampled starts must put every
+    object where the evaluation states put it, give or take its region (a few cm)."""
+    env = make_env(task="libero_spatial/7", cameras=("agentview",), image_size=16)
+    try:
+        def object_positions():
+            state = env.privileged_state()
+            return {k: v for k, v in state.items() if k.endswith("_pos") and k.split("_")[-2].isdigit()}
+
+        evaluation = []
+        for i in range(8):
+            env.reset(options={"init_state_index": i})
+            evaluation.append(object_positions())
+        for seed in (0, 1):
+            env.reset(seed=seed, options={"sample_placement": True})
+            for name, pos in object_positions().items():
+                gap = min(np.linalg.norm(pos - e[name]) for e in evaluation)
+                assert gap < 0.05, (seed, name, pos, gap)
+    finally:
+        env.close()
 
 
 def test_bad_init_state_index(env):

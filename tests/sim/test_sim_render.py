@@ -58,6 +58,24 @@ def test_renders_upright_uint8_and_counts_frames(scene):
     renderer.close()  # idempotent
 
 
+def test_rot180_convention_is_the_upright_image_mirrored_left_right(scene):
+    """LIBERO's published convention, raw[::-1, ::-1] of the bottom-up OpenGL read-out, is the
+    upright image mirrored left-right; a box right of the axis lands in the left half."""
+    model, data = scene
+    model.geom("red").pos[0] = 0.3  # to the right of the camera's axis
+    mujoco.mj_forward(model, data)
+    with CameraRenderer(model, ["front"], 32, 48) as upright:
+        up = upright.render(data)["front"]
+    with CameraRenderer(model, ["front"], 32, 48, convention="rot180") as rotated:
+        rot = rotated.render(data)["front"]
+    assert rot.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(rot, up[:, ::-1])
+    red_cols = np.nonzero(_red_mask(rot).any(axis=0))[0]
+    assert red_cols.size > 0 and red_cols.max() < 24
+    with pytest.raises(ValueError, match="unknown image convention 'flipped'; valid: upright, rot180"):
+        CameraRenderer(model, ["front"], 32, convention="flipped")
+
+
 def test_cheap_settings_applied_and_collision_group_hidden(scene):
     model, data = scene
     with CameraRenderer(model, ["front"], 40) as renderer:

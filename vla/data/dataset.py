@@ -29,6 +29,7 @@ from vla.data.schema import (
     IMAGE_DTYPE,
     INFO_PATH,
     NUMERIC_DTYPES,
+    PROVENANCE_KEY,
     STANDARD_FEATURES,
     STATS_PATH,
     TASKS_PATH,
@@ -123,6 +124,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 raise self._fail(INFO_PATH, f"standard feature {name!r} is not listed in 'features'")
         if not isinstance(info["fps"], (int, float)) or info["fps"] <= 0:
             raise self._fail(INFO_PATH, f"fps must be positive, got {info['fps']!r}")
+        if not isinstance(info.get(PROVENANCE_KEY, {}), dict):
+            raise self._fail(INFO_PATH, f"{PROVENANCE_KEY!r} must be an object, got {info[PROVENANCE_KEY]!r}")
         return info
 
     def _load_tasks(self) -> list[str]:
@@ -279,6 +282,11 @@ class LeRobotDataset(torch.utils.data.Dataset):
     @property
     def fps(self) -> int:
         return int(self.info["fps"])
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """How `vla collect` made the data (image convention, LIBERO initial states); {} if not recorded."""
+        return dict(self.info.get(PROVENANCE_KEY, {}))
 
     @property
     def robot_type(self) -> str | None:

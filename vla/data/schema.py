@@ -25,6 +25,9 @@ DEFAULT_DATA_FILES_SIZE_IN_MB = 100
 DEFAULT_VIDEO_FILES_SIZE_IN_MB = 200
 
 INFO_PATH = "meta/info.json"
+# An extra info.json key (lerobot ignores it) recording how `vla collect` made the data: the camera
+# image convention and, for LIBERO, where episodes started (docs/LIBERO.md). Absent in older datasets.
+PROVENANCE_KEY = "vla_provenance"
 STATS_PATH = "meta/stats.json"
 TASKS_PATH = "meta/tasks.parquet"
 EPISODES_DIR = "meta/episodes"

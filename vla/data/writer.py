@@ -32,6 +32,7 @@ from vla.data.schema import (
     IMAGE_DTYPE,
     IMAGE_STRUCT,
     INFO_PATH,
+    PROVENANCE_KEY,
     STANDARD_FEATURES,
     STATS_PATH,
     TASKS_PATH,
@@ -65,6 +66,7 @@ class LeRobotDatasetWriter:
         overwrite: bool = False,
         data_files_size_in_mb: float = DEFAULT_DATA_FILES_SIZE_IN_MB,
         chunks_size: int = DEFAULT_CHUNKS_SIZE,
+        provenance: Mapping[str, Any] | None = None,
     ):
         if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or fps <= 0:
             raise ValueError(f"fps must be a positive int, got {fps!r}")
@@ -80,6 +82,8 @@ class LeRobotDatasetWriter:
         self.overwrite = overwrite
         self.data_files_size_in_mb = data_files_size_in_mb
         self.chunks_size = int(chunks_size)
+        # How the data was made (image convention, initial-state source): info.json's PROVENANCE_KEY.
+        self.provenance = dict(provenance or {})
         self.features = validate_features(features)
         self._all_features = {**self.features, **{k: dict(v) for k, v in STANDARD_FEATURES.items()}}
         self._schema = data_schema(self._all_features)
@@ -299,6 +303,7 @@ class LeRobotDatasetWriter:
             "data_path": DATA_PATH_TEMPLATE,
             "video_path": None,
             "features": self._all_features,
+            **({PROVENANCE_KEY: self.provenance} if self.provenance else {}),
         }
 
     def _move_into_place(self) -> None:

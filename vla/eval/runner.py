@@ -32,6 +32,16 @@ class EpisodeResult:
     frames: list[np.ndarray] = field(default_factory=list, repr=False)
     # The worker crashed or hung (VectorEnv watchdog): says nothing about the policy.
     infra_failure: bool = False
+    # Which env task ran ("lift", "libero_90/12"); with `task` (the instruction) it names the episode.
+    task_id: str = ""
+    # LIBERO: the suite's fixed initial state the episode started from (None: drawn from the seed).
+    init_state_index: int | None = None
+    # The step limit the env applied to this episode (0: not recorded).
+    max_episode_steps: int = 0
+    # LIBERO: the suite, the task's index in it and its name (LIBERO's file name).
+    suite: str = ""
+    task_index: int | None = None
+    task_name: str = ""
 
 
 def episode_noise(policy, generator: torch.Generator) -> torch.Tensor:
@@ -68,7 +78,8 @@ def run_episodes(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0,
             obs = vec_env.reset(pad_seeds, options) if options else vec_env.reset(pad_seeds)
             record = [i < n_videos for i in ids] + [False] * (vec_env.num_envs - n)
             active = [True] * n + [False] * (vec_env.num_envs - n)
-            eps = [EpisodeResult(i, s, obs[k]["task"], False, 0, 0.0, 0.0) for k, (i, s) in enumerate(zip(ids, seeds))]
+            eps = [EpisodeResult(i, s, obs[k]["task"], False, 0, 0.0, 0.0, init_state_index=i if fixed_init_states else None)
+                   for k, (i, s) in enumerate(zip(ids, seeds))]
             noise_generators = [torch.Generator().manual_seed(s) for s in pad_seeds]
             while any(active):
                 idx = [k for k in range(vec_env.num_envs) if active[k]]

@@ -66,6 +66,12 @@ class PolicyConfig:
     action_dim: int = 7
     # Cameras the policy reads, in order; each must be in the dataset (train) and the env (eval).
     cameras: list[str] = field(default_factory=lambda: ["agentview"])
+    # Orientation of the training images, "rot180" (LIBERO's published one) or "upright" (sim/render.py);
+    # `vla train` takes it from the dataset (set it for a dataset that does not record one); "" = unknown.
+    image_convention: str = ""
+    # LIBERO tasks ("suite/index") whose evaluation initial states started training demos; `vla train` takes
+    # them from the dataset, and `vla eval` warns when it evaluates on them (None = not recorded).
+    train_eval_init_states: list[str] | None = None
     # Side in pixels of the square images the vision tower sees (camera images are resized to it).
     # This and the architecture fields below default to None: "take it from the preset".
     image_size: int | None = None
@@ -180,6 +186,9 @@ class PolicyConfig:
             raise ValueError(f"policy.type: unknown policy type {self.type!r}; valid types: {', '.join(POLICY_TYPES)}")
         if self.type == "state_flow":
             self.cameras = []  # it reads no images
+        if self.image_convention not in ("", "rot180", "upright"):
+            raise ValueError(f"policy.image_convention: unknown {self.image_convention!r}; valid: rot180, upright "
+                             "(or empty: unknown)")
         if self.preset not in PRESETS:
             raise ValueError(f"policy.preset: unknown preset {self.preset!r}; valid presets: {sorted(PRESETS)}")
         for key, value in PRESETS[self.preset].items():

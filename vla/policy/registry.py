@@ -48,6 +48,9 @@ def load_policy(directory, map_location="cpu", **foreign_options):
         from vla.policy.foreign.pretrained import load_foreign
 
         policy = load_foreign(directory, native_types=tuple(POLICY_TYPES), **foreign_options)
+        # A published checkpoint: its config records none of our provenance (image convention, demo
+        # initial states); `vla eval` assumes LIBERO's published conventions for it (vla/eval/evaluate.py).
+        policy.foreign_checkpoint = True
         return policy.to(map_location).eval()
     cls = policy_class(kind)
     if hasattr(cls, "load_checkpoint"):  # a composite checkpoint (a steered policy holds its base's)

@@ -49,7 +49,36 @@ def cosine_with_warmup(step: int, warmup: int, total: int, floor: float = 0.05) 
 
 
 def policy_for_dataset(cfg: TrainConfig, dataset):
-    """Take state/action sizes and camera names from the data, not from the user."""
+    """Take state/action sizes, camera names and the data's provenance from the data, not from the user."""
+    convention, eval_states = data_provenance(cfg.policy, dataset)
+    policy = _build_policy_for_dataset(cfg, dataset)
+    for c in (cfg.policy, policy.config):  # the run's resolved config and the saved checkpoint's
+        c.image_convention, c.train_eval_init_states = convention, eval_states
+    return policy
+
+
+def data_provenance(pcfg, dataset) -> tuple[str, list[str] | None]:
+    """(image convention, LIBERO tasks whose evaluation states started demos or None if unrecorded).
+
+    The image convention is the dataset's (`vla collect` records it); a dataset that does not record one
+    keeps policy.image_convention, the user's declaration, or "" (unknown). The two must not disagree."""
+    provenance = dataset.provenance
+    recorded = provenance.get("image_convention", "")
+    if not dataset.camera_keys:
+        recorded = ""  # no images, nothing oriented
+    if recorded and pcfg.image_convention and recorded != pcfg.image_convention:
+        raise ConfigError(f"policy.image_convention={pcfg.image_convention!r}, but dataset {dataset.root} records "
+                          f"its images as {recorded!r}: drop the flag (the dataset's is used)")
+    if "init_states" not in provenance:  # not recorded (a dataset from before, or from elsewhere)
+        return recorded or pcfg.image_convention, None
+    eval_states = provenance.get("evaluation_init_state_tasks", [])
+    if not isinstance(eval_states, list) or not all(isinstance(t, str) for t in eval_states):
+        raise ConfigError(f"dataset {dataset.root}: meta/info.json's evaluation_init_state_tasks must be a list of "
+                          f"task names, got {eval_states!r}")
+    return recorded or pcfg.image_convention, list(eval_states)
+
+
+def _build_policy_for_dataset(cfg: TrainConfig, dataset):
     pcfg = cfg.policy
     pcfg.state_dim = int(dataset.features["observation.state"]["shape"][0])
     pcfg.action_dim = int(dataset.features["action"]["shape"][0])
