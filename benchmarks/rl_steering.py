@@ -35,22 +35,24 @@ from common import machine  # noqa: E402  (benchmarks/common.py)
 
 def run(args, algo: str, seed: int) -> dict:
     out = Path(args.output) / algo / f"seed{seed}"
-    summary = out / "rl_summary.json"
-    if not summary.is_file():
-        policy = args.zprl_policy if algo == "zprl" and args.zprl_policy else args.policy
-        cmd = [sys.executable, "-m", "vla.cli", "rl", f"--algo={algo}", f"--policy={policy}", f"--output_dir={out}",
-               "--overwrite=true", f"--task={args.task}", "--env.cameras=[]", f"--seed={seed}", "--n_envs=1",
-               f"--offpolicy.env_steps={args.env_steps}", f"--offpolicy.eval_every={args.eval_every}",
-               f"--eval.n_episodes={args.eval_episodes}", f"--eval.n_episodes_periodic={args.periodic_episodes}",
-               *args.overrides]
+    summary, recorded = out / "rl_summary.json", out / "command.json"
+    policy = args.zprl_policy if algo == "zprl" and args.zprl_policy else args.policy
+    cmd = [sys.executable, "-m", "vla.cli", "rl", f"--algo={algo}", f"--policy={policy}", f"--output_dir={out}",
+           "--overwrite=true", f"--task={args.task}", "--env.cameras=[]", f"--seed={seed}", "--n_envs=1",
+           f"--offpolicy.env_steps={args.env_steps}", f"--offpolicy.eval_every={args.eval_every}",
+           f"--eval.n_episodes={args.eval_episodes}", f"--eval.n_episodes_periodic={args.periodic_episodes}",
+           *args.overrides]
+    # a finished run is reused only if it ran this very command
+    if not (summary.is_file() and recorded.is_file() and json.loads(recorded.read_text()) == cmd[1:]):
         out.parent.mkdir(parents=True, exist_ok=True)
         start = time.time()
         with open(out.parent / f"seed{seed}.log", "w") as log:
             subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
+        recorded.write_text(json.dumps(cmd[1:]))
         print(f"{algo} seed {seed}: {time.time() - start:.0f} s", flush=True)
     result = json.loads(summary.read_text())
     history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
-    return {"algo": algo, "seed": seed, **result,
+    return {"algo": algo, "seed": seed, "base_policy": policy, **result,
             "curve": [(h["env_steps"], h["eval_success_rate"]) for h in history]}
 
 
@@ -67,7 +69,7 @@ def aggregate(runs: list[dict]) -> dict:
             "steered_std": statistics.pstdev(r["eval_pc_success"] for r in rs),
             "gain_mean": statistics.mean(gains),
             "every_seed_above_base_upper_ci": all(r["eval_pc_success"] > r["base_pc_success_ci95"][1] for r in rs),
-            "train_minutes_mean": statistics.mean(r["train_s"] for r in rs) / 60,
+            "train_minutes_mean": statistics.mean(r["train_s"] - r.get("eval_s", 0.0) for r in rs) / 60,
             "action_smoothness_last100_mean": statistics.mean(r["action_smoothness_last100"] for r in rs),
         }
     return by_algo
@@ -90,11 +92,13 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
         values = 100 * np.array([[v for _, v in c[:n]] for c in curves])
         ax.plot(steps, values.mean(0), marker="o", label=f"{algo} ({len(curves)} seeds)")
         ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2)
-    base = [r["base_pc_success"] for r in runs]
-    if base:
-        ax.axhline(statistics.mean(base), color="k", ls="--", label="base policy (fixed 50-state eval)")
+    for policy in sorted({r["base_policy"] for r in runs}):  # zprl's base (with a bottleneck) differs
+        base = [r["base_pc_success"] for r in runs if r["base_policy"] == policy and "base_pc_success" in r]
+        if base:
+            n = runs[0]["args_eval_episodes"]
+            ax.axhline(statistics.mean(base), ls="--", label=f"base {Path(policy).parent.name} ({n}-state final eval)")
     ax.set_xlabel("env steps")
-    ax.set_ylabel("eval success (%)")
+    ax.set_ylabel("eval success (%): curves on the periodic states")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -122,6 +126,8 @@ def main() -> None:
     jobs = [(algo, seed) for algo in args.algos for seed in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(lambda job: run(args, *job), jobs))
+    for r in runs:
+        r["args_eval_episodes"] = args.eval_episodes
     out = Path(args.output)
     results = {"machine": machine(), "args": vars(args), "by_algo": aggregate(runs), "runs": runs}
     (out / "steering_results.json").write_text(json.dumps(results, indent=1))

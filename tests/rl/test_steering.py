@@ -299,3 +299,15 @@ def test_ensemble_target_draws_a_random_subset_and_trains_every_critic(toy_polic
     for i in range(4):  # each critic of the ensemble was trained
         keys = [k for k in before if k.startswith(f"qf{i}.")]
         assert keys and any(not torch.equal(before[k], after[k]) for k in keys)
+
+
+def test_entropy_out_of_the_target_is_honoured_without_an_ensemble(toy_policies, toy_env, tmp_path, monkeypatch):
+    """ZPRL's released variant with SAC's 2 critics: our update runs, never SB3's (which keeps the bonus)."""
+    import stable_baselines3
+
+    def sb3_train(self, *args, **kwargs):
+        raise AssertionError("SB3's own update ran: it always adds the entropy bonus to the target")
+
+    monkeypatch.setattr(stable_baselines3.SAC, "train", sb3_train)
+    cfg = toy_config(toy_policies / "plain", tmp_path / "run", "residual", entropy_in_target=False)
+    assert train_steering(cfg, progress=False)["env_steps"] >= 60

@@ -183,6 +183,10 @@ def _run_eval(cfg: EvalConfig, out: Path, progress: bool, policy) -> dict:
     libero = bool(cfg.suite) or "/" in cfg.env.task
     tasks = _suite_tasks(cfg) if cfg.suite else None  # bad input refused before the policy loads
     policy = policy or load_policy(cfg.policy, map_location=cfg.device)
+    steered_steps = policy.config.n_action_steps
+    if getattr(policy, "checkpoint_type", "") == "steered" and cfg.n_action_steps not in (0, steered_steps):
+        raise ConfigError(f"--n_action_steps={cfg.n_action_steps}: a steered policy was trained acting every "
+                          f"{steered_steps} steps and plays exactly that many (leave --n_action_steps at 0)")
     env_kwargs = env_kwargs_for(policy, cfg.env, libero=libero)
     check_compatible(policy, env_kwargs)
     protocol = None

@@ -7,8 +7,9 @@ to the executed part of an action chunk, without touching the base policy's para
     residual  ResFiT-style action residual: a' = clip(a_base + scale * a) per executed action.
     zprl      ZPRL: z' = z + scale * a on the bottleneck latent z = mu(e) of a VIB policy.
 
-`a = 0` is the base policy (exactly for residual and zprl; for noise it is the ODE from x_0 = 0,
-the flow's mean-noise chunk), which is what warm-up plays ("steering off").
+`a = 0` is the base policy exactly for residual and zprl, which is what their warm-up plays
+("steering off"); for noise it is the ODE from x_0 = 0, and warm-up plays the base's own Gaussian
+noise clipped into the +-bound box (clipping alone cost Lift's 2-demo policy 28% -> 18%: BENCHMARKS.md).
 """
 
 from __future__ import annotations

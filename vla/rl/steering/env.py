@@ -43,12 +43,13 @@ class SteeringEnv(gym.Env):
 
     def _features(self) -> np.ndarray:
         with torch.no_grad():
-            return self.space.actor_features(self._batch_cache)[0].numpy().astype(np.float32)
+            return self.space.actor_features(self._batch_cache)[0].cpu().numpy().astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options=None):
         super().reset(seed=seed)
         if seed is None:
-            seed, self.next_seed = self.next_seed, self.next_seed + 1
+            seed = self.next_seed
+        self.next_seed = seed + 1
         self.episode_seed = seed
         self._generator.manual_seed(seed)
         self._obs, info = self.env.reset(seed=seed)
@@ -61,7 +62,7 @@ class SteeringEnv(gym.Env):
         base_noise = torch.randn(1, c.chunk_size, c.model_action_dim, generator=self._generator)
         a = torch.as_tensor(np.asarray(action, dtype=np.float32)).reshape(1, -1)
         with torch.no_grad():
-            chunk = self.space.chunk(self._batch_cache, a, base_noise)[0].numpy()
+            chunk = self.space.chunk(self._batch_cache, a, base_noise)[0].cpu().numpy()
         self._obs, shaped, terminated, truncated, info = self.env.step_chunk(chunk)
         executed = chunk[: info["steps"]]
         # smoothness of the executed actions: squared differences of consecutive ones, across chunks too

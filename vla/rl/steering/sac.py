@@ -4,7 +4,8 @@
 2. With `target_subset` > 0, the critic target takes the minimum over that many critics drawn at
    random per gradient step from the ensemble (REDQ; ZPRL uses 10 critics and pairs), and the actor
    maximises the ensemble's mean Q; SB3's own update takes the minimum over all critics for both.
-   `entropy_in_target` False leaves the entropy bonus out of the target, as ZPRL's released code does.
+   `entropy_in_target` False leaves the entropy bonus out of the target, as ZPRL's released code does
+   (with or without a subset).
 Everything else (buffers, networks, entropy tuning, target updates) is SB3's.
 """
 
@@ -48,11 +49,12 @@ def steering_sac_class():
                 self.update_seconds += time.perf_counter() - start
 
         def _train(self, gradient_steps: int, batch_size: int) -> None:
-            if not self.target_subset:
+            if not self.target_subset and self.entropy_in_target:
                 return super().train(gradient_steps, batch_size)
+            assert self.n_steps == 1, "the ensemble update bootstraps one step"
             self.policy.set_training_mode(True)
             self._update_learning_rate([self.actor.optimizer, self.critic.optimizer, self.ent_coef_optimizer])
-            losses = {"actor_loss": [], "critic_loss": [], "ent_coef": []}
+            losses = {"actor_loss": [], "critic_loss": [], "ent_coef": [], "ent_coef_loss": []}
             for _ in range(gradient_steps):
                 self._n_updates += 1
                 data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
@@ -68,8 +70,9 @@ def steering_sac_class():
                 with torch.no_grad():
                     next_actions, next_log_prob = self.actor.action_log_prob(data.next_observations)
                     next_q = torch.cat(self.critic_target(data.next_observations, next_actions), dim=1)
-                    subset = torch.randperm(next_q.shape[1])[: self.target_subset]
-                    next_q = next_q[:, subset].min(dim=1, keepdim=True).values
+                    if self.target_subset:
+                        next_q = next_q[:, torch.randperm(next_q.shape[1])[: self.target_subset]]
+                    next_q = next_q.min(dim=1, keepdim=True).values
                     if self.entropy_in_target:
                         next_q = next_q - ent_coef * next_log_prob.reshape(-1, 1)
                     target = data.rewards + (1 - data.dones) * self.gamma * next_q
@@ -78,8 +81,9 @@ def steering_sac_class():
                 self.critic.optimizer.zero_grad()
                 critic_loss.backward()
                 self.critic.optimizer.step()
-                # actor: the ensemble's mean Q, as REDQ
-                q_pi = torch.cat(self.critic(data.observations, actions_pi), dim=1).mean(dim=1, keepdim=True)
+                # actor: the ensemble's mean Q with a random-subset target (REDQ), else SB3's minimum
+                q_pi = torch.cat(self.critic(data.observations, actions_pi), dim=1)
+                q_pi = q_pi.mean(dim=1, keepdim=True) if self.target_subset else q_pi.min(dim=1, keepdim=True).values
                 actor_loss = (ent_coef * log_prob - q_pi).mean()
                 self.actor.optimizer.zero_grad()
                 actor_loss.backward()
@@ -90,6 +94,7 @@ def steering_sac_class():
                 losses["actor_loss"].append(actor_loss.item())
                 losses["critic_loss"].append(critic_loss.item())
                 losses["ent_coef"].append(ent_coef.item())
+                losses["ent_coef_loss"].append(ent_loss.item())
             for key, values in losses.items():
                 self.logger.record(f"train/{key}", float(np.mean(values)))
 

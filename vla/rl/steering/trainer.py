@@ -11,6 +11,7 @@ transitions in the buffer are the base's own behaviour, not uniform random steer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -98,6 +99,7 @@ class Monitor:
         self.history: list[dict] = []
         self.episode = {"return": 0.0, "sq_diff": 0.0, "diffs": 0}
         self.start = time.time()
+        self.eval_seconds = 0.0  # periodic evaluations, inside the training wall time
 
     def on_step(self, infos, rewards, dones) -> bool:
         info = infos[0]
@@ -121,8 +123,8 @@ class Monitor:
         values = self.agent.logger.name_to_value
         for key in self.LOSSES:
             if key in values and not math.isfinite(values[key]):
-                raise FloatingPointError(f"{key.split('/')[1]} is {values[key]} at env step {self.env_steps}; "
-                                         f"the run stops, and {self.out / 'policy'} (if any) is the last saved policy")
+                raise FloatingPointError(f"{key.split('/')[1]} is {values[key]} at env step {self.env_steps}; the run "
+                                         "stops without saving a policy (history.json and tb/ keep what came before)")
 
     def _end_episode(self, success: bool) -> None:
         e = self.episode
@@ -155,6 +157,7 @@ class Monitor:
             return float(torch.cat(self.agent.critic(batch.observations, actions), dim=1).mean())
 
     def _periodic_eval(self) -> None:
+        start = time.time()
         actor = SteeringActor.from_sb3(self.agent.actor).eval()
         rate = _evaluate_in_process(self.eval_env, actor, self.cfg.eval.n_episodes_periodic, self.cfg.eval.seed)
         recent = self.episodes[-20:]
@@ -162,6 +165,7 @@ class Monitor:
                              "wall_s": time.time() - self.start, "eval_success_rate": rate,
                              **({"success_rate": float(np.mean([r["success"] for r in recent]))} if recent else {})})
         self.writer.add_scalar("eval/success_rate", rate, self.env_steps)
+        self.eval_seconds += time.time() - start
         self.writer.flush()
         write_json_atomic(self.out / "history.json", self.history)
         plot_success(self.history, self.out / "success.png", title=f"{self.cfg.algo} on {self.cfg.env.task}",
@@ -213,6 +217,29 @@ def _final_evaluation(cfg: RLConfig, base, steered, env_kwargs: dict, out: Path,
             "states_broken": [i for i, (b, s) in enumerate(zip(base_ok, steered_ok)) if b and not s]}
 
 
+def _make_agent(cfg: RLConfig, space, train_env: SteeringEnv):
+    o = cfg.offpolicy
+    SteeringSAC = steering_sac_class()
+    agent = SteeringSAC(
+        "MlpPolicy", train_env, learning_rate=o.lr, buffer_size=o.buffer_size, batch_size=o.batch_size,
+        tau=o.tau, gamma=cfg.gamma, learning_starts=-(-o.warmup_steps // space.n_action_steps), train_freq=1,
+        gradient_steps=o.utd, ent_coef=f"auto_{o.ent_coef_init}", target_entropy=o.target_entropy * space.dim,
+        policy_kwargs={"net_arch": list(o.hidden), "n_critics": o.n_critics}, seed=cfg.seed, device=cfg.device,
+        verbose=0)
+    agent.env.seed(train_env.next_seed)  # SB3 seeded its first reset with cfg.seed: use the training stream
+    agent.space, agent.warmup_rng = space, np.random.default_rng(cfg.seed)
+    agent.target_subset, agent.entropy_in_target = o.target_subset, o.entropy_in_target
+    with torch.no_grad():  # start near the base policy: small, state-independent exploration
+        agent.actor.log_std.weight.zero_()
+        agent.actor.log_std.bias.fill_(o.init_log_std)
+    return agent
+
+
+def _trainable(agent) -> int:
+    """Parameters the learner trains: the actor and the critics (not the Polyak-averaged targets)."""
+    return sum(p.numel() for p in [*agent.actor.parameters(), *agent.critic.parameters()])
+
+
 def _buffer_megabytes_per_100k(agent) -> float:
     buffer = agent.replay_buffer
     arrays = [getattr(buffer, name) for name in ("observations", "next_observations", "actions", "rewards", "dones",
@@ -225,65 +252,60 @@ def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
     validate(cfg)
     o = cfg.offpolicy
     resolve_threads(cfg.num_threads)
-    out = claim_output_dir(cfg.output_dir, cfg.overwrite)
     seed_everything(cfg.seed)
+    if torch.device(cfg.device).type != "cpu":
+        raise ConfigError(f"--device={cfg.device}: the steering learner runs on the CPU for now (its networks are small)")
     base = load_policy(cfg.policy, map_location=cfg.device).requires_grad_(False)
     if isinstance(base, SteeredPolicy):
         raise ConfigError(f"--policy {cfg.policy} is already a steered policy: steer its base ({cfg.policy}/base)")
+    if not hasattr(base, "observation_vector"):
+        raise ConfigError(f"--policy {cfg.policy} is a {base.checkpoint_type} policy; steering is built for "
+                          "state_flow policies so far (the actor reads their observation vector)")
     scale = o.scale or DEFAULT_SCALE[cfg.algo]
     space = make_space(cfg.algo, base, scale)  # refuses zprl on a policy without a bottleneck
     if cfg.reward == "shaped":
         cfg.env.reward_shaping = True
     env_kwargs = env_kwargs_for(base, cfg.env)
     check_compatible(base, env_kwargs)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output_dir(cfg.output_dir, cfg.overwrite)
     write_resolved_config(cfg, out)
 
     from vla.sim import make_env
 
-    train_env = SteeringEnv(space, make_env(**env_kwargs), cfg.reward, first_seed=cfg.train_seed + 100_000 * cfg.seed)
-    eval_env = SteeringEnv(space, make_env(**{**env_kwargs, "reward_shaping": False}), "success", cfg.eval.seed)
-    decision_steps = base.config.n_action_steps
-    SteeringSAC = steering_sac_class()
-    agent = SteeringSAC(
-        "MlpPolicy", train_env, learning_rate=o.lr, buffer_size=o.buffer_size, batch_size=o.batch_size,
-        tau=o.tau, gamma=cfg.gamma, learning_starts=-(-o.warmup_steps // decision_steps), train_freq=1,
-        gradient_steps=o.utd, ent_coef=f"auto_{o.ent_coef_init}", target_entropy=o.target_entropy * space.dim,
-        policy_kwargs={"net_arch": list(o.hidden), "n_critics": o.n_critics}, seed=cfg.seed, device=cfg.device,
-        verbose=0)
-    agent.space, agent.warmup_rng = space, np.random.default_rng(cfg.seed)
-    agent.target_subset, agent.entropy_in_target = o.target_subset, o.entropy_in_target
-    with torch.no_grad():  # start near the base policy: small, state-independent exploration
-        agent.actor.log_std.weight.zero_()
-        agent.actor.log_std.bias.fill_(o.init_log_std)
-    print(f"{cfg.algo}: steering a frozen {base.checkpoint_type} policy through {space.dim} dims "
-          f"(scale {scale}); {sum(p.numel() for p in agent.policy.parameters()) / 1e6:.2f}M trainable parameters; "
-          f"{o.env_steps} env steps, warm-up {o.warmup_steps}")
-    monitor = Monitor(cfg, agent, eval_env, out, progress)
-    start = time.time()
-    try:
-        agent.learn(total_timesteps=10**12, callback=_callback(monitor), log_interval=None)
-    finally:
-        monitor.close()
-        train_env.close()
-    train_s = time.time() - start
-    steered = SteeredPolicy(base, cfg.algo, scale, SteeringActor.from_sb3(agent.actor)).eval()
-    steered.save_pretrained(out / "policy")
-    write_json_atomic(out / "episodes.json", monitor.episodes)
-    eps = monitor.episodes
-    summary = {"algo": cfg.algo, "scale": scale, "env_steps": monitor.env_steps, "episodes": len(eps),
-               "decisions": monitor.decisions, "train_s": train_s, "policy": str(out / "policy"),
-               "trainable_parameters": sum(p.numel() for p in agent.policy.parameters()),
-               "update_s": agent.update_seconds, "replay_buffer_mb_per_100k": _buffer_megabytes_per_100k(agent),
-               "train_success_first100": float(np.mean([e["success"] for e in eps[:100]])) if eps else None,
-               "train_success_last100": float(np.mean([e["success"] for e in eps[-100:]])) if eps else None,
-               "action_smoothness_last100": float(np.mean([e["action_smoothness"] for e in eps[-100:]])) if eps else None}
-    if cfg.eval.n_episodes > 0:
-        summary.update(_final_evaluation(cfg, base, steered, env_kwargs, out, progress))
-        print(f"fixed evaluation on {cfg.eval.n_episodes} states: base {summary['base_pc_success']:.1f}% -> "
-              f"steered {summary['eval_pc_success']:.1f}% (fixed {len(summary['states_fixed'])} states, "
-              f"broke {len(summary['states_broken'])})")
-    eval_env.close()
+    with contextlib.ExitStack() as envs:  # both envs close on any exit: a NaN stop, Ctrl-C, a failed eval
+        train_env = SteeringEnv(space, make_env(**env_kwargs), cfg.reward,
+                                first_seed=cfg.train_seed + 100_000 * cfg.seed)
+        envs.callback(train_env.close)
+        eval_env = SteeringEnv(space, make_env(**{**env_kwargs, "reward_shaping": False}), "success", cfg.eval.seed)
+        envs.callback(eval_env.close)
+        agent = _make_agent(cfg, space, train_env)
+        print(f"{cfg.algo}: steering a frozen {base.checkpoint_type} policy through {space.dim} dims "
+              f"(scale {scale}); {_trainable(agent) / 1e6:.2f}M trainable parameters; "
+              f"{o.env_steps} env steps, warm-up {o.warmup_steps}")
+        monitor = Monitor(cfg, agent, eval_env, out, progress)
+        start = time.time()
+        try:
+            agent.learn(total_timesteps=10**12, callback=_callback(monitor), log_interval=None)
+        finally:
+            monitor.close()
+        train_s = time.time() - start
+        steered = SteeredPolicy(base, cfg.algo, scale, SteeringActor.from_sb3(agent.actor)).eval()
+        steered.save_pretrained(out / "policy")
+        write_json_atomic(out / "episodes.json", monitor.episodes)
+        eps = monitor.episodes
+        summary = {"algo": cfg.algo, "scale": scale, "env_steps": monitor.env_steps, "episodes": len(eps),
+                   "decisions": monitor.decisions, "train_s": train_s, "eval_s": monitor.eval_seconds,
+                   "policy": str(out / "policy"), "trainable_parameters": _trainable(agent),
+                   "update_s": agent.update_seconds, "replay_buffer_mb_per_100k": _buffer_megabytes_per_100k(agent),
+                   "train_success_first100": float(np.mean([e["success"] for e in eps[:100]])) if eps else None,
+                   "train_success_last100": float(np.mean([e["success"] for e in eps[-100:]])) if eps else None,
+                   "action_smoothness_last100":
+                       float(np.mean([e["action_smoothness"] for e in eps[-100:]])) if eps else None}
+        if cfg.eval.n_episodes > 0:
+            summary.update(_final_evaluation(cfg, base, steered, env_kwargs, out, progress))
+            print(f"fixed evaluation on {cfg.eval.n_episodes} states: base {summary['base_pc_success']:.1f}% -> "
+                  f"steered {summary['eval_pc_success']:.1f}% (fixed {len(summary['states_fixed'])} states, "
+                  f"broke {len(summary['states_broken'])})")
     write_json_atomic(out / "rl_summary.json", summary)
     print(f"RL finished: policy {out / 'policy'}, history {out / 'history.json'}, "
           f"TensorBoard: tensorboard --logdir {out / 'tb'}")
