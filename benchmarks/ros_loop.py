@@ -129,6 +129,7 @@ def _run(rate_hz: float, seconds: float, variant: str, settings: dict, inference
 
     raw = yaml.safe_load(PANDA.read_text())
     raw["control_rate_hz"] = rate_hz
+    raw["trajectory_stamp"] = "now"  # stamped, so the sim arm can measure command transport
     raw["max_observation_age_s"] = 0.25  # images come at 10 Hz from a CPU renderer
     tmpdir = Path(tempfile.mkdtemp(prefix="ros_loop_"))
     config_path = tmpdir / "robot.yaml"

@@ -17,6 +17,7 @@ import yaml
 from vla.errors import UserError
 
 OUTPUT_MODES = ("joint_trajectory", "forward_position")
+TRAJECTORY_STAMPS = ("zero", "now")
 
 
 class RobotConfigError(UserError, ValueError):
@@ -105,6 +106,15 @@ class RobotConfig:
     max_clock_skew_s: float = 0.05
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
     output_mode: str = "joint_trajectory"
+    # output_mode joint_trajectory only (see real_robot/jtc_rules.py and docs/ROS2.md).
+    # trajectory_stamp: "zero" leaves header.stamp at 0, so joint_trajectory_controller starts each
+    # trajectory on receipt and DDS latency cannot make it "end in the past"; "now" stamps it with
+    # the node's clock (needs synced clocks, and a message later than one control period is refused).
+    trajectory_stamp: str = "zero"
+    # false: positions only (the controller interpolates linearly over the period, and accepts it with
+    # its default allow_nonzero_velocity_at_trajectory_end: false); true: also the commanded
+    # velocities, for a cubic spline, which needs allow_nonzero_velocity_at_trajectory_end: true.
+    trajectory_velocities: bool = False
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     # None: the policy's gripper action is not sent anywhere (an arm without a gripper).
     gripper: GripperConfig | None = None
@@ -149,6 +159,8 @@ class RobotConfig:
                 raise RobotConfigError(f"{key} must be positive, got {value}")
         if self.output_mode not in OUTPUT_MODES:
             raise RobotConfigError(f"output_mode {self.output_mode!r} is not one of {OUTPUT_MODES}")
+        if self.trajectory_stamp not in TRAJECTORY_STAMPS:
+            raise RobotConfigError(f"trajectory_stamp {self.trajectory_stamp!r} is not one of {TRAJECTORY_STAMPS}")
         for cam_name, cam in self.cameras.items():
             if cam.height <= 0 or cam.width <= 0:
                 raise RobotConfigError(f"camera {cam_name}: height and width must be positive")

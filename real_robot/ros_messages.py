@@ -170,14 +170,20 @@ def joint_state_msg(names: list[str], positions: np.ndarray, velocities: np.ndar
 
 
 def joint_trajectory_msg(names: list[str], positions: np.ndarray, velocities: np.ndarray | None,
-                         time_from_start_s: float, stamp: float) -> JointTrajectory:
-    """A one-point trajectory: reach `positions` `time_from_start_s` after `stamp`."""
+                         time_from_start_s: float, stamp: float | None) -> JointTrajectory:
+    """A one-point trajectory: reach `positions` `time_from_start_s` after `stamp`, or, with
+    stamp None, after the controller receives it (header.stamp zero). `velocities` None leaves the
+    point's velocities empty: joint_trajectory_controller then interpolates linearly, and accepts
+    it without allow_nonzero_velocity_at_trajectory_end (real_robot/jtc_rules.py)."""
+    if not time_from_start_s > 0:
+        raise ValueError(f"time_from_start must be positive, got {time_from_start_s}")
     point = JointTrajectoryPoint(positions=[float(x) for x in positions],
                                  time_from_start=seconds_to_duration(time_from_start_s))
     if velocities is not None:
         point.velocities = [float(x) for x in velocities]
     msg = JointTrajectory(joint_names=list(names), points=[point])
-    msg.header.stamp = seconds_to_stamp(stamp)
+    if stamp is not None:
+        msg.header.stamp = seconds_to_stamp(stamp)
     return msg
 
 

@@ -341,8 +341,12 @@ class PolicyNode(Node):
 
     def _publish(self, command: SafeCommand, now: float) -> None:
         if self.config.output_mode == "joint_trajectory":
-            msg = joint_trajectory_msg(self.config.joint_names, command.positions, command.velocities,
-                                       self.config.control_period_s, now)
+            # Stamp zero (default): the controller starts the point on receipt, so no DDS delay can
+            # make it "end in the past"; velocities only when the controller allows them at the end.
+            msg = joint_trajectory_msg(self.config.joint_names, command.positions,
+                                       command.velocities if self.config.trajectory_velocities else None,
+                                       self.config.control_period_s,
+                                       now if self.config.trajectory_stamp == "now" else None)
         else:
             msg = forward_position_msg(command.positions)
         self._publisher.publish(msg)
