@@ -51,6 +51,7 @@ class Driver(Node):
         self.last_image_stamp = 0.0
         self.commands: list[tuple[float, np.ndarray]] = []
         self.gripper_commands: list[tuple[float, np.ndarray]] = []
+        self.trajectories: list[tuple[float, JointTrajectory]] = []  # (wall-clock arrival, message)
         self._lock = threading.Lock()
         self.state_pub = self.create_publisher(JointState, config.topics.joint_states, SENSOR_QOS)
         camera = config.cameras["agentview"]
@@ -61,8 +62,8 @@ class Driver(Node):
             self.image_pub = self.create_publisher(Image, camera.topic, SENSOR_QOS)
         self.instruction_pub = self.create_publisher(String, config.topics.instruction, COMMAND_QOS)
         if output_mode == "joint_trajectory":
-            self.create_subscription(JointTrajectory, config.topics.joint_trajectory,
-                                     lambda m: self._record(m.points[0].positions), RECORD_QOS)
+            self.create_subscription(JointTrajectory, config.topics.joint_trajectory, self._record_trajectory,
+                                     RECORD_QOS)
         else:
             self.create_subscription(Float64MultiArray, config.topics.forward_position,
                                      lambda m: self._record(m.data), RECORD_QOS)
@@ -74,6 +75,11 @@ class Driver(Node):
         self.image[..., 1] = 90
         self.image[..., 2] = np.arange(64, dtype=np.uint8)[:, None] * 2
         self.create_timer(0.01, self._tick)
+
+    def _record_trajectory(self, msg: JointTrajectory) -> None:
+        with self._lock:
+            self.trajectories.append((time.time(), msg))
+        self._record(msg.points[0].positions)
 
     def _record(self, positions) -> None:
         q = np.array(positions)
