@@ -10,7 +10,8 @@ behaviour rather than run it. Sources (ros-controls/ros2_controllers, joint_traj
   (`allow_partial_joints_goal: false`, `allow_nonzero_velocity_at_trajectory_end: false` since
   Jazzy, `allow_integration_in_goal_trajectories: false`);
 - doc/userdoc.rst: one-point trajectories are accepted; a point with positions only is
-  interpolated linearly, with velocities as a cubic spline.
+  interpolated linearly, with velocities as a cubic spline (src/trajectory.cpp,
+  `interpolate_between_points`, uses velocities only when both ends have them).
 
 The controller's checks, in its order, with its default parameters:
 1. `joint_names` has exactly as many entries as the controller's `joints` (unless
