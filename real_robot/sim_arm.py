@@ -11,6 +11,9 @@ is the model's robot0_joint{i+1}. With a gripper in the config, its
 Float64MultiArray finger positions go to the model's finger position actuators
 (robosuite's, kp 1000), so the fingers push on the cube like a real gripper; the
 i-th gripper joint is the model's gripper0_finger_joint{i+1}.
+A JointTrajectory that joint_trajectory_controller would refuse (real_robot/jtc_rules.py, with the
+`controller` parameters, by default the controller's defaults) is dropped and counted in `rejected`
+under `jtc_rejected`, as the real controller would drop it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from vla.real_robot.jtc_rules import ControllerParams, jtc_violations  # noqa: E402
 from vla.real_robot.node_threads import NodeThreads  # noqa: E402
 from vla.real_robot.rate_limited_log import RateLimitedLog  # noqa: E402
 from vla.real_robot.robot_config import RobotConfig  # noqa: E402
@@ -47,7 +51,8 @@ _log = logging.getLogger("vla.real_robot.sim_arm")
 class SimArmNode(Node):
     def __init__(self, config: RobotConfig, task: str = "lift", state_rate_hz: float = 100.0,
                  image_rate_hz: float = 10.0, node_name: str = "vla_sim_arm", context=None,
-                 executor: str = "single_threaded", realtime_priority: int = 0) -> None:
+                 executor: str = "single_threaded", realtime_priority: int = 0,
+                 controller: ControllerParams | None = None) -> None:
         super().__init__(node_name, context=context)
         if config.num_joints != 7:
             raise ValueError(f"the simulated Panda has 7 arm joints, robot config {config.name} names "
@@ -59,6 +64,7 @@ class SimArmNode(Node):
             raise ValueError(f"the simulated Panda hand has 2 finger joints, the gripper config names "
                              f"{len(config.gripper.joint_names)}")
         self.config = config
+        self.controller = controller if controller is not None else ControllerParams(tuple(config.joint_names))
         self.state_rate_hz = state_rate_hz
         self.image_rate_hz = image_rate_hz
         self.rlog = RateLimitedLog(_log)
@@ -123,8 +129,16 @@ class SimArmNode(Node):
             self.rejected[exc.kind] = self.rejected.get(exc.kind, 0) + 1
             self.rlog.log(exc.kind, f"dropped command: {exc}")
             return
-        if isinstance(msg, JointTrajectory) and msg.header.stamp.sec > 0:
-            self.command_transport_s.append(time.time() - stamp_to_seconds(msg.header.stamp))
+        if isinstance(msg, JointTrajectory):
+            arrived = time.time()
+            if msg.header.stamp.sec > 0:
+                self.command_transport_s.append(arrived - stamp_to_seconds(msg.header.stamp))
+            problems = jtc_violations(msg, self.controller, now=arrived)
+            if problems:
+                self.rejected["jtc_rejected"] = self.rejected.get("jtc_rejected", 0) + 1
+                self.rlog.log("jtc_rejected", f"dropped trajectory, as joint_trajectory_controller would: "
+                                              f"{'; '.join(problems)}")
+                return
         with self._lock:
             self._target = q
         self.commands_received += 1
