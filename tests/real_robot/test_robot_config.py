@@ -29,6 +29,8 @@ def test_panda_config_loads_with_datasheet_limits():
     assert cfg.joint_acceleration_max[1] == pytest.approx(7.5)
     assert cfg.control_period_s == pytest.approx(0.02)
     assert cfg.output_mode == "joint_trajectory"
+    # What a default joint_trajectory_controller accepts: start on receipt, positions only.
+    assert cfg.trajectory_stamp == "zero" and cfg.trajectory_velocities is False
     assert cfg.cameras["agentview"].topic == "/cameras/agentview/image_raw"
 
 
@@ -55,6 +57,7 @@ def test_unknown_nested_key_names_key(tmp_path):
     ("joint_acceleration_max", [1.0] * 6 + [0.0], "positive"),
     ("joint_position_min", [3.0] * 7, "not below"),
     ("output_mode", "effort", "output_mode"),
+    ("trajectory_stamp", "header", "trajectory_stamp"),
     ("control_rate_hz", 0.0, "control_rate_hz"),
     ("max_observation_age_s", -1.0, "max_observation_age_s"),
     ("workspace", {"min": [0, 0, 0], "max": [1, 1]}, "3 entries"),
