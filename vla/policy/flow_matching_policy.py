@@ -53,7 +53,25 @@ class FlowTarget:
         return flow_matching_loss(v[..., :a], self.actions[..., :a], self.noise[..., :a], self.valid)
 
 
-class FlowMatchingPolicy(nn.Module):
+class ChunkedActions:
+    """select_action / reset over a policy's predict_action_chunk: the first n_action_steps of a chunk are
+    played one by one, then a new chunk is predicted. The class sets self._action_queue = deque()."""
+
+    _action_queue: deque
+
+    @torch.no_grad()
+    def select_action(self, batch: dict) -> torch.Tensor:
+        """Next action [B, A]; a new chunk is predicted when the first n_action_steps are used up."""
+        if not self._action_queue:
+            chunk = self.predict_action_chunk(batch)[:, : self.config.n_action_steps]
+            self._action_queue.extend(chunk.transpose(0, 1))
+        return self._action_queue.popleft()
+
+    def reset(self) -> None:
+        self._action_queue.clear()
+
+
+class FlowMatchingPolicy(ChunkedActions, nn.Module):
     checkpoint_type: str  # config.json's "type": the policy's key in vla/policy/registry.py
 
     @classmethod
@@ -113,17 +131,6 @@ class FlowMatchingPolicy(nn.Module):
     def predict_action_chunk(self, batch: dict, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Un-normalised action chunk [B, H, A]."""
         return self.normalizer.unnormalize(ACTION_KEY, self.sample_actions(batch, noise))
-
-    @torch.no_grad()
-    def select_action(self, batch: dict) -> torch.Tensor:
-        """Next action [B, A]; a new chunk is predicted when the first n_action_steps are used up."""
-        if not self._action_queue:
-            chunk = self.predict_action_chunk(batch)[:, : self.config.n_action_steps]
-            self._action_queue.extend(chunk.transpose(0, 1))
-        return self._action_queue.popleft()
-
-    def reset(self) -> None:
-        self._action_queue.clear()
 
     # ---------------------------------------------------------- checkpoints
     def save_pretrained(self, directory) -> None:

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from vla.policy.checkpoint import CONFIG_FILE, CheckpointError, atomic_directory_write, load_tensors
+from vla.policy.flow_matching_policy import ChunkedActions
 from vla.policy.steered.actor import SteeringActor
 from vla.policy.steered.spaces import SPACES, make_space
 
@@ -28,7 +29,7 @@ STEERED_TYPE = "steered"
 BASE_DIR, ACTOR_FILE = "base", "actor.safetensors"
 
 
-class SteeredPolicy(nn.Module):
+class SteeredPolicy(ChunkedActions, nn.Module):
     checkpoint_type = STEERED_TYPE
 
     def __init__(self, base: nn.Module, space: str, scale: float, actor: SteeringActor):
@@ -71,15 +72,6 @@ class SteeredPolicy(nn.Module):
         if noise is None:
             noise = torch.randn(a.shape[0], c.chunk_size, c.model_action_dim)
         return self.space.chunk(batch, a, noise.to(self.device).float())
-
-    @torch.no_grad()
-    def select_action(self, batch: dict) -> torch.Tensor:
-        if not self._action_queue:
-            self._action_queue.extend(self.predict_action_chunk(batch).transpose(0, 1))
-        return self._action_queue.popleft()
-
-    def reset(self) -> None:
-        self._action_queue.clear()
 
     def save_pretrained(self, directory) -> Path:
         def write(tmp: Path) -> None:

@@ -133,8 +133,7 @@ class Monitor:
         self.episodes.append(record)
         self.episode = {"return": 0.0, "sq_diff": 0.0, "diffs": 0}
         w = self.writer
-        recent = self.episodes[-20:]
-        w.add_scalar("rollout/success_rate_last20", float(np.mean([r["success"] for r in recent])), self.env_steps)
+        w.add_scalar("rollout/success_rate_last20", self._recent_success(), self.env_steps)
         w.add_scalar("rollout/return", record["return"], self.env_steps)
         w.add_scalar("rollout/action_smoothness", record["action_smoothness"], self.env_steps)
         w.add_scalar("train/buffer_size", self.agent.replay_buffer.size(), self.env_steps)
@@ -144,7 +143,11 @@ class Monitor:
         q = self._mean_q()
         if q is not None:
             w.add_scalar("train/q_mean", q, self.env_steps)
-        self.bar.set_postfix(success=f"{np.mean([r['success'] for r in recent]):.2f}", episodes=len(self.episodes))
+        self.bar.set_postfix(success=f"{self._recent_success():.2f}", episodes=len(self.episodes))
+
+    def _recent_success(self) -> float:
+        """Training success over the last 20 episodes (stochastic steering)."""
+        return float(np.mean([r["success"] for r in self.episodes[-20:]]))
 
     def _mean_q(self) -> float | None:
         """Mean Q of the critics on a replayed batch under the actor's current steering."""
@@ -160,10 +163,9 @@ class Monitor:
         start = time.time()
         actor = SteeringActor.from_sb3(self.agent.actor).eval()
         rate = _evaluate_in_process(self.eval_env, actor, self.cfg.eval.n_episodes_periodic, self.cfg.eval.seed)
-        recent = self.episodes[-20:]
         self.history.append({"env_steps": self.env_steps, "episodes": len(self.episodes),
                              "wall_s": time.time() - self.start, "eval_success_rate": rate,
-                             **({"success_rate": float(np.mean([r["success"] for r in recent]))} if recent else {})})
+                             **({"success_rate": self._recent_success()} if self.episodes else {})})
         self.writer.add_scalar("eval/success_rate", rate, self.env_steps)
         self.eval_seconds += time.time() - start
         self.writer.flush()
