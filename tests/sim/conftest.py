@@ -36,3 +36,12 @@ def run_expert_episode(env, expert, max_steps: int):
         if terminated or truncated:
             return info["is_success"], step, phases
     return False, max_steps, phases
+
+
+def assert_infra_failure(result, reason_pattern):
+    """A step result that reports a lost worker's episode: an infrastructure failure, never a task one."""
+    obs, reward, terminated, truncated, info = result
+    assert info["infra_failure"] is True and info["is_success"] is False
+    assert terminated and truncated and reward == 0.0 and info["steps"] == 0
+    assert obs is not None and obs["state"].shape == (8,)
+    assert reason_pattern in info["infra_reason"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.policy.helpers import make_state_policy
-from tests.sim.conftest import STEP_TIMEOUT_S
+from tests.sim.conftest import STEP_TIMEOUT_S, assert_infra_failure
 from vla.eval.runner import run_episodes
 from vla.rl.rollout import RolloutEngine, SamplingSpec
 from vla.sim import VectorEnv, VectorEnvError
@@ -100,14 +100,6 @@ def test_an_env_error_names_the_env_and_its_worker_mates_still_step(lockstep_env
     assert all(r[4]["steps"] == 2 for r in results)
 
 
-def _assert_infra_failure(result, reason_pattern):
-    obs, reward, terminated, truncated, info = result
-    assert info["infra_failure"] is True and info["is_success"] is False
-    assert terminated and truncated and reward == 0.0 and info["steps"] == 0
-    assert obs is not None and obs["state"].shape == (8,)
-    assert reason_pattern in info["infra_reason"]
-
-
 def test_a_killed_worker_loses_the_episodes_of_all_its_envs(lockstep_env):
     first = lockstep_env.reset([5, 6, 7, 8, 9])
     restarts, old_pid = lockstep_env.restarts, lockstep_env._procs[0].pid
@@ -116,12 +108,12 @@ def test_a_killed_worker_loses_the_episodes_of_all_its_envs(lockstep_env):
     results = lockstep_env.step_chunk(_chunk(), active=[True, False, True, True, True])
     assert results[1] is None
     for i in (0, 2):
-        _assert_infra_failure(results[i], "envs 0-2 worker process is gone")
+        assert_infra_failure(results[i], "envs 0-2 worker process is gone")
     assert all(results[i][4]["steps"] == 2 and "infra_failure" not in results[i][4] for i in (3, 4))
     assert lockstep_env.restarts == restarts + 1 and lockstep_env._procs[0].pid != old_pid
     results = lockstep_env.step_chunk(_chunk())  # lost until reset, env 1 included
     for i in (0, 1, 2):
-        _assert_infra_failure(results[i], "worker process is gone")
+        assert_infra_failure(results[i], "worker process is gone")
     assert lockstep_env.privileged_state()[:3] == [None] * 3
 
     again = lockstep_env.reset([5, 6, 7, 8, 9])  # the fresh worker gives the same initial states

@@ -8,21 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from tests.sim.conftest import LIFT_KWARGS, STEP_TIMEOUT_S
+from tests.sim.conftest import LIFT_KWARGS, STEP_TIMEOUT_S, assert_infra_failure
 
 # vec_env (conftest): two Lift workers, step_timeout_s STEP_TIMEOUT_S.
 
 
 def _chunk(n_envs=2, horizon=2):
     return np.zeros((n_envs, horizon, 7), np.float32)
-
-
-def _assert_infra_failure(result, reason_pattern):
-    obs, reward, terminated, truncated, info = result
-    assert info["infra_failure"] is True and info["is_success"] is False
-    assert terminated and truncated and reward == 0.0 and info["steps"] == 0
-    assert obs is not None and obs["state"].shape == (8,)
-    assert reason_pattern in info["infra_reason"]
 
 
 def _assert_healthy(result, steps=2):
@@ -36,12 +28,12 @@ def test_worker_killed_mid_episode_is_restarted_and_flagged(vec_env):
     os.kill(old_pid, signal.SIGKILL)
 
     results = vec_env.step_chunk(_chunk())
-    _assert_infra_failure(results[0], "worker process is gone")
+    assert_infra_failure(results[0], "worker process is gone")
     _assert_healthy(results[1])
     assert vec_env.restarts == restarts + 1 and vec_env._procs[0].pid != old_pid
     # The lost episode stays lost (the fresh worker is not stepped) until reset.
     results = vec_env.step_chunk(_chunk())
-    _assert_infra_failure(results[0], "worker process is gone")
+    assert_infra_failure(results[0], "worker process is gone")
     _assert_healthy(results[1])
     assert vec_env.privileged_state()[0] is None
 
@@ -62,7 +54,7 @@ def test_worker_dying_inside_a_call_is_flagged(vec_env):
     # noticed at death, not at the 300 s sleep's end (the margin covers a worker rebuild on a loaded machine)
     assert time.monotonic() - start < 120.0
     _assert_healthy(results[0])
-    _assert_infra_failure(results[1], "exit code -9")
+    assert_infra_failure(results[1], "exit code -9")
 
 
 def test_reset_replaces_a_dead_worker_and_retries(vec_env):
@@ -118,7 +110,7 @@ def test_hung_worker_is_killed_after_the_timeout_and_eval_scores_it_apart(vec_en
     info = build_eval_info(episodes, eval_seconds=1.0, seed=7, video_paths=[])
     assert info["aggregated"]["n_episodes"] == 1 and info["aggregated"]["n_infra_failures"] == 1
 
-    _assert_infra_failure(answers[0][0], "did not answer 'step_chunk' within 2.0 s")
+    assert_infra_failure(answers[0][0], "did not answer 'step_chunk' within 2.0 s")
     assert "infra_failure" not in answers[0][1][4]
 
     monkeypatch.undo()  # the replacement worker serves the next episode
