@@ -10,7 +10,8 @@ Training targets per stored decision: the executed rows of its chunk and, for th
 did not execute, the next decision's executed rows (padded after the episode's last decision), i.e.
 the 16 actions that actually followed that observation. Images get the SFT's random shift.
 
-    python benchmarks/rl_self_imitation.py --policy SFT --rounds 3 --states 48 --seed 0 --json OUT.json
+    python benchmarks/rl_self_imitation.py --policy SFT --rounds 3 --states 48 --seed 0 --json OUT.json \
+        [--demos SFT_DATASET]   # keep the demos in every round's fine-tuning set
 """
 
 from __future__ import annotations
@@ -57,6 +58,19 @@ def successful_examples(policy, rollouts: Rollouts) -> dict[str, list]:
     return out
 
 
+def demo_examples(root: str, policy, keys: list[str]) -> dict[str, list]:
+    """Every frame of a LeRobot dataset as an example (its observation keys, action chunk, padding and task)."""
+    from vla.data.dataset import LeRobotDataset
+
+    dataset = LeRobotDataset(root, action_horizon=policy.config.chunk_size)
+    out: dict[str, list] = {k: [] for k in keys + [ACTION_KEY, PAD_KEY, "task"]}
+    for i in range(len(dataset)):
+        item = dataset[i]
+        for k in out:
+            out[k].append(item[k] if k == "task" else torch.as_tensor(item[k]))
+    return out
+
+
 def fine_tune(policy, data: dict[str, list], steps: int, lr: float, batch_size: int, image_shift: int,
               generator: torch.Generator) -> tuple[float, float]:
     """A fresh AdamW on the flow-matching loss over data (every success so far, so earlier rounds' examples
@@ -97,6 +111,7 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=1)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--eval-seed", type=int, default=100_000)
+    parser.add_argument("--demos", help="a LeRobot dataset (the SFT demos) kept in every round's fine-tuning set")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -106,23 +121,28 @@ def main() -> None:
                       max_episode_steps=args.max_episode_steps, control_freq=20)
     generator = torch.Generator().manual_seed(args.seed)
     data: dict[str, list] = {}
+    n_demo_frames = 0
     rows = []
     with VectorEnv(args.n_envs, env_kwargs) as env:
         for r in range(args.rounds):
             start = time.perf_counter()
             seeds = [5_000_000 + args.seed * 100_000 + r * args.states + i for i in range(args.states)]
             rollouts = RolloutEngine(policy, env, SamplingSpec("ode")).collect(seeds, 1, generator)
+            if args.demos and not data:
+                keys = [k for k in rollouts.observations if k != "task"]
+                data = demo_examples(args.demos, policy, keys)
+                n_demo_frames = len(data["task"])
             for k, v in successful_examples(policy, rollouts).items():
                 data.setdefault(k, []).extend(v)
             rollout_s = time.perf_counter() - start
             first, last = fine_tune(policy, data, args.steps, args.lr, args.batch_size, 4, generator)
             episodes = run_episodes(policy, env, args.eval_episodes, args.eval_seed, progress=False)
             row = {"round": r, "rollout_success": float(rollouts.trajectory_success().mean()),
-                   "examples": len(data["task"]), "env_steps": rollouts.env_steps, "loss_first": first,
+                   "examples": len(data["task"]) - n_demo_frames, "demo_frames": n_demo_frames, "env_steps": rollouts.env_steps, "loss_first": first,
                    "loss_last": last, "eval_success": float(np.mean([e.success for e in episodes])),
                    "rollout_s": rollout_s, "round_s": time.perf_counter() - start}
             rows.append(row)
-            print(f"round {r}: rollouts {row['rollout_success']:.0%} success, {row['examples']} examples, "
+            print(f"round {r}: rollouts {row['rollout_success']:.0%} success, {row['examples']} examples (+{n_demo_frames} demo frames), "
                   f"loss {first:.3f} -> {last:.3f}, evaluation {row['eval_success']:.0%} "
                   f"({row['round_s']:.0f} s)", flush=True)
     if args.json:

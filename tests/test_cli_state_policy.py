@@ -40,6 +40,26 @@ def test_eval_and_rl_run_on_the_state_policy(trained):
     assert (trained / "rl" / "policy" / "model.safetensors").is_file()
 
 
+def test_filtered_bc_runs_on_the_state_policy_with_its_demos(trained):
+    import torch
+
+    from vla.policy.registry import load_policy
+    from vla.rl.filtered_bc import DemoFrames
+
+    policy = trained / "train" / "policy"
+    assert main(["rl", "--algo=filtered_bc", f"--policy={policy}", f"--demos={trained / 'demos'}",
+                 "--sampling.mode=ode", f"--output_dir={trained / 'fbc'}", "--iterations=1", "--n_groups=2",
+                 "--group_size=1", "--n_envs=1", "--eval.n_episodes=0", "--env.max_episode_steps=24"]) == 0
+    assert (trained / "fbc" / "policy" / "model.safetensors").is_file()
+    # the demo frames come as batches the state policy trains on
+    model = load_policy(policy)
+    demos = DemoFrames(str(trained / "demos"), model)
+    batch = demos.sample(3, ["observation.state", "observation.environment_state"], torch.Generator().manual_seed(0))
+    assert batch["action"].shape == (3, model.config.chunk_size, 7) and len(batch["task"]) == 3
+    loss, _ = model(batch)
+    assert torch.isfinite(loss)
+
+
 def test_state_policy_refuses_a_dataset_without_object_state(tmp_path, capsys):
     features = {"observation.state": {"dtype": "float32", "shape": [8], "names": None},
                 "action": {"dtype": "float32", "shape": [7], "names": None}}

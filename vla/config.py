@@ -250,7 +250,8 @@ class SamplingConfig:
     """Stochastic flow sampling for RL (docs/ALGORITHMS.md section 1)."""
 
     # "sde" (Flow-SDE) or "noise" (Flow-Noise: learned std, bounded, dropped at deployment);
-    # "ode" (the deployed sampler, exploration from the initial noise only) needs surrogate "fpo".
+    # "ode" (the deployed sampler, exploration from the initial noise only) needs surrogate "fpo" or
+    # algo "filtered_bc".
     mode: str = "sde"
     # "mixed": one random stochastic denoising step per rollout (pi-RL's default); "joint": every step.
     sde_mode: str = "mixed"
@@ -327,7 +328,8 @@ class RLConfig:
 
     Sized so one Lift iteration takes about a minute on 2 CPU cores."""
 
-    # "grpo" or "ppo" (on-policy, train the policy), or "noise", "residual", "zprl" (steer it, frozen).
+    # "grpo" or "ppo" (on-policy, train the policy), "filtered_bc" (imitate the policy's own successes,
+    # docs/RL.md), or "noise", "residual", "zprl" (steer it, frozen).
     algo: str = "grpo"
     # Supervised policy checkpoint to start from (also the KL reference).
     policy: str = "outputs/quickstart/train/policy"
@@ -422,6 +424,11 @@ class RLConfig:
     dynamic_sampling_low: float = 0.1
     # GRPO dynamic sampling: highest group success rate kept (reward=success only).
     dynamic_sampling_high: float = 0.9
+    # filtered_bc: a LeRobot dataset (the SFT demos) whose frames join every minibatch, as many as its
+    # own examples ("" = none); they keep the policy on what it was taught.
+    demos: str = ""
+    # filtered_bc: weight of the demo frames' flow-matching loss beside the successes' loss.
+    demo_weight: float = 1.0
     # PPO: discount per decision (chunk) in GAE; decisions, not env steps, are GAE's time steps.
     gamma: float = 0.99
     # PPO: GAE's lambda (1 = Monte-Carlo returns, 0 = one-step TD).

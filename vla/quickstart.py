@@ -31,6 +31,8 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict:
     cfg.rl.policy = cfg.eval.policy
     cfg.rl.output_dir = str(out / "rl")
     cfg.rl.env = cfg.collect.env
+    if cfg.rl.algo == "filtered_bc" and not cfg.rl.demos:
+        cfg.rl.demos = cfg.collect.output_dir  # its own demos stay in every update
     cfg.rl.eval.n_episodes, cfg.rl.eval.seed = cfg.eval.n_episodes, cfg.eval.seed  # same protocol as SFT eval
     write_resolved_config(cfg, out)
     stages = 4 if cfg.rl.iterations > 0 else 3

@@ -1,6 +1,6 @@
 """End to end on a one-decision bandit: sampling, log-probs (or FPO's flow-matching surrogate),
 advantages and the GRPO update together raise the success of a reward that depends only on the
-sampled action chunk (no simulator).
+sampled action chunk (no simulator); so does filtered BC on the deployed ODE sampler's successes.
 
 The update tests check one update's direction; this checks that iterating sample -> update climbs."""
 
@@ -10,6 +10,7 @@ import torch
 from tests.policy.helpers import make_batch, make_policy
 from vla.config import RLConfig
 from vla.policy.sampling import sample_chain
+from vla.rl.filtered_bc import filtered_bc_update
 from vla.rl.flow_surrogate import build_flow_surrogate
 from vla.rl.grpo import grpo_update
 from vla.rl.rollout import Rollouts, SamplingSpec, Trajectory
@@ -41,6 +42,7 @@ def bandit_rollouts(policy, batch, spec: SamplingSpec, threshold, generator) -> 
     ("chunk", 0, "logprob", "sde"), ("action", 0, "logprob", "sde"), ("action", 2, "logprob", "sde"),
     ("action", 0, "fpo", "ode"),  # FPO with the deployed ODE sampler: all exploration from x0
     ("action", 0, "fpo-blind", "ode"),  # the same with the blind direction projected out
+    ("action", 0, "filtered_bc", "ode"),  # no log-prob at all: flow matching on the successes
 ])
 def test_grpo_climbs_a_chunk_bandit(logprob_level, mixed_steps, surrogate, mode):
     policy = make_policy(seed=0, num_inference_steps=4)
@@ -55,7 +57,9 @@ def test_grpo_climbs_a_chunk_bandit(logprob_level, mixed_steps, surrogate, mode)
                               for _ in range(4)])
     threshold = scores.reshape(4, STATES, GROUP).transpose(0, 1).reshape(STATES, -1).quantile(0.7, dim=1)
     threshold = threshold.repeat_interleave(GROUP)
-    cfg = RLConfig(algo="grpo", reward="success", logprob_level=logprob_level, lr=3e-4, epochs=2,
+    algo = "filtered_bc" if surrogate == "filtered_bc" else "grpo"
+    update = filtered_bc_update if algo == "filtered_bc" else grpo_update
+    cfg = RLConfig(algo=algo, reward="success", logprob_level=logprob_level, lr=3e-4, epochs=2,
                    minibatch_size=16, target_kl=0.0)
     params = list(policy.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -68,6 +72,6 @@ def test_grpo_climbs_a_chunk_bandit(logprob_level, mixed_steps, surrogate, mode)
         if surrogate.startswith("fpo"):
             ctx.flow_surrogate = build_flow_surrogate(policy, rollouts, 4, n_exec, g)
             ctx.project_out_blind = surrogate == "fpo-blind"
-        grpo_update(ctx, rollouts, cfg)
+        update(ctx, rollouts, cfg)
     assert rates[0] < 0.5, rates
     assert sum(rates[-3:]) / 3 > 0.8, rates

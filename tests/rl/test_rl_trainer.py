@@ -61,10 +61,11 @@ def final_state(out):
 
 
 # GRPO runs with the velocity anchor (its random denoising steps come from the checkpointed generator),
-# and with FPO on ODE rollouts (its (t, eps) pairs too), with and without the blind direction projected out.
+# and with FPO on ODE rollouts (its (t, eps) pairs too), with and without the blind direction projected out;
+# filtered BC draws its flow noise and times from the checkpointed generator too.
 @pytest.mark.parametrize("algo,mode,anchor,surrogate,blind", [
     ("grpo", "sde", 1.0, "logprob", False), ("ppo", "noise", 0.0, "logprob", False), ("grpo", "ode", 0.0, "fpo", False),
-    ("ppo", "ode", 0.0, "fpo", True)])
+    ("ppo", "ode", 0.0, "fpo", True), ("filtered_bc", "ode", 0.0, "logprob", False)])
 def test_resume_reproduces_an_uninterrupted_run(sft_policy, tmp_path, algo, mode, anchor, surrogate, blind):
     options = {"sampling.mode": mode, "dynamic_sampling": False, "anchor_coef": anchor, "surrogate": surrogate,
                "project_out_blind": blind}

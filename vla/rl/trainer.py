@@ -34,6 +34,7 @@ from vla.policy.finetune import apply_finetune_options
 from vla.policy.registry import load_policy
 from vla.policy.sampling import MODES, SDE_MODES, NoiseHead
 from vla.rl.advantages import STD_SCOPES
+from vla.rl.filtered_bc import DemoFrames, filtered_bc_update
 from vla.rl.flow_surrogate import build_flow_surrogate
 from vla.rl.grpo import grpo_update
 from vla.rl.heads import NOISE_HEAD, VALUE_HEAD, ValueHead, has_head, load_head, save_head
@@ -47,7 +48,8 @@ from vla.train.checkpoint import POLICY_DIR, read_training_state, restore_traini
 from vla.train.sft import cosine_with_warmup, seed_everything
 
 # name -> (update function, needs a value head)
-ALGORITHMS: dict[str, tuple[Callable, bool]] = {"grpo": (grpo_update, False), "ppo": (ppo_update, True)}
+ALGORITHMS: dict[str, tuple[Callable, bool]] = {"grpo": (grpo_update, False), "ppo": (ppo_update, True),
+                                                 "filtered_bc": (filtered_bc_update, False)}
 SCHEDULES = ("constant", "cosine")
 REWARDS = ("success", "shaped")
 LOGPROB_LEVELS = ("chunk", "action")
@@ -66,9 +68,14 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError(f"--surrogate: {cfg.surrogate!r} is not one of {', '.join(SURROGATES)}")
     if cfg.surrogate == "fpo" and cfg.fpo_samples < 1:
         raise ConfigError(f"--fpo_samples must be >= 1, got {cfg.fpo_samples}")
-    if s.mode not in MODES or (s.mode == "ode" and cfg.surrogate != "fpo"):
+    needs_log_prob = cfg.algo != "filtered_bc" and cfg.surrogate != "fpo"
+    if s.mode not in MODES or (s.mode == "ode" and needs_log_prob):
         raise ConfigError(f"--sampling.mode: {s.mode!r} is not a stochastic mode; valid: sde, noise "
-                          "(ode only with --surrogate fpo, which needs no chain log-prob)")
+                          "(ode only with --surrogate fpo or --algo filtered_bc, which need no chain log-prob)")
+    if cfg.demos and cfg.algo != "filtered_bc":
+        raise ConfigError(f"--demos is filtered_bc's demo set; --algo {cfg.algo} does not use it")
+    if cfg.demo_weight < 0:
+        raise ConfigError(f"--demo_weight must be >= 0, got {cfg.demo_weight}")
     if s.sde_mode not in SDE_MODES:
         raise ConfigError(f"--sampling.sde_mode: {s.sde_mode!r} is not one of {', '.join(SDE_MODES)}")
     if s.mixed_steps < 0:
@@ -212,6 +219,10 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     if cfg.kl_coef > 0 or cfg.anchor_coef > 0:
         ref_policy = load_policy(cfg.policy, map_location=cfg.device).requires_grad_(False)
     optimizer, scheduler, params = _optimizer(cfg, policy, noise_head, value_head)
+    try:
+        demos = DemoFrames(cfg.demos, policy) if cfg.demos else None
+    except ValueError as exc:  # DatasetError names the path and what is wrong with it
+        raise ConfigError(f"--demos: {exc}") from exc
     generator = torch.Generator().manual_seed(cfg.seed)
     start, history = 0, []
     if cfg.resume:
@@ -247,7 +258,8 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                 policy.train()
                 ctx = UpdateContext(policy, optimizer, params, sampling, it, generator, noise_head, value_head,
                                     ref_policy, logprob_level=cfg.logprob_level, kl_to_ref=cfg.kl_coef > 0,
-                                    anchor=cfg.anchor_coef > 0, project_out_blind=cfg.project_out_blind)
+                                    anchor=cfg.anchor_coef > 0, project_out_blind=cfg.project_out_blind,
+                                    demos=demos)
                 if cfg.surrogate == "fpo":  # scored at the rollout weights, before any optimizer step
                     t1 = time.perf_counter()
                     ctx.flow_surrogate = build_flow_surrogate(policy, rollouts, cfg.fpo_samples,
@@ -261,7 +273,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                     raise NonFiniteError(f"{exc}. Training stopped without saving; {kept}") from exc
                 lr = scheduler.get_last_lr()[0]
                 with warnings.catch_warnings():  # a skipped update (no optimizer step) still advances the schedule
-                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
                     scheduler.step()
                 record = {"iteration": it, "env_steps": env_steps, "lr": lr, **_rollout_stats(rollouts),
                           "rollout_s": rollout_s, **ctx.timings, **stats}
@@ -273,9 +285,13 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                 _log(writer, record, it)
                 write_json_atomic(out / "history.json", {"algo": cfg.algo, "history": history})
                 plot_success(history, out / "success.png", title=f"{cfg.algo.upper()} on {cfg.env.task}")
-                bar.set_postfix(success=f"{record['success_rate']:.2f}", reward=f"{record['reward']:.2f}",
-                                kl=f"{record.get('approx_kl', 0):.1e}", clip=f"{record.get('clip_fraction', 0):.2f}",
-                                entropy=f"{record['entropy']:.1f}")
+                if cfg.algo == "filtered_bc":  # no ratio, KL or entropy: what it kept and its loss
+                    bar.set_postfix(success=f"{record['success_rate']:.2f}",
+                                    kept=int(record.get("kept_decisions", 0)), loss=f"{record.get('policy_loss', 0):.3f}")
+                else:
+                    bar.set_postfix(success=f"{record['success_rate']:.2f}", reward=f"{record['reward']:.2f}",
+                                    kl=f"{record.get('approx_kl', 0):.1e}", clip=f"{record.get('clip_fraction', 0):.2f}",
+                                    entropy=f"{record['entropy']:.1f}")
                 finished = it + 1 == cfg.iterations
                 stop_now = cfg.stop_after and it + 1 - start >= cfg.stop_after and not finished
                 if finished or stop_now or (cfg.save_every and (it + 1) % cfg.save_every == 0):

@@ -43,6 +43,7 @@ class UpdateContext:
     # Remove from each minibatch's policy-loss gradient its component along the gradient of the minibatch's
     # mean (surrogate) log-prob, the "blind" direction (see without_blind_direction).
     project_out_blind: bool = False
+    demos: object | None = None  # filtered_bc's DemoFrames (vla/rl/filtered_bc.py), or None
     timings: dict[str, float] = field(default_factory=lambda: {"logprob_s": 0.0, "update_s": 0.0})
 
 

@@ -1,0 +1,98 @@
+"""Filtered BC's pieces: the targets are the actions that followed each observation, only successful
+trajectories teach, and the demo set is refused with a clear message when it is not a dataset."""
+
+import pytest
+import torch
+
+from tests.policy.helpers import make_batch, make_policy
+from tests.rl.test_rl_trainer import make_config, run
+from vla.config import ConfigError, RLConfig
+from vla.policy.flow_matching_policy import ACTION_KEY
+from vla.rl.filtered_bc import filtered_bc_update, followed_actions
+from vla.rl.rollout import Rollouts, SamplingSpec, Trajectory
+from vla.rl.update import UpdateContext
+
+
+def rollouts_of(policy, decisions: list[list[int]], success: list[bool], seed: int = 0) -> Rollouts:
+    """Trajectories made of the given decision indices, with random chains and observations."""
+    n = sum(len(d) for d in decisions)
+    c = policy.config
+    g = torch.Generator().manual_seed(seed)
+    chains = torch.randn(n, c.num_inference_steps + 1, c.chunk_size, c.action_dim, generator=g)
+    batch = make_batch(b=n, seed=seed)
+    observations = {k: v for k, v in batch.items() if k in ("observation.images.agentview", "observation.state", "task")}
+    traj_ids = torch.zeros(n, dtype=torch.long)
+    trajectories = []
+    for t, (ds, ok) in enumerate(zip(decisions, success)):
+        traj_ids[ds] = t
+        trajectories.append(Trajectory(t, t, t, "task", ok, len(ds), 0.0, list(ds)))
+    zeros = torch.zeros(n)
+    return Rollouts(observations=observations, chains=chains, step_masks=torch.ones(n, c.num_inference_steps,
+                    dtype=torch.bool), log_probs=zeros, row_log_probs=torch.zeros(n, c.n_action_steps),
+                    values=zeros, rewards=zeros, env_rewards=zeros, dones=torch.zeros(n, dtype=torch.bool),
+                    entropy=zeros, std_mean=zeros, traj_ids=traj_ids, trajectories=trajectories)
+
+
+def test_targets_are_the_actions_that_followed_each_observation():
+    policy = make_policy(seed=0, chunk_size=7, n_action_steps=2)
+    h, n_exec = policy.config.chunk_size, 2
+    assert h > 2 * n_exec, "the test needs a chunk reaching past the next decision"
+    r = rollouts_of(policy, [[0, 1, 2], [3]], [True, False])
+    chunks = policy.normalizer.unnormalize(ACTION_KEY, r.chains[:, -1])
+    targets, pads = followed_actions(policy, r, n_exec)
+    # decision 0: its own executed rows, then decision 1's, then decision 2's, then padding
+    assert torch.equal(targets[0, :n_exec], chunks[0, :n_exec])
+    assert torch.equal(targets[0, n_exec:2 * n_exec], chunks[1, :n_exec])
+    assert torch.equal(targets[0, 2 * n_exec:3 * n_exec], chunks[2, :n_exec])
+    assert not pads[0, :min(h, 3 * n_exec)].any() and pads[0, 3 * n_exec:].all()
+    # the last decision of a trajectory: only its executed rows are real; nothing crosses trajectories
+    assert torch.equal(targets[2, :n_exec], chunks[2, :n_exec]) and pads[2, n_exec:].all()
+    assert torch.equal(targets[3, :n_exec], chunks[3, :n_exec]) and pads[3, n_exec:].all()
+
+
+def test_only_successful_trajectories_teach():
+    policy = make_policy(seed=0)
+    params = list(policy.parameters())
+    cfg = RLConfig(algo="filtered_bc", epochs=1, minibatch_size=4)
+    g = torch.Generator().manual_seed(0)
+    ctx = UpdateContext(policy.train(), torch.optim.AdamW(params, lr=1e-3), params, SamplingSpec("ode"), 0, g)
+    before = [p.detach().clone() for p in params]
+    stats = filtered_bc_update(ctx, rollouts_of(policy, [[0, 1], [2]], [False, False]), cfg)
+    assert stats["skipped_update"] == 1.0 and stats["kept_decisions"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, params))
+    stats = filtered_bc_update(ctx, rollouts_of(policy, [[0, 1], [2]], [False, True]), cfg)
+    assert stats["kept_decisions"] == 1 and stats["optimizer_steps"] == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, params))
+
+
+def test_filtered_bc_learns_its_successes_and_keeps_to_the_demos():
+    """Repeated updates on one successful trajectory lower the flow-matching loss on it."""
+    policy = make_policy(seed=0)
+    params = list(policy.parameters())
+    cfg = RLConfig(algo="filtered_bc", epochs=4, minibatch_size=4)
+    g = torch.Generator().manual_seed(0)
+    r = rollouts_of(policy, [[0, 1, 2, 3]], [True])
+    targets, pads = followed_actions(policy, r, policy.config.n_action_steps)
+    batch = {**r.observations, ACTION_KEY: targets, "action_is_pad": pads}
+    noise = torch.randn(4, policy.config.chunk_size, policy.config.model_action_dim, generator=g)
+    t = torch.rand(4, generator=g)
+    with torch.no_grad():
+        before = float(policy.eval()(batch, noise=noise, time=t)[0])
+    ctx = UpdateContext(policy.train(), torch.optim.AdamW(params, lr=1e-3), params, SamplingSpec("ode"), 0, g)
+    for _ in range(5):
+        filtered_bc_update(ctx, r, cfg)
+    with torch.no_grad():
+        after = float(policy.eval()(batch, noise=noise, time=t)[0])
+    assert after < 0.7 * before, (before, after)
+
+
+def test_bad_demo_options_are_explained(tmp_path):
+    policy = tmp_path / "policy"
+    make_policy(seed=0).save_pretrained(policy)
+    with pytest.raises(ConfigError, match="--demos is filtered_bc's demo set; --algo grpo does not use it"):
+        run(make_config(policy, tmp_path / "a", "grpo", demos=str(tmp_path)))
+    with pytest.raises(ConfigError, match=r"--demos: .*nowhere"):
+        run(make_config(policy, tmp_path / "b", "filtered_bc", demos=str(tmp_path / "nowhere"),
+                        **{"sampling.mode": "ode"}))
+    with pytest.raises(ConfigError, match="--demo_weight must be >= 0"):
+        run(make_config(policy, tmp_path / "c", "filtered_bc", demo_weight=-1.0, **{"sampling.mode": "ode"}))

@@ -1,0 +1,105 @@
+"""Filtered behaviour cloning on a flow policy: imitate the policy's own successful rollouts.
+
+docs/ALGORITHMS.md section 2c. One update, top to bottom:
+1. keep the decisions of this iteration's successful trajectories (reward-weighted regression with a
+   binary reward: weight 1 on success, 0 otherwise; no ratio, no advantage, no log-prob);
+2. each kept decision's target chunk is what actually followed its observation: the rows it executed,
+   then the rows the next decision executed, padded after the trajectory's last decision;
+3. epochs of shuffled minibatches of kept decisions take steps of the SFT flow-matching loss, each
+   minibatch joined by as many demonstration frames (weight demo_weight), which keep the policy on
+   what it was taught while its own successes reshape it.
+
+Why this and not only GRPO/PPO here: a policy-gradient update on a few hundred decisions follows
+mostly noise (BENCHMARKS.md, "RL post-training on Lift"), while this is the loss the policy was
+trained with, on examples the reward vouches for; the flow noise and time come from the run's
+generator, so a resumed run repeats the same steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vla.policy.flow_matching_policy import ACTION_KEY, PAD_KEY
+from vla.rl.rollout import Rollouts
+from vla.rl.update import UpdateContext, epoch_minibatches, optimizer_step, update_summary
+
+
+def followed_actions(policy, rollouts: Rollouts, n_exec: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per decision: the un-normalised chunk of actions that followed its observation [N, H, A], and its
+    padding mask [N, H] (True past the trajectory's end)."""
+    chunks = policy.normalizer.unnormalize(ACTION_KEY, rollouts.chains[:, -1].float())
+    horizon = chunks.shape[1]
+    targets = chunks.clone()
+    pads = torch.zeros(chunks.shape[:2], dtype=torch.bool)
+    for traj in rollouts.trajectories:
+        for j, i in enumerate(traj.decisions):
+            rows = n_exec
+            for nxt in traj.decisions[j + 1:]:  # a chunk longer than two decisions reaches further ahead
+                take = min(n_exec, horizon - rows)
+                if take <= 0:
+                    break
+                targets[i, rows:rows + take] = chunks[nxt, :take]
+                rows += take
+            pads[i, rows:] = True
+    return targets, pads
+
+
+class DemoFrames:
+    """The frames of a LeRobot dataset, drawn as policy batches (the dataset's chunked actions)."""
+
+    def __init__(self, root: str, policy):
+        from vla.data.dataset import LeRobotDataset
+
+        self.dataset = LeRobotDataset(root, action_horizon=policy.config.chunk_size)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def sample(self, n: int, keys: list[str], generator: torch.Generator) -> dict:
+        """n frames drawn with replacement, with the given observation keys (the rollouts' ones)."""
+        idx = torch.randint(len(self.dataset), (n,), generator=generator).tolist()
+        items = [self.dataset[i] for i in idx]
+        batch = {k: torch.stack([torch.as_tensor(item[k]) for item in items]) for k in keys + [ACTION_KEY, PAD_KEY]}
+        batch["task"] = [item["task"] for item in items]
+        return batch
+
+
+def _flow_loss(policy, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    """The SFT loss; its noise and flow time come from torch's global generators, seeded here from the
+    run's generator so that a resumed run draws the same ones."""
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    devices = [policy.device] if policy.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        loss, _ = policy(batch)
+    return loss
+
+
+def filtered_bc_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
+    """One filtered-BC update from a batch of rollouts; cfg is an RLConfig. Returns statistics."""
+    # 1. the decisions of successful trajectories
+    success = rollouts.trajectory_success().bool()
+    kept = success[rollouts.traj_ids].nonzero().squeeze(1)
+    stats = {"kept_trajectories": float(success.sum()), "kept_decisions": float(kept.numel())}
+    if kept.numel() == 0:
+        return {**stats, "skipped_update": 1.0}
+
+    # 2. what followed each observation
+    n_exec = ctx.n_action_steps or ctx.policy.config.n_action_steps
+    targets, pads = followed_actions(ctx.policy, rollouts, n_exec)
+    keys = [k for k in rollouts.observations if k != "task"]
+
+    # 3. flow-matching epochs on the kept decisions, each minibatch with as many demo frames
+    rows = []
+    for mb in epoch_minibatches(kept, cfg.epochs, cfg.minibatch_size, ctx.generator, cfg.grad_accumulation):
+        batch = rollouts.observation_batch(mb.idx)
+        batch[ACTION_KEY], batch[PAD_KEY] = targets[mb.idx], pads[mb.idx]
+        own = _flow_loss(ctx.policy, batch, ctx.generator)
+        loss, row = own, {"own_loss": float(own.detach())}
+        if ctx.demos is not None and cfg.demo_weight > 0:
+            demo = _flow_loss(ctx.policy, ctx.demos.sample(mb.idx.numel(), keys, ctx.generator), ctx.generator)
+            loss = own + cfg.demo_weight * demo
+            row["demo_loss"] = float(demo.detach())
+        row["policy_loss"] = float(loss.detach())
+        rows.append({**row, **optimizer_step(ctx, loss, cfg.grad_clip, mb)})
+    return {**stats, "skipped_update": 0.0, **update_summary(rows, False)}
