@@ -1,6 +1,8 @@
 """Timing of the ROS 2 loop over DDS on loopback: sim arm (own process) <-> policy node.
 
-Measures, with a zero-cost policy so only the bridge is timed (inference excluded):
+Measures, with a zero-cost stand-in policy so only the bridge is timed (inference excluded), or with
+a real checkpoint (`--policy DIR`: the node's own inference thread runs it on the images and joint
+states the sim arm publishes, end-effector actions through the Panda kinematics, as `vla serve-ros`):
 - added latency = joint-state stamp -> node callback, + control tick (wake-up -> publish
   returned), + command stamp -> sim arm callback; p50 / p99 of each and of the sum of p99s;
 - control period jitter: |period between wake-ups - nominal|, p50 / p99 / max;
@@ -112,18 +114,20 @@ def pct(values, q) -> float:
     return float(np.percentile(np.asarray(values) * 1e3, q)) if len(values) else float("nan")
 
 
-def run(rate_hz: float, seconds: float, variant: str = "baseline", inference_ms: float = 0.0) -> dict:
+def run(rate_hz: float, seconds: float, variant: str = "baseline", inference_ms: float = 0.0,
+        policy: str | None = None) -> dict:
     settings = VARIANTS[variant]
     default_switch = sys.getswitchinterval()
     if settings["switch_interval_s"] is not None:
         sys.setswitchinterval(settings["switch_interval_s"])
     try:
-        return _run(rate_hz, seconds, variant, settings, inference_ms)
+        return _run(rate_hz, seconds, variant, settings, inference_ms, policy)
     finally:
         sys.setswitchinterval(default_switch)
 
 
-def _run(rate_hz: float, seconds: float, variant: str, settings: dict, inference_ms: float) -> dict:
+def _run(rate_hz: float, seconds: float, variant: str, settings: dict, inference_ms: float,
+         policy: str | None) -> dict:
     from vla.real_robot.robot_config import load_robot_config
     from vla.real_robot.ros_env import import_rclpy, prepare_ros_environment
 
@@ -152,8 +156,24 @@ def _run(rate_hz: float, seconds: float, variant: str, settings: dict, inference
     context = rclpy.Context()
     rclpy.init(context=context)
     options = PolicyNodeOptions(executor=settings["executor"], realtime_priority=settings["realtime_priority"])
-    node = PolicyNode(config, WigglePolicy(inference_ms / 1e3), JointActionBridge(7, 20.0, rate_hz), options=options,
-                      context=context, batch_builder=lambda obs, cams: obs)
+    if policy is None:
+        node = PolicyNode(config, WigglePolicy(inference_ms / 1e3), JointActionBridge(7, 20.0, rate_hz),
+                          options=options, context=context, batch_builder=lambda obs, cams: obs)
+    else:  # what `vla serve-ros --policy DIR` builds: the real policy, bridge and safety layer
+        from vla.real_robot.ros_serve import check_policy_fits, load_policy, make_bridge, policy_shape, workspace_check
+        from vla.real_robot.safety import SafetyLayer
+
+        model = load_policy(policy)
+        bridge, kinematics = make_bridge(config, "end_effector_delta", 20.0)
+        check_policy_fits(config, bridge, policy_shape(model))
+        safety = SafetyLayer(config, forward_kinematics=workspace_check(config, kinematics))
+        batch_builder = None
+        if policy.startswith(("ws://", "wss://")):  # inference in another process (`vla serve-policy`)
+            from vla.real_robot.policy_client import numpy_batch
+
+            batch_builder = numpy_batch
+        node = PolicyNode(config, model, bridge, options=options, safety=safety, context=context,
+                          batch_builder=batch_builder)
     if settings["dds_realtime_priority"] > 0:
         from vla.real_robot.node_threads import set_dds_threads_realtime
 
@@ -166,9 +186,10 @@ def _run(rate_hz: float, seconds: float, variant: str, settings: dict, inference
             if time.monotonic() > deadline or not arm.is_alive():
                 raise RuntimeError("the sim arm's observations never reached the node")
             time.sleep(0.05)
-        pub.publish(String(data="wiggle"))
+        instruction = "wiggle" if policy is None else "lift the red cube"
+        pub.publish(String(data=instruction))
         time.sleep(0.2)
-        pub.publish(String(data="wiggle"))
+        pub.publish(String(data=instruction))
         node.safety.enable()
         time.sleep(1.0)  # settle
         for d in (node.tick_starts, node.tick_compute_s, node.obs_transport_s):
@@ -202,6 +223,8 @@ def _run(rate_hz: float, seconds: float, variant: str, settings: dict, inference
     return {
         "variant": variant,
         "inference_ms": inference_ms,
+        "policy": policy,
+        "inference_ms_p50_p99": [pct(list(node.inference_s), 50), pct(list(node.inference_s), 99)],
         "rate_hz": rate_hz,
         "load_average_1min": os.getloadavg()[0],
         "ticks": int(len(ticks)),
@@ -225,16 +248,19 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--inference-ms", type=float, default=0.0,
                         help="stand-in inference time (sleeps, GIL released); 0: back to back")
+    parser.add_argument("--policy", help="a real policy instead of the stand-in (end-effector actions): a checkpoint "
+                        "folder (inference in the node's process) or ws://HOST:PORT of `vla serve-policy` (its own)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     results = []
     for rate in [r for r in args.rates for _ in range(args.repeats)]:
         for variant in args.variants:  # interleaved, so each pair of variants sees similar load
-            results.append(run(rate, args.seconds, variant, args.inference_ms))
+            results.append(run(rate, args.seconds, variant, args.inference_ms, args.policy))
             r = results[-1]
             print(f"{variant:>8} {rate:5.0f} Hz  jitter p50/p99/max {r['jitter_ms']['p50']:.2f}/"
                   f"{r['jitter_ms']['p99']:.2f}/{r['jitter_ms']['max']:.2f} ms  added latency p99 sum "
-                  f"{r['added_latency_p99_sum_ms']:.2f} ms  hold {r['hold_after_obs_stop_ms']} ms  "
+                  f"{r['added_latency_p99_sum_ms']:.2f} ms  inference p50/p99 {r['inference_ms_p50_p99'][0]:.1f}/"
+                  f"{r['inference_ms_p50_p99'][1]:.1f} ms  hold {r['hold_after_obs_stop_ms']} ms  "
                   f"load {r['load_average_1min']:.2f}", file=sys.stderr, flush=True)
             if args.json:  # after every run: a long session that dies keeps what it measured
                 args.json.write_text(json.dumps(results, indent=2))

@@ -92,14 +92,18 @@ def check_policy_fits(config: RobotConfig, bridge, shape: dict | None) -> None:
 
 def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta", policy_rate_hz: float = 20.0,
               device: str = "cpu", domain_id: int | None = None, enable_on_start: bool = False,
-              realtime_priority: int = 0, stop: threading.Event | None = None) -> None:
+              realtime_priority: int = 0, inference_process: bool = False,
+              stop: threading.Event | None = None) -> None:
     """Run the policy node until Ctrl-C/SIGTERM (or `stop` is set). Motion waits for ~/enable_motion
     unless enable_on_start (for simulation only).
 
     realtime_priority > 0 puts the control and callback threads, and Fast DDS's own receive and
     send threads, at SCHED_FIFO and lowers this process's GIL switch interval to 0.5 ms, so that
     a real-time thread waiting for the GIL gets it within that time from a busy Python thread,
-    not Python's default 5 ms (benchmarks/ros_loop.py)."""
+    not Python's default 5 ms (benchmarks/ros_loop.py).
+
+    inference_process runs a local checkpoint in a child process (real_robot/inference_process.py),
+    so inference's Python work never holds the control loop's GIL."""
     from vla.real_robot.ros_env import import_rclpy, prepare_ros_environment
 
     config = load_robot_config(robot)  # config errors surface before anything heavy loads
@@ -107,8 +111,21 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
     prepare_ros_environment(domain_id)
     rclpy = import_rclpy()
     bridge, kinematics = make_bridge(config, action_space, policy_rate_hz)
-    model = load_policy(policy, device)
-    check_policy_fits(config, bridge, policy_shape(model))
+    remote = policy.startswith(("ws://", "wss://"))
+    child = None
+    if inference_process and not remote:
+        from vla.real_robot.inference_process import LocalPolicyProcess
+
+        child = LocalPolicyProcess(policy, device)
+        model, remote = child.client, True
+    else:
+        model = load_policy(policy, device)
+    try:
+        check_policy_fits(config, bridge, policy_shape(model))
+    except RobotConfigError:
+        if child is not None:
+            child.close()
+        raise
     from vla.real_robot.ros_node import PolicyNode, PolicyNodeOptions
     from vla.real_robot.safety import SafetyLayer
 
@@ -118,7 +135,7 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
     try:
         safety = SafetyLayer(config, forward_kinematics=workspace_check(config, kinematics))
         batch_builder = None
-        if policy.startswith(("ws://", "wss://")):
+        if remote:
             from vla.real_robot.policy_client import numpy_batch
 
             batch_builder = numpy_batch  # the server makes tensors; the robot needs no torch
@@ -140,6 +157,8 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
         if node is not None:
             node.close()
         rclpy.shutdown(context=context)
+        if child is not None:
+            child.close()
 
 
 def run_sim_arm(robot: str, task: str = "lift", state_rate_hz: float = 100.0, image_rate_hz: float = 10.0,

@@ -494,6 +494,10 @@ class ServeRosConfig:
     enable_on_start: bool = False
     # SCHED_FIFO priority for the control and callback threads (0: off; needs CAP_SYS_NICE).
     realtime_priority: int = 0
+    # Run a local checkpoint in a child process (a loopback policy server) instead of the node's
+    # inference thread: its Python work then never holds the control loop's GIL (halved the p99
+    # jitter with the tiny VLA on a loaded 2-core machine, BENCHMARKS.md).
+    inference_process: bool = False
 
 
 @dataclass

@@ -108,7 +108,9 @@ def stop_all(procs: list[subprocess.Popen], timeout_s: float = 15.0) -> list[int
     return codes
 
 
-def test_trained_policy_checkpoint_drives_the_sim_arm_safely(tmp_path):
+# inference_process: the same checkpoint behind a loopback policy server in a child process of serve-ros
+@pytest.mark.parametrize("inference_process", [False, True], ids=["inference_thread", "inference_process"])
+def test_trained_policy_checkpoint_drives_the_sim_arm_safely(tmp_path, inference_process):
     raw = yaml.safe_load(PANDA.read_text())
     raw["max_observation_age_s"] = 0.4  # 10 Hz CPU-rendered images on a shared 2-core machine
     robot = tmp_path / "robot.yaml"
@@ -132,8 +134,8 @@ def test_trained_policy_checkpoint_drives_the_sim_arm_safely(tmp_path):
     try:
         procs.append(start(["sim-arm", f"--robot={robot}", f"--domain_id={domain_id}"], arm_log, env))
         checkpoint = save_tiny_policy(tmp_path / "policy", state_dim=8, action_mean=ACTION_MEAN)  # while it starts
-        procs.append(start(["serve-ros", f"--policy={checkpoint}", f"--robot={robot}", f"--domain_id={domain_id}"],
-                           node_log, env))
+        procs.append(start(["serve-ros", f"--policy={checkpoint}", f"--robot={robot}", f"--domain_id={domain_id}",
+                            f"--inference_process={str(inference_process).lower()}"], node_log, env))
         operator = Operator(config, context)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(operator)
