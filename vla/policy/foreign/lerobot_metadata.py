@@ -35,8 +35,9 @@ def lerobot_normalization(directory: Path, raw: dict, state_dim: int, action_dim
     if not stats:
         raise CheckpointError(f"{directory}: no normalisation statistics (policy_preprocessor.json with a "
                               "normalizer_processor step and its safetensors); a policy never runs un-normalised")
-    mode, our_stats = normalization(raw.get("normalization_mapping", {}), stats, directory, state_dim, action_dim)
-    return mode, our_stats, float(norm_step.get("eps", 1e-8))
+    eps = float(norm_step.get("eps", 1e-8))
+    mode, our_stats = normalization(raw.get("normalization_mapping", {}), stats, directory, state_dim, action_dim, eps)
+    return mode, our_stats, eps
 
 
 def prompt_length(directory: Path, raw: dict) -> int:
@@ -74,21 +75,28 @@ def tokenizer_step(directory: Path) -> dict:
     return {}
 
 
-def normalization(mapping: dict, stats: dict, directory: Path, state_dim: int, action_dim: int) -> tuple[str, dict]:
-    """Our (mode, stats) for lerobot's per-feature-type modes; QUANTILES is min_max over (q01, q99)."""
-    modes = {mapping.get("STATE", "MEAN_STD"), mapping.get("ACTION", "MEAN_STD")}
-    if len(modes) != 1:
-        raise CheckpointError(f"{directory}: state and action use different normalisations {sorted(modes)}; "
-                              "this policy normalises both the same way")
-    mode = modes.pop()
-    needs = {"MEAN_STD": ("mean", "std"), "MIN_MAX": ("min", "max"), "QUANTILES": ("q01", "q99"),
-             "QUANTILE10": ("q10", "q90"), "IDENTITY": ()}
-    if mode not in needs:
-        raise CheckpointError(f"{directory}: normalisation mode {mode!r} is not supported")
+NEEDS = {"MEAN_STD": ("mean", "std"), "MIN_MAX": ("min", "max"), "QUANTILES": ("q01", "q99"),
+         "QUANTILE10": ("q10", "q90"), "IDENTITY": ()}
+
+
+def normalization(mapping: dict, stats: dict, directory: Path, state_dim: int, action_dim: int,
+                  eps: float = 1e-8) -> tuple[str, dict]:
+    """Our (mode, stats) for lerobot's per-feature-type modes; QUANTILES is min_max over (q01, q99).
+
+    lerobot lets state and action use different modes; our Normalizer has one. Where they differ,
+    the range-type feature (MIN_MAX, QUANTILES) is written as the mean-std affine map it is:
+    2 (x - lo) / (hi - lo + eps) - 1 = (x - m) / (s + eps) with s = (hi - lo + eps) / 2 - eps and
+    m = lo + (hi - lo + eps) / 2, exact up to float rounding."""
+    modes = {STATE: mapping.get("STATE", "MEAN_STD"), ACTION: mapping.get("ACTION", "MEAN_STD")}
+    for mode in modes.values():
+        if mode not in NEEDS:
+            raise CheckpointError(f"{directory}: normalisation mode {mode!r} is not supported")
+    kind = {f: "mean_std" if m in ("MEAN_STD", "IDENTITY") else "min_max" for f, m in modes.items()}
+    ours = kind[ACTION] if kind[STATE] == kind[ACTION] else "mean_std"
     out = {}
     for feature, dim in ((STATE, state_dim), (ACTION, action_dim)):
-        have = stats.get(feature, {})
-        absent = [s for s in needs[mode] if s not in have]
+        mode, have = modes[feature], stats.get(feature, {})
+        absent = [s for s in NEEDS[mode] if s not in have]
         if absent:
             raise CheckpointError(
                 f"{directory}: no normalisation statistics {absent} for {feature!r} ({mode}); the checkpoint's "
@@ -99,7 +107,11 @@ def normalization(mapping: dict, stats: dict, directory: Path, state_dim: int, a
             out[feature] = {"mean": have["mean"], "std": have["std"], "min": -ones, "max": ones}
         elif mode == "IDENTITY":
             out[feature] = {"mean": zeros, "std": ones, "min": -ones, "max": ones}
-        else:
-            lo, hi = needs[mode]
+        elif ours == "min_max":
+            lo, hi = NEEDS[mode]
             out[feature] = {"mean": zeros, "std": ones, "min": have[lo], "max": have[hi]}
-    return ("mean_std" if mode in ("MEAN_STD", "IDENTITY") else "min_max"), out
+        else:  # a range mode beside a mean-std one: its exact affine equivalent
+            lo, hi = (have[k].double() for k in NEEDS[mode])
+            half = (hi - lo + eps) / 2
+            out[feature] = {"mean": (lo + half).float(), "std": (half - eps).float(), "min": -ones, "max": ones}
+    return ours, out
