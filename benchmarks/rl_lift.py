@@ -12,6 +12,8 @@ N iterations, once per seed, and writes
 
     python benchmarks/rl_lift.py --algo grpo --policy outputs/quickstart/train/policy --iterations 30 --seeds 0 1 2
     python benchmarks/rl_lift.py --algo ppo --policy P --iterations 1 --seeds 0 --eval-episodes 0   # smoke run
+    python benchmarks/rl_lift.py --algo filtered_bc --config configs/rl/lift_state_filtered_bc.yaml --policy P \
+        --iterations 15 --seeds 0 1 2 -- --demos=<its SFT demos>
 
 Extra arguments after `--` are passed to the RL config (`-- --lr=2e-5 --n_groups=8`). A killed
 benchmark resumes each seed from its last checkpoint when run again with the same arguments, and
@@ -161,7 +163,7 @@ def main() -> None:
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--algo", choices=["grpo", "ppo"], required=True)
+    parser.add_argument("--algo", choices=["grpo", "ppo", "filtered_bc"], required=True)
     parser.add_argument("--policy", required=True, help="supervised policy checkpoint directory")
     parser.add_argument("--config", help="RL config file (default: configs/rl/lift_<algo>.yaml)")
     parser.add_argument("--iterations", type=int, default=30)
