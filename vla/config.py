@@ -173,6 +173,9 @@ class EvalConfig:
     batched_inference: bool = False
     # Replace a non-empty output_dir (without it, a non-empty output_dir is refused).
     overwrite: bool = False
+    # Suites: continue an interrupted evaluation in output_dir; tasks already finished there (tasks/*.json,
+    # with their videos) are kept, the rest run. Refused if the earlier run used other settings.
+    resume: bool = False
 
 
 def parse_config(cls: type[T], argv: list[str], command: str = "") -> T:

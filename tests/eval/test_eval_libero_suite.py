@@ -158,3 +158,33 @@ def test_protocol_config_follows_the_published_protocol():
     assert deviations() == [] and deviations("--suite=libero_goal") == []
     assert deviations("--env.image_size=128") == ["images rendered at 128 px; the protocol renders 256 px"]
     assert deviations("--suite_max_steps=8") == ["step limit 8 instead of the suite's 220"]
+
+
+def test_an_interrupted_suite_evaluation_resumes_where_it_stopped(policy_dir, tmp_path, capsys):
+    args = [f"--policy={policy_dir}", "--suite=libero_spatial", "--task_ids=[0,1]", "--n_episodes=2", "--n_envs=2",
+            "--n_videos=1", "--suite_max_steps=3", "--env.image_size=32"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["eval", f"--output_dir={straight}", *args]) == 0
+    assert main(["eval", f"--output_dir={resumed}", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "libero_spatial/0 (1/2): " in printed and "min left for 1 task(s)" in printed  # the suite's ETA
+    # Interrupted after the first task: its file and video stay, the second task's and the report do not.
+    (resumed / "tasks" / "libero_spatial_1.json").unlink()
+    (resumed / "eval_info.json").unlink()
+    kept = (resumed / "tasks" / "libero_spatial_0.json").read_text()
+    assert main(["eval", f"--output_dir={resumed}", *args]) == 2  # not without --resume
+    assert "or --resume=true to continue" in capsys.readouterr().err
+    assert main(["eval", f"--output_dir={resumed}", "--resume=true", *args]) == 0
+    assert "libero_spatial/0 (1/2): kept from the earlier run" in capsys.readouterr().out
+    assert (resumed / "tasks" / "libero_spatial_0.json").read_text() == kept  # not evaluated again
+    a, b = (json.loads((d / "eval_info.json").read_text()) for d in (straight, resumed))
+    drop = {"eval_s", "eval_ep_s"}
+    assert [{k: v for k, v in e.items() if k not in drop} for e in a["per_episode"]] == \
+           [{k: v for k, v in e.items() if k not in drop} for e in b["per_episode"]]
+    assert sorted(Path(p).name for p in a["video_paths"]) == sorted(Path(p).name for p in b["video_paths"])
+    assert all(Path(p).is_file() for p in b["video_paths"])
+    # Other settings than the interrupted run's are refused, naming them.
+    assert main(["eval", f"--output_dir={resumed}", "--resume=true", *args[:-1], "--env.image_size=48"]) == 2
+    assert "evaluated with other settings (image_size)" in capsys.readouterr().err
+    assert main(["eval", f"--output_dir={tmp_path / 'none'}", "--resume=true", *args]) == 2
+    assert "nothing to resume" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -9,7 +11,7 @@ from torch.utils.tensorboard import SummaryWriter
 from vla.config import ConfigError, EvalConfig, resolve_threads, write_resolved_config
 from vla.atomic_io import write_json_atomic
 from vla.eval.report import build_eval_info, format_table, plot_results, write_videos
-from vla.eval.runner import evaluate_policy
+from vla.eval.runner import EpisodeResult, evaluate_policy
 from vla.policy.registry import load_policy
 from vla.run_dir import claim_output_dir, removed_on_user_error
 
@@ -95,29 +97,90 @@ def _label(episodes, task, limit: int) -> None:
         e.suite, e.task_index, e.task_name = task.suite, task.index, task.name
 
 
-def _evaluate_suite(cfg: EvalConfig, policy, env_kwargs: dict, tasks: list, progress: bool):
-    """Every (selected) task of a LIBERO suite, each from the suite's fixed initial states."""
+TASKS_DIR = "tasks"  # one finished task's episodes per file: what --resume keeps
+
+
+def _task_settings(cfg: EvalConfig, env_kwargs: dict, task, limit: int) -> dict:
+    """What a finished task's results depend on; a resumed run must match them."""
+    return {"policy": str(Path(cfg.policy).resolve()), "task": task.full_name, "n_episodes": cfg.n_episodes,
+            "seed": cfg.seed, "max_episode_steps": limit, "n_action_steps": cfg.n_action_steps,
+            "cameras": list(env_kwargs["cameras"]), "image_size": env_kwargs["image_size"],
+            "image_convention": env_kwargs.get("image_convention"), "batched_inference": cfg.batched_inference,
+            "n_videos": cfg.n_videos}
+
+
+def _episode_from_json(row: dict) -> EpisodeResult:
+    names = {f.name for f in dataclasses.fields(EpisodeResult)} - {"frames"}
+    return EpisodeResult(**{k: v for k, v in row.items() if k in names})
+
+
+def _finished_task(path: Path, settings: dict):
+    """(episodes, seconds, video paths) of a task an earlier run finished, or None; ConfigError if that run
+    used other settings."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("settings") != settings:
+        differ = sorted(k for k in settings if saved.get("settings", {}).get(k) != settings[k])
+        raise ConfigError(f"--resume: {path} was evaluated with other settings ({', '.join(differ)}); "
+                          "rerun with those, or with --overwrite=true to start over")
+    return [_episode_from_json(e) for e in saved["episodes"]], float(saved["seconds"]), list(saved["videos"])
+
+
+def _evaluate_suite(cfg: EvalConfig, policy, env_kwargs: dict, tasks: list, progress: bool, out: Path):
+    """Every (selected) task of a LIBERO suite, each from the suite's fixed initial states. Each finished
+    task is written to out/tasks/ with its videos at once, so an interrupted run resumes (--resume=true)."""
     import time
 
     env_kwargs = dict(env_kwargs, max_episode_steps=cfg.suite_max_steps or None)
-    start, episodes = time.time(), []
+    seconds, episodes, videos, run_s, ran = 0.0, [], [], [], 0
     for n, task in enumerate(tasks):
-        task_episodes, _ = evaluate_policy(policy, dict(env_kwargs, task=task.full_name), cfg.n_episodes,
-                                           cfg.n_envs, cfg.seed, cfg.n_videos, cfg.n_action_steps, progress,
-                                           fixed_init_states=True, desc=f"{task.full_name} ({n + 1}/{len(tasks)})",
-                                           batched_inference=cfg.batched_inference,
-                                           envs_per_worker=cfg.envs_per_worker)
-        _label(task_episodes, task, cfg.suite_max_steps or task.max_episode_steps)
+        limit = cfg.suite_max_steps or task.max_episode_steps
+        path = out / TASKS_DIR / f"{task.suite}_{task.index}.json"
+        settings = _task_settings(cfg, env_kwargs, task, limit)
+        finished = _finished_task(path, settings) if cfg.resume else None
+        if finished is not None:
+            task_episodes, task_s, task_videos = finished
+            print(f"{task.full_name} ({n + 1}/{len(tasks)}): kept from the earlier run "
+                  f"({sum(e.success for e in task_episodes)}/{len(task_episodes)} successes)")
+        else:
+            start = time.time()
+            task_episodes, _ = evaluate_policy(policy, dict(env_kwargs, task=task.full_name), cfg.n_episodes,
+                                               cfg.n_envs, cfg.seed, cfg.n_videos, cfg.n_action_steps, progress,
+                                               fixed_init_states=True, desc=f"{task.full_name} ({n + 1}/{len(tasks)})",
+                                               batched_inference=cfg.batched_inference,
+                                               envs_per_worker=cfg.envs_per_worker)
+            _label(task_episodes, task, limit)
+            task_videos = write_videos([e for e in task_episodes if e.frames], out / "videos",
+                                       fps=cfg.env.control_freq)
+            task_s = time.time() - start
+            rows = [{k: v for k, v in dataclasses.asdict(e).items() if k != "frames"} for e in task_episodes]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, {"settings": settings, "seconds": task_s, "videos": task_videos,
+                                     "episodes": rows})
+            run_s.append(task_s)
+            left = len(tasks) - n - 1
+            eta = f"; about {left * sum(run_s) / len(run_s) / 60:.0f} min left for {left} task(s)" if left else ""
+            print(f"{task.full_name} ({n + 1}/{len(tasks)}): {sum(e.success for e in task_episodes)}/"
+                  f"{len(task_episodes)} successes in {task_s:.0f} s{eta}", flush=True)
+            ran += 1
         for e in task_episodes:
-            e.episode_index += len(episodes)  # unique across the run; task_id and init_state_index say which
+            e.episode_index = len(episodes) + e.init_state_index  # unique across the run, resumed or not
         episodes.extend(task_episodes)
-    return episodes, time.time() - start
+        videos.extend(task_videos)
+        seconds += task_s
+    return episodes, seconds, videos
 
 
 def validate(cfg: EvalConfig) -> None:
     for name in ("n_envs", "envs_per_worker"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.resume and not cfg.suite:
+        raise ConfigError("--resume=true continues a suite evaluation (--suite); a single-task evaluation "
+                          "starts over (--overwrite=true)")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("--resume=true and --overwrite=true contradict each other: choose one")
 
 
 def _libero_protocol(cfg: EvalConfig, policy, env_kwargs: dict, tasks: list) -> dict:
@@ -171,7 +234,9 @@ def _warn_libero(protocol: dict, policy) -> None:
 
 def run_eval(cfg: EvalConfig, progress: bool = True, policy=None) -> dict:
     validate(cfg)  # before the output folder is claimed
-    out = claim_output_dir(cfg.output_dir, cfg.overwrite)
+    if cfg.resume and not (Path(cfg.output_dir) / TASKS_DIR).is_dir():
+        raise ConfigError(f"--resume=true but {Path(cfg.output_dir) / TASKS_DIR} does not exist: nothing to resume")
+    out = Path(cfg.output_dir) if cfg.resume else claim_output_dir(cfg.output_dir, cfg.overwrite, resumable=bool(cfg.suite))
     resolve_threads(cfg.num_threads)
     with removed_on_user_error(out):
         return _run_eval(cfg, out, progress, policy)
@@ -194,7 +259,7 @@ def _run_eval(cfg: EvalConfig, out: Path, progress: bool, policy) -> dict:
         protocol = _libero_protocol(cfg, policy, env_kwargs, tasks or [get_libero_task(cfg.env.task)])
         _warn_libero(protocol, policy)
     if cfg.suite:
-        episodes, seconds = _evaluate_suite(cfg, policy, env_kwargs, tasks, progress)
+        episodes, seconds, videos = _evaluate_suite(cfg, policy, env_kwargs, tasks, progress, out)
     else:
         episodes, seconds = evaluate_policy(policy, env_kwargs, cfg.n_episodes, cfg.n_envs, cfg.seed, cfg.n_videos,
                                             cfg.n_action_steps, progress, batched_inference=cfg.batched_inference,
@@ -203,7 +268,7 @@ def _run_eval(cfg: EvalConfig, out: Path, progress: bool, policy) -> dict:
             e.task_id, e.max_episode_steps = cfg.env.task, cfg.env.max_episode_steps
         if libero:
             _label(episodes, get_libero_task(cfg.env.task), cfg.env.max_episode_steps)
-    videos = write_videos([e for e in episodes if e.frames], out / "videos", fps=cfg.env.control_freq)
+        videos = write_videos([e for e in episodes if e.frames], out / "videos", fps=cfg.env.control_freq)
     info = build_eval_info(episodes, seconds, cfg.seed, videos)
     if protocol is not None:
         info["protocol"].update(protocol)
