@@ -30,30 +30,26 @@ from common import write_json  # noqa: E402  (benchmarks/common.py)
 from vla.eval.runner import run_episodes  # noqa: E402
 from vla.policy.flow_matching_policy import ACTION_KEY, IMAGE_PREFIX, PAD_KEY  # noqa: E402
 from vla.policy.registry import load_policy  # noqa: E402
+from vla.rl.filtered_bc import followed_actions  # noqa: E402
 from vla.rl.rollout import RolloutEngine, Rollouts, SamplingSpec  # noqa: E402
 from vla.sim import VectorEnv  # noqa: E402
 from vla.train.augment import random_shift  # noqa: E402
 
 
 def successful_examples(policy, rollouts: Rollouts) -> dict[str, list]:
-    """Per decision of every successful trajectory: observation and the chunk of actions that followed."""
-    chunks = policy.normalizer.unnormalize(ACTION_KEY, rollouts.chains[:, -1])  # [N, H, A]
-    n_exec = policy.config.n_action_steps  # the rows each decision executed (the engine's default)
+    """Per decision of every successful trajectory: observation and the chunk of actions that followed
+    (vla/rl/filtered_bc.py's targets, which `vla rl --algo filtered_bc` trains on)."""
+    targets, pads = followed_actions(policy, rollouts, policy.config.n_action_steps)
     keys = [k for k in rollouts.observations if k != "task"]
     out: dict[str, list] = {k: [] for k in keys + [ACTION_KEY, PAD_KEY, "task"]}
     for traj in rollouts.trajectories:
         if not traj.success:
             continue
-        for j, i in enumerate(traj.decisions):
-            actions, pad = chunks[i].clone(), torch.zeros(chunks.shape[1], dtype=torch.bool)
-            if j + 1 < len(traj.decisions):
-                actions[n_exec:] = chunks[traj.decisions[j + 1]][: chunks.shape[1] - n_exec]
-            else:
-                pad[n_exec:] = True
+        for i in traj.decisions:
             for k in keys:
                 out[k].append(rollouts.observations[k][i])
-            out[ACTION_KEY].append(actions)
-            out[PAD_KEY].append(pad)
+            out[ACTION_KEY].append(targets[i])
+            out[PAD_KEY].append(pads[i])
             out["task"].append(rollouts.observations["task"][i])
     return out
 
