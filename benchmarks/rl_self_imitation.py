@@ -107,6 +107,8 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=1)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--eval-seed", type=int, default=100_000)
+    parser.add_argument("--eval-every", type=int, default=1, help="evaluate after every k-th round (and the last)")
+    parser.add_argument("--save", help="save the final policy here")
     parser.add_argument("--demos", help="a LeRobot dataset (the SFT demos) kept in every round's fine-tuning set")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -132,15 +134,22 @@ def main() -> None:
                 data.setdefault(k, []).extend(v)
             rollout_s = time.perf_counter() - start
             first, last = fine_tune(policy, data, args.steps, args.lr, args.batch_size, 4, generator)
-            episodes = run_episodes(policy, env, args.eval_episodes, args.eval_seed, progress=False)
+            evaluate = (r + 1) % args.eval_every == 0 or r + 1 == args.rounds
+            episodes = run_episodes(policy, env, args.eval_episodes, args.eval_seed, progress=False) if evaluate else []
             row = {"round": r, "rollout_success": float(rollouts.trajectory_success().mean()),
-                   "examples": len(data["task"]) - n_demo_frames, "demo_frames": n_demo_frames, "env_steps": rollouts.env_steps, "loss_first": first,
-                   "loss_last": last, "eval_success": float(np.mean([e.success for e in episodes])),
+                   "examples": len(data["task"]) - n_demo_frames, "demo_frames": n_demo_frames,
+                   "env_steps": rollouts.env_steps, "loss_first": first, "loss_last": last,
+                   "eval_success": float(np.mean([e.success for e in episodes])) if episodes else None,
                    "rollout_s": rollout_s, "round_s": time.perf_counter() - start}
             rows.append(row)
-            print(f"round {r}: rollouts {row['rollout_success']:.0%} success, {row['examples']} examples (+{n_demo_frames} demo frames), "
-                  f"loss {first:.3f} -> {last:.3f}, evaluation {row['eval_success']:.0%} "
+            evaluation = f"evaluation {row['eval_success']:.0%}" if episodes else "no evaluation"
+            print(f"round {r}: rollouts {row['rollout_success']:.0%} success, {row['examples']} examples "
+                  f"(+{n_demo_frames} demo frames), loss {first:.3f} -> {last:.3f}, {evaluation} "
                   f"({row['round_s']:.0f} s)", flush=True)
+            if args.json:  # after every round: a long run that dies keeps what it measured
+                write_json(args.json, args, rows=rows)
+    if args.save:
+        policy.save_pretrained(args.save)
     if args.json:
         write_json(args.json, args, rows=rows)
 

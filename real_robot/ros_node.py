@@ -19,6 +19,7 @@ rate-limited log line per kind of fault.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -74,6 +75,8 @@ class PolicyNodeOptions:
     # scheduler alone). Needs CAP_SYS_NICE; without it one warning and normal priority. Inference
     # stays at normal priority: it computes for long stretches and must not starve the machine.
     realtime_priority: int = 0
+    # Publish the node's status (JSON in std_msgs/String on ~/status) this often (0: never).
+    status_rate_hz: float = 1.0
 
 
 class PolicyNode(Node):
@@ -142,6 +145,9 @@ class PolicyNode(Node):
         self.create_service(Trigger, config.topics.resume, self._srv_resume)
         self.create_service(Trigger, config.topics.enable, self._srv_enable)
         self.create_service(Trigger, config.topics.disable, self._srv_disable)
+        if self.options.status_rate_hz > 0:
+            self._status_publisher = self.create_publisher(String, "~/status", COMMAND_QOS)
+            self.create_timer(1.0 / self.options.status_rate_hz, self._publish_status)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "PolicyNode":
@@ -153,6 +159,39 @@ class PolicyNode(Node):
         self._new_observation.set()  # wake the inference thread so it sees the stop
         self.threads.stop(timeout_s)
         self.destroy_node()
+
+    # ------------------------------------------------------------ status
+    def status(self, window: int = 500) -> dict:
+        """What an operator's dashboard shows: motion permission and latch, interventions and dropped
+        messages so far, which inputs are stale, and the last `window` ticks' timing."""
+        now = self.clock()
+        with self._lock:
+            joints_age = None if self._joints is None else now - self._joints[2]
+            image_ages = {cam: now - stamp for cam, (_, stamp) in self._images.items()}
+            rejected = dict(self.rejected)
+        limit = self.config.max_observation_age_s
+        ages = {"joint_states": joints_age, **{cam: image_ages.get(cam) for cam in self.config.cameras}}
+        ticks = np.diff(np.array(list(self.tick_starts)[-window:]))
+        jitter = np.abs(ticks - 1.0 / self.config.control_rate_hz) * 1e3
+        inference = np.array(list(self.inference_s)[-window:]) * 1e3
+
+        def pct(values, q):
+            return round(float(np.percentile(values, q)), 3) if len(values) else None
+
+        return {
+            "stamp": now, "motion_enabled": self.safety.enabled, "latched": self.safety.latch,
+            "interventions": {k: n for k, n in self.safety.counts.items() if n},
+            "rejected_messages": rejected,
+            "stale_inputs": sorted(k for k, age in ages.items() if age is None or age > limit),
+            "input_age_ms": {k: None if age is None else round(age * 1e3, 1) for k, age in ages.items()},
+            "commands_published": self.commands_published, "chunks_submitted": self.chunks_submitted,
+            "inference_errors": self.inference_errors,
+            "control_jitter_ms": {"p50": pct(jitter, 50), "p99": pct(jitter, 99)},
+            "inference_ms": {"p50": pct(inference, 50), "p99": pct(inference, 99)},
+        }
+
+    def _publish_status(self) -> None:
+        self._status_publisher.publish(String(data=json.dumps(self.status())))
 
     # ------------------------------------------------------------ inputs
     def _reject(self, exc: MessageRejected) -> None:

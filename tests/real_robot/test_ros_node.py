@@ -184,3 +184,29 @@ def test_compressed_images_drive_the_policy_and_bad_ones_are_dropped(tmp_path):
         n = len(driver.commands_since(0.0))
         wait_for(lambda: len(driver.commands_since(0.0)) > n + 20, 5.0, "commands after the bad images")
         assert all(node.threads.alive) and node.inference_errors == 0
+
+
+def test_status_topic_reports_permission_interventions_staleness_and_timing(loop):
+    import json
+
+    from vla.real_robot.ros_node import COMMAND_QOS
+
+    driver, node, policy = loop
+    statuses: list[dict] = []
+    driver.create_subscription(String, "/vla_policy/status", lambda msg: statuses.append(json.loads(msg.data)),
+                               COMMAND_QOS)
+    wait_for(lambda: statuses and statuses[-1]["interventions"].get("not_enabled", 0) > 0, 8.0,
+             "a status with the not-enabled holds")
+    first = statuses[-1]
+    assert first["motion_enabled"] is False and first["latched"] is None and first["commands_published"] == 0
+    assert first["stale_inputs"] == [] and set(first["input_age_ms"]) == {"joint_states", "agentview"}
+    enable_and_move(driver, node)
+    wait_for(lambda: statuses[-1]["commands_published"] > 0, 3.0, "a status after commands")
+    moving = statuses[-1]
+    assert moving["motion_enabled"] is True and moving["control_jitter_ms"]["p99"] is not None
+    assert moving["inference_ms"]["p50"] is not None
+    driver.publishing = False
+    wait_for(lambda: "joint_states" in statuses[-1]["stale_inputs"], 4.0, "the joint states reported stale")
+    assert statuses[-1]["interventions"].get("stale_observation", 0) > 0
+    assert call(driver, "/vla_policy/emergency_stop").success
+    wait_for(lambda: statuses[-1]["latched"] == "emergency_stop", 3.0, "the e-stop latch in the status")
