@@ -72,10 +72,17 @@ class GripperConfig:
     min_dwell_s: float = 0.5
 
 
+INSTRUCTION_DURABILITIES = ("volatile", "transient_local")
+
+
 @dataclass
 class TopicsConfig:
     joint_states: str = "/joint_states"
     instruction: str = "/instruction"
+    # "volatile" (what `ros2 topic pub` offers by default) or "transient_local": a latched instruction, so a
+    # node (re)started after the operator published still gets the last one; publishers must then offer
+    # transient-local durability too (`ros2 topic pub --qos-durability transient_local ...`).
+    instruction_durability: str = "volatile"
     joint_trajectory: str = "/joint_trajectory_controller/joint_trajectory"
     forward_position: str = "/forward_position_controller/commands"
     emergency_stop: str = "~/emergency_stop"
@@ -161,6 +168,9 @@ class RobotConfig:
             raise RobotConfigError(f"output_mode {self.output_mode!r} is not one of {OUTPUT_MODES}")
         if self.trajectory_stamp not in TRAJECTORY_STAMPS:
             raise RobotConfigError(f"trajectory_stamp {self.trajectory_stamp!r} is not one of {TRAJECTORY_STAMPS}")
+        if self.topics.instruction_durability not in INSTRUCTION_DURABILITIES:
+            raise RobotConfigError(f"topics.instruction_durability {self.topics.instruction_durability!r} is not one "
+                                   f"of {INSTRUCTION_DURABILITIES}")
         for cam_name, cam in self.cameras.items():
             if cam.height <= 0 or cam.width <= 0:
                 raise RobotConfigError(f"camera {cam_name}: height and width must be positive")

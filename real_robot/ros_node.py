@@ -34,7 +34,7 @@ from vla.real_robot.ros_env import import_rclpy
 rclpy = import_rclpy()
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.node import Node  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy  # noqa: E402
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -55,6 +55,33 @@ _log = logging.getLogger("vla.real_robot.ros_node")
 # Latest-value topics: a late sample is worth less than the next one.
 SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# The instruction as a latched topic (topics.instruction_durability: transient_local): a transient-local
+# publisher's last message reaches a node that starts after it. Such a subscription cannot match a volatile
+# publisher (`ros2 topic pub`'s default), hence a config choice, not both at once: a second subscription
+# would make every volatile publisher warn that its messages are not delivered.
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class RosoutHandler(logging.Handler):
+    """Forwards the vla.real_robot log records (interventions, dropped messages, errors) to the node's
+    rclpy logger, so they reach /rosout beside stderr."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node_logger = node.get_logger()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.ERROR:
+                self.node_logger.error(message)
+            elif record.levelno >= logging.WARNING:
+                self.node_logger.warning(message)
+            else:
+                self.node_logger.info(message)
+        except Exception:  # a logging failure must never reach the control loop
+            self.handleError(record)
 FINGER_JOINTS = ["panda_finger_joint1", "panda_finger_joint2"]
 
 
@@ -133,8 +160,9 @@ class PolicyNode(Node):
             topic = compressed_topic(cam_cfg.topic) if cam_cfg.compressed else cam_cfg.topic
             self.create_subscription(msg_type, topic, lambda msg, cam=cam: self._on_image(cam, msg), SENSOR_QOS,
                                      callback_group=sensors)
-        self.create_subscription(String, config.topics.instruction, self._on_instruction, COMMAND_QOS,
-                                 callback_group=sensors)
+        latched = config.topics.instruction_durability == "transient_local"
+        self.create_subscription(String, config.topics.instruction, self._on_instruction,
+                                 LATCHED_QOS if latched else COMMAND_QOS, callback_group=sensors)
         if config.output_mode == "joint_trajectory":
             self._publisher = self.create_publisher(JointTrajectory, config.topics.joint_trajectory, COMMAND_QOS)
         else:
@@ -145,6 +173,8 @@ class PolicyNode(Node):
         self.create_service(Trigger, config.topics.resume, self._srv_resume)
         self.create_service(Trigger, config.topics.enable, self._srv_enable)
         self.create_service(Trigger, config.topics.disable, self._srv_disable)
+        self._rosout = RosoutHandler(self)
+        logging.getLogger("vla.real_robot").addHandler(self._rosout)
         if self.options.status_rate_hz > 0:
             self._status_publisher = self.create_publisher(String, "~/status", COMMAND_QOS)
             self.create_timer(1.0 / self.options.status_rate_hz, self._publish_status)
@@ -158,6 +188,7 @@ class PolicyNode(Node):
     def close(self, timeout_s: float = 5.0) -> None:
         self._new_observation.set()  # wake the inference thread so it sees the stop
         self.threads.stop(timeout_s)
+        logging.getLogger("vla.real_robot").removeHandler(self._rosout)
         self.destroy_node()
 
     # ------------------------------------------------------------ status

@@ -156,17 +156,24 @@ def write_config(tmp_path: Path, **overrides) -> Path:
 
 @contextlib.contextmanager
 def running_loop(tmp_path: Path, policy, output_mode: str = "joint_trajectory", options=None, batch_builder=None,
-                 make_safety=None, **overrides):
+                 make_safety=None, latched_instruction: str | None = None, **overrides):
     """(driver, policy node) talking over DDS in a private domain; torn down in any case.
-    make_safety(config) -> SafetyLayer replaces the node's default one (no workspace check)."""
+    make_safety(config) -> SafetyLayer replaces the node's default one (no workspace check).
+    latched_instruction: published on a transient-local topic before the policy node exists."""
     prepare_ros_environment(localhost_only=True)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=random.randint(100, 200))
     # A generous age: this 2-core machine is shared, and the stale tests stop the sensors outright.
     overrides = {"output_mode": output_mode, "max_observation_age_s": 0.3, **overrides}
     config = load_robot_config(write_config(tmp_path, **overrides))
-    node = driver = executor = spinner = None
+    node = driver = executor = spinner = latcher = None
     try:
+        if latched_instruction is not None:
+            from vla.real_robot.ros_node import LATCHED_QOS
+
+            latcher = Node("test_latcher", context=context)
+            latcher.create_publisher(String, config.topics.instruction, LATCHED_QOS).publish(
+                String(data=latched_instruction))
         node = PolicyNode(config, policy, JointActionBridge(7, policy_rate_hz=20.0, control_rate_hz=50.0),
                           options=options or PolicyNodeOptions(), batch_builder=batch_builder, context=context,
                           safety=make_safety(config) if make_safety is not None else None)
@@ -184,6 +191,8 @@ def running_loop(tmp_path: Path, policy, output_mode: str = "joint_trajectory", 
             executor.shutdown(timeout_sec=2.0)
         if driver is not None:
             driver.destroy_node()
+        if latcher is not None:
+            latcher.destroy_node()
         rclpy.shutdown(context=context)
         if spinner is not None:
             spinner.join(2.0)

@@ -61,6 +61,7 @@ def test_unknown_nested_key_names_key(tmp_path):
     ("control_rate_hz", 0.0, "control_rate_hz"),
     ("max_observation_age_s", -1.0, "max_observation_age_s"),
     ("workspace", {"min": [0, 0, 0], "max": [1, 1]}, "3 entries"),
+    ("topics", {"instruction_durability": "sticky"}, "topics.instruction_durability 'sticky' is not one of"),
 ])
 def test_bad_values_are_refused(tmp_path, key, value, fragment):
     data = _panda_dict()

@@ -15,7 +15,8 @@ try:
 except ImportError as exc:  # the [ros] extra is optional
     pytest.skip(f"rclpy is not importable, install the [ros] extra: {exc}", allow_module_level=True)
 
-from dds_loop import (HOME, OFFSET, assert_still, assert_within_limits, call, enable_and_move,  # noqa: E402
+import yaml  # noqa: E402
+from dds_loop import (HOME, OFFSET, PANDA, assert_still, assert_within_limits, call, enable_and_move,  # noqa: E402
                       running_loop, wait_for)
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
@@ -210,3 +211,24 @@ def test_status_topic_reports_permission_interventions_staleness_and_timing(loop
     assert statuses[-1]["interventions"].get("stale_observation", 0) > 0
     assert call(driver, "/vla_policy/emergency_stop").success
     wait_for(lambda: statuses[-1]["latched"] == "emergency_stop", 3.0, "the e-stop latch in the status")
+
+
+def test_a_latched_instruction_reaches_a_node_started_after_it_and_interventions_reach_rosout(tmp_path):
+    from rcl_interfaces.msg import Log
+
+    from vla.real_robot.ros_node import COMMAND_QOS
+
+    topics = yaml.safe_load(PANDA.read_text())["topics"]
+    with running_loop(tmp_path, OffsetPolicy(), latched_instruction="lift the cube",
+                      topics={**topics, "instruction_durability": "transient_local"}) as (driver, node):
+        wait_for(lambda: node._instruction == "lift the cube", 5.0, "the latched instruction")
+        logs: list[Log] = []
+        driver.create_subscription(Log, "/rosout", logs.append, COMMAND_QOS)
+        bad = JointState(name=list(node.config.joint_names), position=[0.0] * 7)  # unstamped: dropped, logged
+
+        def logged() -> bool:  # the log is rate-limited to a line a second: keep the fault up until one arrives
+            driver.state_pub.publish(bad)
+            time.sleep(0.05)
+            return any("dropped message" in m.msg and m.name == "vla_policy" for m in logs)
+
+        wait_for(logged, 10.0, "the dropped message on /rosout")
