@@ -432,6 +432,10 @@ class RLConfig:
     demos: str = ""
     # filtered_bc: weight of the demo frames' flow-matching loss beside the successes' loss.
     demo_weight: float = 1.0
+    # filtered_bc: keep the successful decisions of earlier iterations too, the newest this many, and
+    # train on draws from all of them (0 = this iteration's only). Saved in the checkpoint; mind the
+    # memory with images (a 224 px decision is 150 kB).
+    success_buffer: int = 0
     # PPO: discount per decision (chunk) in GAE; decisions, not env steps, are GAE's time steps.
     gamma: float = 0.99
     # PPO: GAE's lambda (1 = Monte-Carlo returns, 0 = one-step TD).

@@ -96,3 +96,39 @@ def test_bad_demo_options_are_explained(tmp_path):
                         **{"sampling.mode": "ode"}))
     with pytest.raises(ConfigError, match="--demo_weight must be >= 0"):
         run(make_config(policy, tmp_path / "c", "filtered_bc", demo_weight=-1.0, **{"sampling.mode": "ode"}))
+
+
+def test_success_buffer_keeps_the_newest_and_survives_a_save(tmp_path):
+    from vla.rl.filtered_bc import SuccessBuffer
+
+    buffer = SuccessBuffer(capacity=5)
+    for start in (0, 3):
+        buffer.add({"observation.state": torch.arange(start, start + 3).float()[:, None],
+                    "task": [f"t{i}" for i in range(start, start + 3)]})
+    assert len(buffer) == 5 and buffer.tasks == ["t1", "t2", "t3", "t4", "t5"]
+    assert buffer.tensors["observation.state"][:, 0].tolist() == [1, 2, 3, 4, 5]
+    buffer.save(tmp_path)
+    again = SuccessBuffer(capacity=5)
+    again.load(tmp_path)
+    assert again.tasks == buffer.tasks and torch.equal(again.tensors["observation.state"],
+                                                       buffer.tensors["observation.state"])
+    assert again.batch(torch.tensor([4, 0]))["task"] == ["t5", "t1"]
+
+
+def test_resume_with_a_success_buffer_reproduces_an_uninterrupted_run(tmp_path):
+    from tests.rl.test_rl_trainer import final_state, history
+
+    policy = tmp_path / "policy"
+    make_policy(seed=0).save_pretrained(policy)
+    options = {"sampling.mode": "ode", "success_buffer": 1000}
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run(make_config(policy, straight, "filtered_bc", **options))
+    run(make_config(policy, resumed, "filtered_bc", stop_after=2, **options))
+    assert (resumed / "checkpoints" / "last" / "success_buffer.safetensors").is_file()
+    run(make_config(policy, resumed, "filtered_bc", resume=True, **options))
+    h = history(straight)
+    assert h == history(resumed) and h[-1]["buffer_decisions"] > h[0]["kept_decisions"] > 0
+    (w1, o1), (w2, o2) = final_state(straight), final_state(resumed)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1) and all(torch.equal(o1[k], o2[k]) for k in o1)
+    with pytest.raises(ConfigError, match="--success_buffer is filtered_bc's"):
+        run(make_config(policy, tmp_path / "g", "grpo", success_buffer=10))

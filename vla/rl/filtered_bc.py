@@ -5,7 +5,9 @@ docs/ALGORITHMS.md section 2c. One update, top to bottom:
    binary reward: weight 1 on success, 0 otherwise; no ratio, no advantage, no log-prob);
 2. each kept decision's target chunk is what actually followed its observation: the rows it executed,
    then the rows the next decision executed, padded after the trajectory's last decision;
-3. epochs of shuffled minibatches of kept decisions take steps of the SFT flow-matching loss, each
+3. with `success_buffer` > 0, the kept decisions join those of earlier iterations (the newest
+   success_buffer of them), and as many are drawn from the whole buffer as this iteration kept;
+4. epochs of shuffled minibatches of them take steps of the SFT flow-matching loss, each
    minibatch joined by as many demonstration frames (weight demo_weight), which keep the policy on
    what it was taught while its own successes reshape it.
 
@@ -16,6 +18,9 @@ generator, so a resumed run repeats the same steps.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 
@@ -64,6 +69,47 @@ class DemoFrames:
         return batch
 
 
+class SuccessBuffer:
+    """The successful decisions of earlier iterations (observations, targets, padding, task), oldest
+    dropped beyond `capacity`; saved in the RL checkpoint so a resumed run replays the same ones."""
+
+    FILE = "success_buffer.safetensors"
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.tasks: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def add(self, batch: dict) -> None:
+        for key, value in batch.items():
+            if key != "task":
+                old = self.tensors.get(key)
+                self.tensors[key] = value.clone() if old is None else torch.cat([old, value])[-self.capacity:]
+        self.tasks = (self.tasks + list(batch["task"]))[-self.capacity:]
+
+    def batch(self, idx: torch.Tensor) -> dict:
+        return {**{k: v[idx] for k, v in self.tensors.items()}, "task": [self.tasks[i] for i in idx.tolist()]}
+
+    def save(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(directory / self.FILE),
+                  metadata={"tasks": json.dumps(self.tasks), "capacity": str(self.capacity)})
+
+    def load(self, directory: Path) -> None:
+        from safetensors import safe_open
+
+        path = directory / self.FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: the checkpoint was written without a success buffer")
+        with safe_open(str(path), "pt") as f:
+            self.tensors = {k: f.get_tensor(k) for k in f.keys()}
+            self.tasks = json.loads(f.metadata()["tasks"])
+
+
 def _flow_loss(policy, batch: dict, generator: torch.Generator) -> torch.Tensor:
     """The SFT loss; its noise and flow time come from torch's global generators, seeded here from the
     run's generator so that a resumed run draws the same ones."""
@@ -89,11 +135,23 @@ def filtered_bc_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str,
     targets, pads = followed_actions(ctx.policy, rollouts, n_exec)
     keys = [k for k in rollouts.observations if k != "task"]
 
-    # 3. flow-matching epochs on the kept decisions, each minibatch with as many demo frames
+    # 3. with a success buffer, these join the earlier iterations' successes, and as many examples are
+    #    drawn from all of them as this iteration kept (the compute follows the new data)
+    source = None
+    if ctx.success_buffer is not None:
+        ctx.success_buffer.add({**rollouts.observation_batch(kept), ACTION_KEY: targets[kept], PAD_KEY: pads[kept]})
+        source = ctx.success_buffer
+        kept = torch.randint(len(source), (kept.numel(),), generator=ctx.generator)
+        stats["buffer_decisions"] = float(len(source))
+
+    # 4. flow-matching epochs on the kept decisions, each minibatch with as many demo frames
     rows = []
     for mb in epoch_minibatches(kept, cfg.epochs, cfg.minibatch_size, ctx.generator, cfg.grad_accumulation):
-        batch = rollouts.observation_batch(mb.idx)
-        batch[ACTION_KEY], batch[PAD_KEY] = targets[mb.idx], pads[mb.idx]
+        if source is None:
+            batch = rollouts.observation_batch(mb.idx)
+            batch[ACTION_KEY], batch[PAD_KEY] = targets[mb.idx], pads[mb.idx]
+        else:
+            batch = source.batch(mb.idx)
         own = _flow_loss(ctx.policy, batch, ctx.generator)
         loss, row = own, {"own_loss": float(own.detach())}
         if ctx.demos is not None and cfg.demo_weight > 0:

@@ -34,7 +34,7 @@ from vla.policy.finetune import apply_finetune_options
 from vla.policy.registry import load_policy
 from vla.policy.sampling import MODES, SDE_MODES, NoiseHead
 from vla.rl.advantages import STD_SCOPES
-from vla.rl.filtered_bc import DemoFrames, filtered_bc_update
+from vla.rl.filtered_bc import DemoFrames, SuccessBuffer, filtered_bc_update
 from vla.rl.flow_surrogate import build_flow_surrogate
 from vla.rl.grpo import grpo_update
 from vla.rl.heads import NOISE_HEAD, VALUE_HEAD, ValueHead, has_head, load_head, save_head
@@ -76,6 +76,10 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError(f"--demos is filtered_bc's demo set; --algo {cfg.algo} does not use it")
     if cfg.demo_weight < 0:
         raise ConfigError(f"--demo_weight must be >= 0, got {cfg.demo_weight}")
+    if cfg.success_buffer < 0:
+        raise ConfigError(f"--success_buffer must be >= 0 (0 = off), got {cfg.success_buffer}")
+    if cfg.success_buffer and cfg.algo != "filtered_bc":
+        raise ConfigError(f"--success_buffer is filtered_bc's; --algo {cfg.algo} does not use it")
     if s.sde_mode not in SDE_MODES:
         raise ConfigError(f"--sampling.sde_mode: {s.sde_mode!r} is not one of {', '.join(SDE_MODES)}")
     if s.mixed_steps < 0:
@@ -223,9 +227,15 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
         demos = DemoFrames(cfg.demos, policy) if cfg.demos else None
     except ValueError as exc:  # DatasetError names the path and what is wrong with it
         raise ConfigError(f"--demos: {exc}") from exc
+    buffer = SuccessBuffer(cfg.success_buffer) if cfg.algo == "filtered_bc" and cfg.success_buffer else None
     generator = torch.Generator().manual_seed(cfg.seed)
     start, history = 0, []
     if cfg.resume:
+        if buffer is not None:
+            try:
+                buffer.load(last)
+            except FileNotFoundError as exc:
+                raise ConfigError(f"--resume with --success_buffer: {exc}; resume with --success_buffer=0") from exc
         state = restore_training_state(last, optimizer, scheduler, generator)
         start, history = state["iteration"], state["history"]
         print(f"resuming {cfg.algo} from {last} after iteration {start}")
@@ -259,7 +269,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                 ctx = UpdateContext(policy, optimizer, params, sampling, it, generator, noise_head, value_head,
                                     ref_policy, logprob_level=cfg.logprob_level, kl_to_ref=cfg.kl_coef > 0,
                                     anchor=cfg.anchor_coef > 0, project_out_blind=cfg.project_out_blind,
-                                    demos=demos)
+                                    demos=demos, success_buffer=buffer)
                 if cfg.surrogate == "fpo":  # scored at the rollout weights, before any optimizer step
                     t1 = time.perf_counter()
                     ctx.flow_surrogate = build_flow_surrogate(policy, rollouts, cfg.fpo_samples,
@@ -297,7 +307,8 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                 if finished or stop_now or (cfg.save_every and (it + 1) % cfg.save_every == 0):
                     save_training_checkpoint(last, policy, optimizer, scheduler, generator, it + 1, history,
                                              extra={"algo": cfg.algo},
-                                             write_beside_policy=lambda d: save_heads(d, noise_head, value_head))
+                                             write_beside_policy=lambda d: save_heads(d, noise_head, value_head),
+                                             write_extra=None if buffer is None else buffer.save)
                     saved_at = it + 1
                 if stop_now:
                     stopped_early = True

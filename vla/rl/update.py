@@ -44,6 +44,7 @@ class UpdateContext:
     # mean (surrogate) log-prob, the "blind" direction (see without_blind_direction).
     project_out_blind: bool = False
     demos: object | None = None  # filtered_bc's DemoFrames (vla/rl/filtered_bc.py), or None
+    success_buffer: object | None = None  # filtered_bc's SuccessBuffer, or None (this iteration's successes only)
     timings: dict[str, float] = field(default_factory=lambda: {"logprob_s": 0.0, "update_s": 0.0})
 
 

@@ -98,9 +98,11 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict, generator: torch.G
 # ---------------------------------------------------------------- whole checkpoint
 def save_training_checkpoint(directory: Path, policy, optimizer, scheduler, generator: torch.Generator,
                              iteration: int, history: list[dict], extra: dict | None = None,
-                             write_beside_policy: Callable[[Path], None] | None = None) -> Path:
+                             write_beside_policy: Callable[[Path], None] | None = None,
+                             write_extra: Callable[[Path], None] | None = None) -> Path:
     """Write everything a resume needs into `directory` atomically; `iteration` = iterations (or steps)
-    completed. `write_beside_policy(policy_dir)` adds the trainer's own modules (RL's heads)."""
+    completed. `write_beside_policy(policy_dir)` adds the trainer's own modules (RL's heads),
+    `write_extra(checkpoint_dir)` the trainer's own state files (filtered BC's success buffer)."""
     opt_tensors, opt_meta = optimizer_state_split(optimizer)
     rng_tensors, rng_meta = rng_state(generator)
     state = {"format_version": FORMAT_VERSION, "iteration": iteration, "history": history,
@@ -113,6 +115,8 @@ def save_training_checkpoint(directory: Path, policy, optimizer, scheduler, gene
         save_file(opt_tensors, str(tmp / OPTIMIZER_FILE))
         save_file(rng_tensors, str(tmp / RNG_FILE))
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+        if write_extra is not None:
+            write_extra(tmp)
 
     return atomic_directory_write(Path(directory), write)
 
