@@ -10,7 +10,9 @@ loopback port; the node talks to it through the same PolicyClient as to a remote
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import socket
+import threading
 import time
 
 from vla.real_robot.policy_client import PolicyClient
@@ -22,9 +24,19 @@ def _free_loopback_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(policy: str, port: int, device: str) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """The server must not outlive serve-ros (killed, crashed, OOM): it would hold its memory, and
+    its GPU, for nothing. Polls the parent once a second."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _serve(policy: str, port: int, device: str, parent: int) -> None:
     from vla.real_robot.serve_policy import serve_policy
 
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
     serve_policy(policy, host="127.0.0.1", port=port, device=device)
 
 
@@ -34,9 +46,16 @@ class LocalPolicyProcess:
     def __init__(self, policy: str, device: str = "cpu", start_timeout_s: float = 180.0):
         port = _free_loopback_port()
         self.url = f"ws://127.0.0.1:{port}"
-        self.process = mp.get_context("spawn").Process(target=_serve, args=(policy, port, device),
+        self.process = mp.get_context("spawn").Process(target=_serve, args=(policy, port, device, os.getpid()),
                                                        name="vla-inference", daemon=True)
         self.process.start()
+        try:
+            self._connect(policy, start_timeout_s)
+        except BaseException:  # a failed start, or Ctrl-C/SIGTERM while waiting: no child left behind
+            self.close()
+            raise
+
+    def _connect(self, policy: str, start_timeout_s: float) -> None:
         deadline = time.monotonic() + start_timeout_s
         while True:
             if not self.process.is_alive():
@@ -45,11 +64,10 @@ class LocalPolicyProcess:
             try:
                 self.client = PolicyClient(self.url)
                 return
-            except OSError:  # not listening yet (the child is still importing torch and loading the policy)
+            except Exception as exc:  # not listening yet (the child is still importing torch, loading the policy)
                 if time.monotonic() > deadline:
-                    self.close()
                     raise TimeoutError(f"the inference process for {policy} did not serve on {self.url} "
-                                       f"within {start_timeout_s:.0f} s") from None
+                                       f"within {start_timeout_s:.0f} s (last error: {exc})") from None
                 time.sleep(0.2)
 
     def close(self) -> None:

@@ -173,11 +173,12 @@ class PolicyNode(Node):
         self.create_service(Trigger, config.topics.resume, self._srv_resume)
         self.create_service(Trigger, config.topics.enable, self._srv_enable)
         self.create_service(Trigger, config.topics.disable, self._srv_disable)
-        self._rosout = RosoutHandler(self)
-        logging.getLogger("vla.real_robot").addHandler(self._rosout)
         if self.options.status_rate_hz > 0:
             self._status_publisher = self.create_publisher(String, "~/status", COMMAND_QOS)
             self.create_timer(1.0 / self.options.status_rate_hz, self._publish_status)
+        # Last in __init__: nothing after it can fail and leave the handler on the shared logger.
+        self._rosout = RosoutHandler(self)
+        logging.getLogger("vla.real_robot").addHandler(self._rosout)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "PolicyNode":

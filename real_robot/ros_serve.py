@@ -113,19 +113,23 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
     bridge, kinematics = make_bridge(config, action_space, policy_rate_hz)
     remote = policy.startswith(("ws://", "wss://"))
     child = None
-    if inference_process and not remote:
-        from vla.real_robot.inference_process import LocalPolicyProcess
-
-        child = LocalPolicyProcess(policy, device)
-        model, remote = child.client, True
-    else:
-        model = load_policy(policy, device)
     try:
+        if inference_process and not remote:
+            from vla.real_robot.inference_process import LocalPolicyProcess
+
+            child = LocalPolicyProcess(policy, device)
+            model, remote = child.client, True
+        else:
+            model = load_policy(policy, device)
         check_policy_fits(config, bridge, policy_shape(model))
-    except RobotConfigError:
-        if child is not None:
+        _run_node(rclpy, config, model, remote, kinematics, bridge, realtime_priority, enable_on_start, stop)
+    finally:
+        if child is not None:  # whatever failed above, the inference process does not outlive the node
             child.close()
-        raise
+
+
+def _run_node(rclpy, config: RobotConfig, model, remote: bool, kinematics, bridge, realtime_priority: int,
+              enable_on_start: bool, stop: threading.Event | None) -> None:
     from vla.real_robot.ros_node import PolicyNode, PolicyNodeOptions
     from vla.real_robot.safety import SafetyLayer
 
@@ -154,11 +158,11 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
             node.safety.enable()
         _wait_for_shutdown(stop)
     finally:
-        if node is not None:
-            node.close()
-        rclpy.shutdown(context=context)
-        if child is not None:
-            child.close()
+        try:
+            if node is not None:
+                node.close()
+        finally:
+            rclpy.shutdown(context=context)
 
 
 def run_sim_arm(robot: str, task: str = "lift", state_rate_hz: float = 100.0, image_rate_hz: float = 10.0,

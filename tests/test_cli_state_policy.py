@@ -50,7 +50,7 @@ def test_filtered_bc_runs_on_the_state_policy_with_its_demos(trained):
     assert main(["rl", "--algo=filtered_bc", f"--policy={policy}", f"--demos={trained / 'demos'}",
                  "--sampling.mode=ode", f"--output_dir={trained / 'fbc'}", "--iterations=1", "--n_groups=2",
                  "--group_size=1", "--n_envs=1", "--eval.n_episodes=0", "--env.max_episode_steps=24"]) == 0
-    assert (trained / "fbc" / "policy" / "model.safetensors").is_file()
+    assert (trained / "fbc" / "policy" / "model.safetensors").is_file()  # wiring only: 24 steps rarely succeed
     # the demo frames come as batches the state policy trains on
     model = load_policy(policy)
     demos = DemoFrames(str(trained / "demos"), model)

@@ -38,15 +38,16 @@ def claim_output_dir(path: str | Path, overwrite: bool = False, resumable: bool 
 
 
 @contextlib.contextmanager
-def removed_on_user_error(path: str | Path) -> Iterator[Path]:
+def removed_on_user_error(path: str | Path, keep: str | None = None) -> Iterator[Path]:
     """Remove `path` if the block fails with a user error (bad policy, dataset, config) and the folder
     did not exist or was empty before: a refused run leaves no stray files. Other failures and
-    interrupts keep what was written (checkpoints, partial logs) for the user to inspect or resume."""
+    interrupts keep what was written (checkpoints, partial logs) for the user to inspect or resume,
+    and so does a run that wrote `keep` (a subfolder holding resumable results) before failing."""
     path = Path(path)
     was_empty = _is_empty(path)
     try:
         yield path
     except UserError:
-        if was_empty and path.is_dir():
+        if was_empty and path.is_dir() and not (keep and (path / keep).exists()):
             shutil.rmtree(path, ignore_errors=True)
         raise

@@ -13,8 +13,10 @@ from vla.rl.rollout import Rollouts, SamplingSpec, Trajectory
 from vla.rl.update import UpdateContext
 
 
-def rollouts_of(policy, decisions: list[list[int]], success: list[bool], seed: int = 0) -> Rollouts:
-    """Trajectories made of the given decision indices, with random chains and observations."""
+def rollouts_of(policy, decisions: list[list[int]], success: list[bool], seed: int = 0,
+                steps: list[int] | None = None) -> Rollouts:
+    """Trajectories made of the given decision indices, with random chains and observations; steps: each
+    trajectory's env steps (default: every decision ran its n_action_steps rows)."""
     n = sum(len(d) for d in decisions)
     c = policy.config
     g = torch.Generator().manual_seed(seed)
@@ -25,7 +27,8 @@ def rollouts_of(policy, decisions: list[list[int]], success: list[bool], seed: i
     trajectories = []
     for t, (ds, ok) in enumerate(zip(decisions, success)):
         traj_ids[ds] = t
-        trajectories.append(Trajectory(t, t, t, "task", ok, len(ds), 0.0, list(ds)))
+        n = steps[t] if steps else len(ds) * c.n_action_steps
+        trajectories.append(Trajectory(t, t, t, "task", ok, n, 0.0, list(ds)))
     zeros = torch.zeros(n)
     return Rollouts(observations=observations, chains=chains, step_masks=torch.ones(n, c.num_inference_steps,
                     dtype=torch.bool), log_probs=zeros, row_log_probs=torch.zeros(n, c.n_action_steps),
@@ -48,6 +51,12 @@ def test_targets_are_the_actions_that_followed_each_observation():
     # the last decision of a trajectory: only its executed rows are real; nothing crosses trajectories
     assert torch.equal(targets[2, :n_exec], chunks[2, :n_exec]) and pads[2, n_exec:].all()
     assert torch.equal(targets[3, :n_exec], chunks[3, :n_exec]) and pads[3, n_exec:].all()
+    # an episode that ended one row into its last chunk: that decision's second row never ran
+    r = rollouts_of(policy, [[0, 1]], [True], steps=[n_exec + 1])
+    chunks = policy.normalizer.unnormalize(ACTION_KEY, r.chains[:, -1])
+    targets, pads = followed_actions(policy, r, n_exec)
+    assert torch.equal(targets[0, n_exec], chunks[1, 0]) and pads[0, n_exec + 1:].all()
+    assert not pads[1, 0] and pads[1, 1:].all()
 
 
 def test_only_successful_trajectories_teach():
@@ -101,6 +110,9 @@ def test_bad_demo_options_are_explained(tmp_path):
 def test_success_buffer_keeps_the_newest_and_survives_a_save(tmp_path):
     from vla.rl.filtered_bc import SuccessBuffer
 
+    small = SuccessBuffer(capacity=3)  # one add larger than the capacity keeps its newest rows, in step
+    small.add({"observation.state": torch.arange(5).float()[:, None], "task": list("abcde")})
+    assert small.tasks == list("cde") and small.tensors["observation.state"][:, 0].tolist() == [2, 3, 4]
     buffer = SuccessBuffer(capacity=5)
     for start in (0, 3):
         buffer.add({"observation.state": torch.arange(start, start + 3).float()[:, None],
@@ -132,3 +144,10 @@ def test_resume_with_a_success_buffer_reproduces_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(w1[k], w2[k]) for k in w1) and all(torch.equal(o1[k], o2[k]) for k in o1)
     with pytest.raises(ConfigError, match="--success_buffer is filtered_bc's"):
         run(make_config(policy, tmp_path / "g", "grpo", success_buffer=10))
+    options["iterations"] = 5
+    with pytest.raises(ConfigError, match="holds a success buffer"):
+        run(make_config(policy, resumed, "filtered_bc", resume=True, **{**options, "success_buffer": 0}))
+    with pytest.raises(ConfigError, match="resume with --success_buffer=1000"):
+        run(make_config(policy, resumed, "filtered_bc", resume=True, **{**options, "success_buffer": 10}))
+    with pytest.raises(ConfigError, match="--anchor_coef: filtered_bc has no ratio"):
+        run(make_config(policy, tmp_path / "h", "filtered_bc", anchor_coef=1.0, **{"sampling.mode": "ode"}))

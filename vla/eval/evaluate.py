@@ -238,7 +238,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True, policy=None) -> dict:
         raise ConfigError(f"--resume=true but {Path(cfg.output_dir) / TASKS_DIR} does not exist: nothing to resume")
     out = Path(cfg.output_dir) if cfg.resume else claim_output_dir(cfg.output_dir, cfg.overwrite, resumable=bool(cfg.suite))
     resolve_threads(cfg.num_threads)
-    with removed_on_user_error(out):
+    with removed_on_user_error(out, keep=TASKS_DIR):  # finished suite tasks stay, for --resume
         return _run_eval(cfg, out, progress, policy)
 
 

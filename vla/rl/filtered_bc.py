@@ -24,26 +24,31 @@ from pathlib import Path
 
 import torch
 
-from vla.policy.flow_matching_policy import ACTION_KEY, PAD_KEY
+from vla.policy.flow_matching_policy import ACTION_KEY, ENV_STATE_KEY, IMAGE_PREFIX, PAD_KEY, STATE_KEY
 from vla.rl.rollout import Rollouts
 from vla.rl.update import UpdateContext, epoch_minibatches, optimizer_step, update_summary
 
 
 def followed_actions(policy, rollouts: Rollouts, n_exec: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per decision: the un-normalised chunk of actions that followed its observation [N, H, A], and its
-    padding mask [N, H] (True past the trajectory's end)."""
-    chunks = policy.normalizer.unnormalize(ACTION_KEY, rollouts.chains[:, -1].float())
+    padding mask [N, H] (True past what the trajectory executed). A trajectory's last decision may have
+    run fewer than n_exec rows (success or the time limit ended the episode inside its chunk)."""
+    chains = rollouts.chains[:, -1].float().to(policy.device)
+    chunks = policy.normalizer.unnormalize(ACTION_KEY, chains).cpu()
     horizon = chunks.shape[1]
     targets = chunks.clone()
     pads = torch.zeros(chunks.shape[:2], dtype=torch.bool)
     for traj in rollouts.trajectories:
+        last = len(traj.decisions) - 1
+        # rows each decision executed: n_exec, and whatever the episode had left for the last one
+        ran = [n_exec] * last + [min(n_exec, max(1, traj.steps - n_exec * last))] if traj.decisions else []
         for j, i in enumerate(traj.decisions):
-            rows = n_exec
-            for nxt in traj.decisions[j + 1:]:  # a chunk longer than two decisions reaches further ahead
-                take = min(n_exec, horizon - rows)
+            rows = ran[j]
+            for k in range(j + 1, len(traj.decisions)):  # a chunk longer than two decisions reaches further
+                take = min(ran[k], horizon - rows)
                 if take <= 0:
                     break
-                targets[i, rows:rows + take] = chunks[nxt, :take]
+                targets[i, rows:rows + take] = chunks[traj.decisions[k], :take]
                 rows += take
             pads[i, rows:] = True
     return targets, pads
@@ -56,6 +61,14 @@ class DemoFrames:
         from vla.data.dataset import LeRobotDataset
 
         self.dataset = LeRobotDataset(root, action_horizon=policy.config.chunk_size)
+        c = policy.config
+        needs = [IMAGE_PREFIX + cam for cam in c.cameras] + [STATE_KEY]
+        if getattr(c, "environment_state_dim", 0):
+            needs.append(ENV_STATE_KEY)
+        missing = [k for k in needs if k not in self.dataset.features]
+        if missing:
+            raise ValueError(f"{root}: the demo set has no {missing}, which the policy reads "
+                             f"(it has {sorted(self.dataset.features)})")
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -87,7 +100,7 @@ class SuccessBuffer:
         for key, value in batch.items():
             if key != "task":
                 old = self.tensors.get(key)
-                self.tensors[key] = value.clone() if old is None else torch.cat([old, value])[-self.capacity:]
+                self.tensors[key] = (value if old is None else torch.cat([old, value]))[-self.capacity:].clone()
         self.tasks = (self.tasks + list(batch["task"]))[-self.capacity:]
 
     def batch(self, idx: torch.Tensor) -> dict:
@@ -106,6 +119,10 @@ class SuccessBuffer:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: the checkpoint was written without a success buffer")
         with safe_open(str(path), "pt") as f:
+            saved = int(f.metadata()["capacity"])
+            if saved != self.capacity:
+                raise ValueError(f"{path} was a buffer of {saved} decisions, this run asks for {self.capacity}: "
+                                 f"resume with --success_buffer={saved}")
             self.tensors = {k: f.get_tensor(k) for k in f.keys()}
             self.tasks = json.loads(f.metadata()["tasks"])
 

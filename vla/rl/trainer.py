@@ -80,6 +80,11 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError(f"--success_buffer must be >= 0 (0 = off), got {cfg.success_buffer}")
     if cfg.success_buffer and cfg.algo != "filtered_bc":
         raise ConfigError(f"--success_buffer is filtered_bc's; --algo {cfg.algo} does not use it")
+    if cfg.algo == "filtered_bc":
+        unused = [f"--{k}" for k in ("kl_coef", "anchor_coef") if getattr(cfg, k)]
+        unused += ["--surrogate fpo"] if cfg.surrogate == "fpo" else []
+        if unused:
+            raise ConfigError(f"{', '.join(unused)}: filtered_bc has no ratio or reference policy to use them")
     if s.sde_mode not in SDE_MODES:
         raise ConfigError(f"--sampling.sde_mode: {s.sde_mode!r} is not one of {', '.join(SDE_MODES)}")
     if s.mixed_steps < 0:
@@ -231,11 +236,17 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     generator = torch.Generator().manual_seed(cfg.seed)
     start, history = 0, []
     if cfg.resume:
+        saved = (last / SuccessBuffer.FILE).is_file()
+        if buffer is None and saved:
+            raise ConfigError(f"--resume: {last} holds a success buffer; resume with the --success_buffer it was "
+                              "trained with (an exact resume replays it)")
         if buffer is not None:
             try:
                 buffer.load(last)
             except FileNotFoundError as exc:
                 raise ConfigError(f"--resume with --success_buffer: {exc}; resume with --success_buffer=0") from exc
+            except ValueError as exc:
+                raise ConfigError(f"--resume: {exc}") from exc
         state = restore_training_state(last, optimizer, scheduler, generator)
         start, history = state["iteration"], state["history"]
         print(f"resuming {cfg.algo} from {last} after iteration {start}")
