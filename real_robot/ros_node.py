@@ -19,6 +19,7 @@ rate-limited log line per kind of fault.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -106,6 +107,21 @@ class PolicyNodeOptions:
     status_rate_hz: float = 1.0
 
 
+def _flatten(tree: dict, prefix: str = ""):
+    """(dotted name, ROS-typed value) for every scalar or homogeneous list leaf; None and empty lists skipped."""
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten(value, name + ".")
+        elif isinstance(value, (list, tuple)):
+            if value and all(isinstance(v, str) for v in value):
+                yield name, list(value)
+            elif value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                yield name, [float(v) for v in value]
+        elif isinstance(value, (bool, int, float, str)):
+            yield name, value
+
+
 class PolicyNode(Node):
     """See the module docstring. `bridge` is a JointActionBridge or EndEffectorDeltaBridge."""
 
@@ -176,6 +192,7 @@ class PolicyNode(Node):
         if self.options.status_rate_hz > 0:
             self._status_publisher = self.create_publisher(String, "~/status", COMMAND_QOS)
             self.create_timer(1.0 / self.options.status_rate_hz, self._publish_status)
+        self._declare_config_parameters()
         # Last in __init__: nothing after it can fail and leave the handler on the shared logger.
         self._rosout = RosoutHandler(self)
         logging.getLogger("vla.real_robot").addHandler(self._rosout)
@@ -191,6 +208,18 @@ class PolicyNode(Node):
         self.threads.stop(timeout_s)
         logging.getLogger("vla.real_robot").removeHandler(self._rosout)
         self.destroy_node()
+
+    # ------------------------------------------------------------ parameters
+    def _declare_config_parameters(self) -> None:
+        """The robot config as read-only ROS parameters (`ros2 param list/get/describe`): what the
+        node enforces, visible where ROS tools look. The YAML stays the one source; limits are not
+        changeable at run time on purpose (a safety layer whose limits move under it is not one)."""
+        from rcl_interfaces.msg import ParameterDescriptor
+
+        for name, value in _flatten(dataclasses.asdict(self.config)):
+            descriptor = ParameterDescriptor(description=f"robot config {name} (read-only: edit the robot YAML "
+                                                         "and restart the node)", read_only=True)
+            self.declare_parameter(name, value, descriptor)
 
     # ------------------------------------------------------------ status
     def status(self, window: int = 500) -> dict:

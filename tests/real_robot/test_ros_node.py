@@ -232,3 +232,18 @@ def test_a_latched_instruction_reaches_a_node_started_after_it_and_interventions
             return any("dropped message" in m.msg and m.name == "vla_policy" for m in logs)
 
         wait_for(logged, 10.0, "the dropped message on /rosout")
+
+
+def test_robot_config_is_visible_as_read_only_parameters(loop):
+    from rcl_interfaces.msg import SetParametersResult  # noqa: F401  (the message set_parameters returns)
+    from rclpy.parameter import Parameter
+
+    driver, node, policy = loop
+    assert node.get_parameter("control_rate_hz").value == node.config.control_rate_hz
+    assert node.get_parameter("joint_names").value == list(node.config.joint_names)
+    assert node.get_parameter("joint_velocity_max").value == [float(v) for v in node.config.joint_velocity_max]
+    assert node.get_parameter("topics.instruction").value == node.config.topics.instruction
+    assert node.get_parameter("gripper.close_threshold").value == node.config.gripper.close_threshold
+    result = node.set_parameters([Parameter("joint_velocity_max", value=[100.0] * 7)])[0]
+    assert not result.successful and "read-only" in result.reason
+    assert node.safety.limits.velocity_max.max() < 100.0
