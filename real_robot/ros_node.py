@@ -35,6 +35,7 @@ from vla.real_robot.ros_env import import_rclpy
 rclpy = import_rclpy()
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
@@ -105,6 +106,9 @@ class PolicyNodeOptions:
     realtime_priority: int = 0
     # Publish the node's status (JSON in std_msgs/String on ~/status) this often (0: never).
     status_rate_hz: float = 1.0
+    # Simulation: the node's clock is /clock (ROS's use_sim_time), so stamps in simulated time are fresh
+    # and limits apply per simulated second; until /clock arrives every input counts as from the future.
+    use_sim_time: bool = False
 
 
 def _flatten(tree: dict, prefix: str = ""):
@@ -129,7 +133,10 @@ class PolicyNode(Node):
                  safety: SafetyLayer | None = None, batch_builder: Callable[[dict, list[str]], dict] | None = None,
                  clock: Callable[[], float] = time.time, context=None) -> None:
         self.options = options or PolicyNodeOptions()
-        super().__init__(self.options.node_name, context=context)
+        overrides = [Parameter("use_sim_time", value=True)] if self.options.use_sim_time else []
+        super().__init__(self.options.node_name, context=context, parameter_overrides=overrides)
+        if self.options.use_sim_time:
+            clock = self._sim_seconds
         self.config = config
         self.policy = policy
         self.bridge = bridge
@@ -208,6 +215,9 @@ class PolicyNode(Node):
         self.threads.stop(timeout_s)
         logging.getLogger("vla.real_robot").removeHandler(self._rosout)
         self.destroy_node()
+
+    def _sim_seconds(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
 
     # ------------------------------------------------------------ parameters
     def _declare_config_parameters(self) -> None:

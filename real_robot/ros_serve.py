@@ -92,7 +92,7 @@ def check_policy_fits(config: RobotConfig, bridge, shape: dict | None) -> None:
 
 def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta", policy_rate_hz: float = 20.0,
               device: str = "cpu", domain_id: int | None = None, enable_on_start: bool = False,
-              realtime_priority: int = 0, inference_process: bool = False,
+              realtime_priority: int = 0, inference_process: bool = False, use_sim_time: bool = False,
               stop: threading.Event | None = None) -> None:
     """Run the policy node until Ctrl-C/SIGTERM (or `stop` is set). Motion waits for ~/enable_motion
     unless enable_on_start (for simulation only).
@@ -111,6 +111,8 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
     prepare_ros_environment(domain_id)
     rclpy = import_rclpy()
     bridge, kinematics = make_bridge(config, action_space, policy_rate_hz)
+    from vla.real_robot.ros_node import PolicyNodeOptions
+
     remote = policy.startswith(("ws://", "wss://"))
     child = None
     try:
@@ -122,17 +124,19 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
         else:
             model = load_policy(policy, device)
         check_policy_fits(config, bridge, policy_shape(model))
-        _run_node(rclpy, config, model, remote, kinematics, bridge, realtime_priority, enable_on_start, stop)
+        options = PolicyNodeOptions(realtime_priority=realtime_priority, use_sim_time=use_sim_time)
+        _run_node(rclpy, config, model, remote, kinematics, bridge, options, enable_on_start, stop)
     finally:
         if child is not None:  # whatever failed above, the inference process does not outlive the node
             child.close()
 
 
-def _run_node(rclpy, config: RobotConfig, model, remote: bool, kinematics, bridge, realtime_priority: int,
+def _run_node(rclpy, config: RobotConfig, model, remote: bool, kinematics, bridge, options,
               enable_on_start: bool, stop: threading.Event | None) -> None:
-    from vla.real_robot.ros_node import PolicyNode, PolicyNodeOptions
+    from vla.real_robot.ros_node import PolicyNode
     from vla.real_robot.safety import SafetyLayer
 
+    realtime_priority = options.realtime_priority
     context = rclpy.Context()
     rclpy.init(context=context)
     node = None
@@ -145,7 +149,6 @@ def _run_node(rclpy, config: RobotConfig, model, remote: bool, kinematics, bridg
             batch_builder = numpy_batch  # the server makes tensors; the robot needs no torch
         if realtime_priority > 0:
             sys.setswitchinterval(REALTIME_SWITCH_INTERVAL_S)
-        options = PolicyNodeOptions(realtime_priority=realtime_priority)
         node = PolicyNode(config, model, bridge, options=options, safety=safety, batch_builder=batch_builder,
                           context=context)
         if realtime_priority > 0:  # Fast DDS's threads exist once the node does

@@ -505,6 +505,8 @@ class ServeRosConfig:
     # inference thread: its Python work then never holds the control loop's GIL (halved the p99
     # jitter with the tiny VLA on a loaded 2-core machine, BENCHMARKS.md).
     inference_process: bool = False
+    # Simulation (Gazebo, Isaac): take time from /clock, so inputs stamped in simulated time are fresh.
+    use_sim_time: bool = False
 
 
 @dataclass

@@ -40,9 +40,15 @@ class Driver(Node):
     like an ideal position controller, goes to each command at once (follow=False: a static arm).
     `steps` records, per command, how far it moved the arm: the speed an arm was asked for."""
 
-    def __init__(self, config, context, output_mode: str) -> None:
+    def __init__(self, config, context, output_mode: str, sim_clock=None) -> None:
         super().__init__("test_driver", context=context)
         self.config = config
+        # sim_clock() -> seconds: stamp in simulated time and publish it on /clock (use_sim_time tests)
+        self.sim_clock = sim_clock
+        if sim_clock is not None:
+            from rosgraph_msgs.msg import Clock
+
+            self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.q = HOME.copy()
         self.follow = True
         self.steps: list[tuple[float, np.ndarray]] = []
@@ -108,7 +114,13 @@ class Driver(Node):
     def _tick(self) -> None:
         if not self.publishing:
             return
-        now = time.time()
+        now = time.time() if self.sim_clock is None else self.sim_clock()
+        if self.sim_clock is not None:
+            from rosgraph_msgs.msg import Clock
+
+            from vla.real_robot.ros_messages import seconds_to_stamp
+
+            self.clock_pub.publish(Clock(clock=seconds_to_stamp(now)))
         with self._lock:
             q = self.q.copy()
         self.state_pub.publish(joint_state_msg(self.config.joint_names, q, None, now))
@@ -156,7 +168,7 @@ def write_config(tmp_path: Path, **overrides) -> Path:
 
 @contextlib.contextmanager
 def running_loop(tmp_path: Path, policy, output_mode: str = "joint_trajectory", options=None, batch_builder=None,
-                 make_safety=None, latched_instruction: str | None = None, **overrides):
+                 make_safety=None, latched_instruction: str | None = None, sim_clock=None, **overrides):
     """(driver, policy node) talking over DDS in a private domain; torn down in any case.
     make_safety(config) -> SafetyLayer replaces the node's default one (no workspace check).
     latched_instruction: published on a transient-local topic before the policy node exists."""
@@ -177,7 +189,7 @@ def running_loop(tmp_path: Path, policy, output_mode: str = "joint_trajectory", 
         node = PolicyNode(config, policy, JointActionBridge(7, policy_rate_hz=20.0, control_rate_hz=50.0),
                           options=options or PolicyNodeOptions(), batch_builder=batch_builder, context=context,
                           safety=make_safety(config) if make_safety is not None else None)
-        driver = Driver(config, context, output_mode)
+        driver = Driver(config, context, output_mode, sim_clock)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(driver)
         spinner = threading.Thread(target=executor.spin, daemon=True)

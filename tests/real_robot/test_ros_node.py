@@ -247,3 +247,22 @@ def test_robot_config_is_visible_as_read_only_parameters(loop):
     result = node.set_parameters([Parameter("joint_velocity_max", value=[100.0] * 7)])[0]
     assert not result.successful and "read-only" in result.reason
     assert node.safety.limits.velocity_max.max() < 100.0
+
+
+def test_use_sim_time_takes_stamps_from_the_simulated_clock(tmp_path):
+    from vla.real_robot.ros_node import PolicyNodeOptions
+
+    start = time.monotonic()
+
+    def sim_clock() -> float:  # simulated time far from the wall clock: wall-clock stamps would be stale
+        return 1000.0 + (time.monotonic() - start)
+
+    with running_loop(tmp_path, OffsetPolicy(), options=PolicyNodeOptions(use_sim_time=True),
+                      sim_clock=sim_clock) as (driver, node):
+        wait_for(lambda: abs(node.clock() - sim_clock()) < 0.5, 5.0, "the node's clock following /clock")
+        enable_and_move(driver, node)  # fresh inputs in simulated time: the arm moves
+    with running_loop(tmp_path, OffsetPolicy(), sim_clock=sim_clock) as (driver, node):  # without it: stale
+        driver.instruction_pub.publish(String(data="lift the cube"))
+        call(driver, "/vla_policy/enable_motion")
+        time.sleep(1.5)
+        assert driver.commands_since(0.0) == [] and node.safety.counts["stale_observation"] > 0, node.safety.counts
