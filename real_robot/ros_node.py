@@ -65,25 +65,35 @@ LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, histor
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+ROSOUT_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)  # rcl's own /rosout profile
+
+
 class RosoutHandler(logging.Handler):
-    """Forwards the vla.real_robot log records (interventions, dropped messages, errors) to the node's
-    rclpy logger, so they reach /rosout beside stderr."""
+    """Publishes the vla.real_robot log records (interventions, dropped messages, errors) on /rosout
+    as the node's, so `ros2 topic echo /rosout` and rqt_console show them. Published directly, not
+    through the node's rclpy logger, which would print every line to the console a second time
+    beside the process's own stderr logging."""
 
     def __init__(self, node: Node) -> None:
         super().__init__()
-        self.node_logger = node.get_logger()
+        from rcl_interfaces.msg import Log
+
+        self.node, self.message = node, Log
+        self.publisher = node.create_publisher(Log, "/rosout", ROSOUT_QOS)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message = self.format(record)
-            if record.levelno >= logging.ERROR:
-                self.node_logger.error(message)
-            elif record.levelno >= logging.WARNING:
-                self.node_logger.warning(message)
-            else:
-                self.node_logger.info(message)
+            Log = self.message
+            level = (Log.ERROR if record.levelno >= logging.ERROR else Log.WARN if record.levelno >= logging.WARNING
+                     else Log.INFO if record.levelno >= logging.INFO else Log.DEBUG)
+            self.publisher.publish(Log(stamp=self.node.get_clock().now().to_msg(), level=level,
+                                       name=self.node.get_name(), msg=self.format(record), file=record.pathname,
+                                       function=record.funcName, line=record.lineno))
         except Exception:  # a logging failure must never reach the control loop
             self.handleError(record)
+
+
 FINGER_JOINTS = ["panda_finger_joint1", "panda_finger_joint2"]
 
 
