@@ -30,7 +30,7 @@ from common import write_json  # noqa: E402  (benchmarks/common.py)
 from vla.eval.runner import run_episodes  # noqa: E402
 from vla.policy.flow_matching_policy import ACTION_KEY, IMAGE_PREFIX, PAD_KEY  # noqa: E402
 from vla.policy.registry import load_policy  # noqa: E402
-from vla.rl.filtered_bc import followed_actions  # noqa: E402
+from vla.rl.filtered_bc import DemoFrames, followed_actions  # noqa: E402
 from vla.rl.rollout import RolloutEngine, Rollouts, SamplingSpec  # noqa: E402
 from vla.sim import VectorEnv  # noqa: E402
 from vla.train.augment import random_shift  # noqa: E402
@@ -56,15 +56,9 @@ def successful_examples(policy, rollouts: Rollouts) -> dict[str, list]:
 
 def demo_examples(root: str, policy, keys: list[str]) -> dict[str, list]:
     """Every frame of a LeRobot dataset as an example (its observation keys, action chunk, padding and task)."""
-    from vla.data.dataset import LeRobotDataset
-
-    dataset = LeRobotDataset(root, action_horizon=policy.config.chunk_size)
-    out: dict[str, list] = {k: [] for k in keys + [ACTION_KEY, PAD_KEY, "task"]}
-    for i in range(len(dataset)):
-        item = dataset[i]
-        for k in out:
-            out[k].append(item[k] if k == "task" else torch.as_tensor(item[k]))
-    return out
+    demos = DemoFrames(root, policy)
+    batch = demos.frames(list(range(len(demos))), keys)
+    return {k: list(v) for k, v in batch.items()}
 
 
 def fine_tune(policy, data: dict[str, list], steps: int, lr: float, batch_size: int, image_shift: int,

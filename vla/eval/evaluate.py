@@ -133,7 +133,7 @@ def _evaluate_suite(cfg: EvalConfig, policy, env_kwargs: dict, tasks: list, prog
     import time
 
     env_kwargs = dict(env_kwargs, max_episode_steps=cfg.suite_max_steps or None)
-    seconds, episodes, videos, run_s, ran = 0.0, [], [], [], 0
+    seconds, episodes, videos, run_s = 0.0, [], [], []
     for n, task in enumerate(tasks):
         limit = cfg.suite_max_steps or task.max_episode_steps
         path = out / TASKS_DIR / f"{task.suite}_{task.index}.json"
@@ -163,7 +163,6 @@ def _evaluate_suite(cfg: EvalConfig, policy, env_kwargs: dict, tasks: list, prog
             eta = f"; about {left * sum(run_s) / len(run_s) / 60:.0f} min left for {left} task(s)" if left else ""
             print(f"{task.full_name} ({n + 1}/{len(tasks)}): {sum(e.success for e in task_episodes)}/"
                   f"{len(task_episodes)} successes in {task_s:.0f} s{eta}", flush=True)
-            ran += 1
         for e in task_episodes:
             e.episode_index = len(episodes) + e.init_state_index  # unique across the run, resumed or not
         episodes.extend(task_episodes)

@@ -75,7 +75,10 @@ class DemoFrames:
 
     def sample(self, n: int, keys: list[str], generator: torch.Generator) -> dict:
         """n frames drawn with replacement, with the given observation keys (the rollouts' ones)."""
-        idx = torch.randint(len(self.dataset), (n,), generator=generator).tolist()
+        return self.frames(torch.randint(len(self.dataset), (n,), generator=generator).tolist(), keys)
+
+    def frames(self, idx: list[int], keys: list[str]) -> dict:
+        """The frames idx as one policy batch with the given observation keys."""
         items = [self.dataset[i] for i in idx]
         batch = {k: torch.stack([torch.as_tensor(item[k]) for item in items]) for k in keys + [ACTION_KEY, PAD_KEY]}
         batch["task"] = [item["task"] for item in items]
