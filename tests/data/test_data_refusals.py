@@ -81,12 +81,12 @@ def test_info_missing_keys(ds_root):
     refused(ds_root, match=r"missing keys \['fps'\]", names="meta/info.json")
 
 
-def test_video_features_refused(ds_root):
+def test_video_feature_without_video_path_refused(ds_root):
     path = ds_root / "meta/info.json"
     info = json.loads(path.read_text())
-    info["features"]["observation.images.wrist"]["dtype"] = "video"
+    info["features"]["observation.images.wrist"]["dtype"] = "video"  # video_path stays None
     path.write_text(json.dumps(info))
-    refused(ds_root, match="video", names="meta/info.json")
+    refused(ds_root, match="'video_path' is None", names="meta/info.json")
 
 
 def test_missing_tasks(ds_root):

@@ -116,7 +116,7 @@ def test_finalize_refuses_unsaved_frames_and_empty_datasets(tmp_path, frame):
     "features, message",
     [
         ({}, "non-empty"),
-        ({"observation.images.cam": {"dtype": "video", "shape": [8, 8, 3], "names": None}}, "video"),
+        ({"observation.images.cam": {"dtype": "video", "shape": [8, 8], "names": None}}, r"video shape must be"),
         ({"a/b": {"dtype": "float32", "shape": [2], "names": None}}, "'/'"),
         ({"index": {"dtype": "int64", "shape": [1], "names": None}}, "reserved"),
         ({"task": {"dtype": "float32", "shape": [1], "names": None}}, "reserved"),

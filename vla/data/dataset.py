@@ -2,7 +2,10 @@
 
 The whole dataset is loaded into memory on open (our datasets are tens of
 episodes of small images); PNGs are decoded on first access and cached, so
-__getitem__ is a few array slices.
+__getitem__ is a few array slices. Video features (mp4, as most Hub datasets
+store cameras) are decoded a whole episode at a time into the same cache, by
+a background thread ahead of the requests (vla/data/video_frames.py): decoded,
+every camera costs H x W x 3 bytes per frame of memory either way.
 """
 
 from __future__ import annotations
@@ -33,8 +36,13 @@ from vla.data.schema import (
     STANDARD_FEATURES,
     STATS_PATH,
     TASKS_PATH,
+    VIDEO_DTYPE,
+    VIDEO_TOLERANCE_S,
+    parquet_features,
+    video_episode_columns,
 )
 from vla.data.stats import FeatureStats, stats_from_json
+from vla.data.video_frames import EpisodeVideoFrames
 
 _REQUIRED_INFO_KEYS = ("codebase_version", "fps", "features", "total_frames", "total_episodes", "data_path")
 _REQUIRED_EPISODE_COLUMNS = (
@@ -60,15 +68,28 @@ class LeRobotDataset(torch.utils.data.Dataset):
         "task": str, "episode_index": int, "frame_index": int,
         plus any other feature of the dataset as a tensor of frame i.
     }
+    Image and video features give the same item (uint8 [H, W, 3]). Video frames
+    are the frames shown at from_timestamp + timestamp, within tolerance_s;
+    decode_ahead starts a thread that decodes every episode's video at once.
     Raises DatasetError (a ValueError) naming the path when the dataset is
     missing, malformed or inconsistent.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, action_horizon: int = 1):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        action_horizon: int = 1,
+        decode_ahead: bool = True,
+        tolerance_s: float = VIDEO_TOLERANCE_S,
+    ):
         if isinstance(action_horizon, bool) or not isinstance(action_horizon, (int, np.integer)) or action_horizon < 1:
             raise ValueError(f"action_horizon must be an int >= 1, got {action_horizon!r}")
+        if not tolerance_s > 0:
+            raise ValueError(f"tolerance_s must be positive, got {tolerance_s!r}")
         self.root = Path(root)
         self.action_horizon = int(action_horizon)
+        self.tolerance_s = float(tolerance_s)
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset directory does not exist")
         self.info = self._load_info()
@@ -83,6 +104,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
             (int(a), int(b)) for a, b in zip(episodes["dataset_from_index"], episodes["dataset_to_index"], strict=True)
         ]
         self._unpack(table)
+        self._videos = self._open_videos(episodes)
+        if decode_ahead:
+            self._videos.start_ahead()
 
     # -- loading and validation ---------------------------------------------
 
@@ -112,13 +136,17 @@ class LeRobotDataset(torch.utils.data.Dataset):
         for name, ft in features.items():
             if not isinstance(ft, dict) or "dtype" not in ft or "shape" not in ft:
                 raise self._fail(INFO_PATH, f"feature {name!r} needs 'dtype' and 'shape'")
-            if ft["dtype"] == "video":
-                raise self._fail(
-                    INFO_PATH, f"feature {name!r} is stored as video; this reader supports images in parquet only"
-                )
-            if ft["dtype"] != IMAGE_DTYPE and ft["dtype"] not in NUMERIC_DTYPES and ft["dtype"] != "string":
+            if ft["dtype"] not in (IMAGE_DTYPE, VIDEO_DTYPE, "string") and ft["dtype"] not in NUMERIC_DTYPES:
                 raise self._fail(INFO_PATH, f"feature {name!r} has unsupported dtype {ft['dtype']!r}")
             ft["shape"] = [int(d) for d in ft["shape"]]
+            if ft["dtype"] == VIDEO_DTYPE:
+                if len(ft["shape"]) != 3 or ft["shape"][2] != 3:
+                    raise self._fail(INFO_PATH, f"video feature {name!r}: shape must be [height, width, 3], got "
+                                     f"{ft['shape']}")
+                if not isinstance(info.get("video_path"), str) or "{video_key}" not in info["video_path"]:
+                    raise self._fail(INFO_PATH, f"video feature {name!r}, but 'video_path' is "
+                                     f"{info.get('video_path')!r} (a template with {{video_key}}, {{chunk_index}}, "
+                                     "{file_index} is needed)")
         for name in STANDARD_FEATURES:
             if name not in features:
                 raise self._fail(INFO_PATH, f"standard feature {name!r} is not listed in 'features'")
@@ -169,15 +197,20 @@ class LeRobotDataset(torch.utils.data.Dataset):
         paths = sorted((self.root / EPISODES_DIR).glob("*/*.parquet"))
         if not paths:
             raise self._fail(EPISODES_DIR, "no episode metadata files (expected chunk-XXX/file-XXX.parquet)")
+        video_columns = [c for key in self.video_keys for c in video_episode_columns(key)]
         tables = []
         for path in paths:
             table = self._read_parquet(path, "episode metadata")
-            missing = [c for c in _REQUIRED_EPISODE_COLUMNS if c not in table.column_names]
+            missing = [c for c in (*_REQUIRED_EPISODE_COLUMNS, *video_columns) if c not in table.column_names]
             if missing:
                 raise DatasetError(f"{path}: episode metadata lacks columns {missing}")
-            tables.append(table.select(list(_REQUIRED_EPISODE_COLUMNS)))
+            tables.append(table.select([*_REQUIRED_EPISODE_COLUMNS, *video_columns]))
         merged = pa.concat_tables(tables)
         episodes = {c: merged.column(c).to_numpy().astype(np.int64) for c in _REQUIRED_EPISODE_COLUMNS}
+        for c in video_columns:  # timestamps are seconds, the rest indices
+            if merged.column(c).null_count:
+                raise self._fail(EPISODES_DIR, f"column {c!r} has missing values")
+            episodes[c] = merged.column(c).to_numpy().astype(np.float64 if c.endswith("_timestamp") else np.int64)
         order = np.argsort(episodes["episode_index"], kind="stable")
         episodes = {c: v[order] for c, v in episodes.items()}
         n = len(order)
@@ -214,7 +247,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         total = self.info["total_frames"]
         if table.num_rows != total:
             raise self._fail(DATA_DIR, f"{table.num_rows} rows in the data files, info.json says total_frames={total}")
-        missing = [name for name in self._features if name not in table.column_names]
+        missing = [name for name in parquet_features(self._features) if name not in table.column_names]
         if missing:
             raise self._fail(DATA_DIR, f"features listed in info.json are missing from the data: {missing}")
         if int(episodes["dataset_to_index"][-1]) != total:
@@ -240,6 +273,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._image_cache: dict[str, np.ndarray] = {}
         self._decoded: dict[str, np.ndarray] = {}
         for name, ft in self._features.items():
+            if ft["dtype"] == VIDEO_DTYPE:  # no column: decoded from the mp4 files on demand
+                self._image_cache[name] = np.empty((n, *ft["shape"]), dtype=np.uint8)
+                self._decoded[name] = np.zeros(n, dtype=bool)
+                continue
             column = table.column(name).combine_chunks()
             if ft["dtype"] == IMAGE_DTYPE:
                 if not pa.types.is_struct(column.type):
@@ -260,6 +297,38 @@ class LeRobotDataset(torch.utils.data.Dataset):
         ends = np.array([b for _, b in self._episode_ranges], dtype=np.int64)
         self._episode_end = ends[self._episode_index]
         self._vector_keys = [k for k in self._columns if k not in STANDARD_FEATURES and k != "action"]
+
+    def _open_videos(self, episodes: dict[str, np.ndarray]) -> EpisodeVideoFrames:
+        """Check every video file the episodes name exists; the frames are decoded later."""
+        template = self.info.get("video_path")
+        spans: dict[str, np.ndarray] = {}
+        files: dict[str, list[str]] = {}
+        for key in self.video_keys:
+            chunk_col, file_col, from_col, to_col = video_episode_columns(key)
+            spans[key] = np.stack([episodes[from_col], episodes[to_col]], axis=1)
+            if np.any(spans[key][:, 0] < 0) or np.any(spans[key][:, 1] < spans[key][:, 0]):
+                raise self._fail(EPISODES_DIR, f"{key!r}: from_timestamp/to_timestamp must satisfy 0 <= from <= to")
+            try:
+                files[key] = [
+                    template.format(video_key=key, chunk_index=int(c), file_index=int(f))
+                    for c, f in zip(episodes[chunk_col], episodes[file_col], strict=True)
+                ]
+            except (KeyError, IndexError, ValueError) as err:
+                raise self._fail(INFO_PATH, f"video_path {template!r} cannot be formatted ({err!r})") from err
+            for relative in sorted(set(files[key])):
+                if not (self.root / relative).is_file():
+                    raise self._fail(relative, f"video file of feature {key!r} listed in the episode metadata is missing")
+        timestamps = self._columns["timestamp"].reshape(-1).astype(np.float64)
+        return EpisodeVideoFrames(
+            self.video_keys,
+            cache={k: self._image_cache[k] for k in self.video_keys},
+            decoded={k: self._decoded[k] for k in self.video_keys},
+            file_of=lambda key, episode: self.root / files[key][episode],
+            spans=spans,
+            timestamps=timestamps,
+            ranges=self._episode_ranges,
+            tolerance_s=self.tolerance_s,
+        )
 
     def _numeric(self, name: str, column: pa.Array, ft: dict[str, Any], n: int) -> np.ndarray:
         shape = ft["shape"]
@@ -314,7 +383,20 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
     @property
     def camera_keys(self) -> list[str]:
-        return [k for k, ft in self._features.items() if ft["dtype"] == IMAGE_DTYPE]
+        """Image and video features alike: both give uint8 [H, W, 3] frames."""
+        return [k for k, ft in self._features.items() if ft["dtype"] in (IMAGE_DTYPE, VIDEO_DTYPE)]
+
+    @property
+    def video_keys(self) -> list[str]:
+        return [k for k, ft in self._features.items() if ft["dtype"] == VIDEO_DTYPE]
+
+    def wait_for_decoding(self, timeout: float | None = None) -> bool:
+        """Block until the video frames decoded ahead are all in memory; True if so (always without video)."""
+        return self._videos.wait(timeout)
+
+    def close(self) -> None:
+        """Stop decoding ahead (the frames decoded so far stay usable)."""
+        self._videos.stop()
 
     @property
     def episode_ranges(self) -> list[tuple[int, int]]:
@@ -329,8 +411,11 @@ class LeRobotDataset(torch.utils.data.Dataset):
     def image(self, key: str, index: int) -> np.ndarray:
         """The decoded uint8 [H, W, 3] image of one frame (cached; do not modify)."""
         if not self._decoded[key][index]:
-            self._image_cache[key][index] = self._decode(key, index)
-            self._decoded[key][index] = True
+            if self._features[key]["dtype"] == VIDEO_DTYPE:
+                self._videos.ensure(int(self._episode_index[index]))  # the whole episode, every video key
+            else:
+                self._image_cache[key][index] = self._decode(key, index)
+                self._decoded[key][index] = True
         return self._image_cache[key][index]
 
     def _decode(self, key: str, index: int) -> np.ndarray:

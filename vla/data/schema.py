@@ -8,6 +8,10 @@ Learned from lerobot 0.4.4 (lerobot/datasets/utils.py, lerobot_dataset.py):
 - A feature of shape [1] is a plain scalar column; a 1-D feature is a
   fixed-size list column; an image is a struct {bytes: PNG, path} column
   (Hugging Face datasets' Image type), so images live inside the parquet.
+- A video feature has no parquet column: its frames live in mp4 files at
+  `video_path` (formatted with video_key, chunk_index, file_index), several
+  episodes one after another in a file; the episode metadata says which file
+  and where in it (videos/<key>/from_timestamp .. to_timestamp, in seconds).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ EPISODES_DIR = "meta/episodes"
 DATA_DIR = "data"
 CHUNK_FILE = "chunk-{chunk_index:03d}/file-{file_index:03d}"
 DATA_PATH_TEMPLATE = f"{DATA_DIR}/{CHUNK_FILE}.parquet"
+VIDEO_DIR = "videos"
+VIDEO_PATH_TEMPLATE = VIDEO_DIR + "/{video_key}/" + CHUNK_FILE + ".mp4"
 EPISODES_PATH_TEMPLATE = f"{EPISODES_DIR}/{CHUNK_FILE}.parquet"
 
 # Added to every frame by the writer, in this order, after the user's features.
@@ -86,6 +92,11 @@ NUMERIC_DTYPES: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
 }
 IMAGE_DTYPE = "image"
+VIDEO_DTYPE = "video"
+# Features whose values are uint8 [H, W, 3] frames, whichever way they are stored.
+FRAME_DTYPES = (IMAGE_DTYPE, VIDEO_DTYPE)
+# lerobot's tolerance between a frame's timestamp and the video frame that serves it (seconds).
+VIDEO_TOLERANCE_S = 1e-4
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 IMAGE_NAMES = ["height", "width", "channels"]
 RESERVED_NAMES = frozenset(STANDARD_FEATURES) | {"task"}
@@ -94,8 +105,8 @@ RESERVED_NAMES = frozenset(STANDARD_FEATURES) | {"task"}
 def validate_features(features: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Check user features and return a normalised copy (shapes as lists of int).
 
-    Supported: images uint8 [H, W, 3] stored as PNG, and numeric features of
-    shape [D] (shape [1] is a scalar column). Video is not supported.
+    Supported: images uint8 [H, W, 3] stored as PNG ('image') or in mp4 files
+    ('video'), and numeric features of shape [D] (shape [1] is a scalar column).
     """
     if not isinstance(features, Mapping) or not features:
         raise ValueError("features must be a non-empty dict of name -> {dtype, shape, names}")
@@ -117,29 +128,38 @@ def validate_features(features: Mapping[str, Mapping[str, Any]]) -> dict[str, di
         if any(d <= 0 for d in shape):
             raise ValueError(f"feature {name!r}: shape dimensions must be positive, got {shape}")
         names = copy.deepcopy(spec.get("names"))
-        if dtype == IMAGE_DTYPE:
+        if dtype in FRAME_DTYPES:
             if len(shape) != 3 or shape[2] != 3:
-                raise ValueError(f"feature {name!r}: image shape must be [height, width, 3], got {shape}")
+                raise ValueError(f"feature {name!r}: {dtype} shape must be [height, width, 3], got {shape}")
             names = names if names is not None else list(IMAGE_NAMES)
-        elif dtype == "video":
-            raise ValueError(f"feature {name!r}: dtype 'video' is not supported; use 'image' (PNG in parquet)")
         elif dtype in NUMERIC_DTYPES:
             if len(shape) != 1:
                 raise ValueError(f"feature {name!r}: numeric features must be 1-D ([D]), got shape {shape}")
         else:
             raise ValueError(
-                f"feature {name!r}: unsupported dtype {dtype!r}; use 'image' or one of {sorted(NUMERIC_DTYPES)}"
+                f"feature {name!r}: unsupported dtype {dtype!r}; use 'image', 'video' or one of {sorted(NUMERIC_DTYPES)}"
             )
         if names is not None and not isinstance(names, (list, dict)):
             raise ValueError(f"feature {name!r}: names must be a list, a dict or None, got {names!r}")
-        if isinstance(names, list) and dtype != IMAGE_DTYPE and len(names) != shape[0]:
+        if isinstance(names, list) and dtype not in FRAME_DTYPES and len(names) != shape[0]:
             raise ValueError(f"feature {name!r}: {len(names)} names for shape {shape}")
         out[name] = {"dtype": dtype, "shape": shape, "names": names}
     return out
 
 
 def is_scalar(feature: Mapping[str, Any]) -> bool:
-    return feature["dtype"] != IMAGE_DTYPE and list(feature["shape"]) == [1]
+    return feature["dtype"] not in FRAME_DTYPES and list(feature["shape"]) == [1]
+
+
+def parquet_features(features: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The features that have a column in the data files: all but videos (those live in mp4 files)."""
+    return {name: ft for name, ft in features.items() if ft["dtype"] != VIDEO_DTYPE}
+
+
+def video_episode_columns(video_key: str) -> tuple[str, str, str, str]:
+    """The episode metadata columns that locate one episode of a video feature, in lerobot's order."""
+    prefix = f"{VIDEO_DIR}/{video_key}/"
+    return (f"{prefix}chunk_index", f"{prefix}file_index", f"{prefix}from_timestamp", f"{prefix}to_timestamp")
 
 
 def arrow_type(feature: Mapping[str, Any]) -> pa.DataType:
@@ -164,6 +184,7 @@ def hf_feature(feature: Mapping[str, Any]) -> dict[str, Any]:
 
 def data_schema(features: Mapping[str, Mapping[str, Any]]) -> pa.Schema:
     """Arrow schema of a data file, with the HF metadata that makes datasets decode images."""
+    features = parquet_features(features)
     fields = [pa.field(name, arrow_type(ft)) for name, ft in features.items()]
     hf_meta = {"info": {"features": {name: hf_feature(ft) for name, ft in features.items()}}}
     return pa.schema(fields, metadata={"huggingface": json.dumps(hf_meta)})

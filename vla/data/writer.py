@@ -1,4 +1,9 @@
-"""Write a LeRobotDataset v3.0 (images as PNG inside parquet) frame by frame.
+"""Write a LeRobotDataset v3.0 frame by frame: images as PNG inside parquet, videos as mp4.
+
+A feature declared with dtype 'video' (`vla collect --dataset.video=true`) is
+encoded into mp4 files as lerobot 0.4.4 writes them (vla/data/video.py), with
+the same episode metadata and info.json entries; its statistics are those of
+the frames before encoding, as lerobot computes them.
 
 Everything goes to a hidden sibling directory of `root` first; finalize()
 renames it to `root`. An interrupted collect therefore leaves nothing at
@@ -29,6 +34,7 @@ from vla.data.schema import (
     DEFAULT_DATA_FILES_SIZE_IN_MB,
     DEFAULT_VIDEO_FILES_SIZE_IN_MB,
     EPISODES_PATH_TEMPLATE,
+    FRAME_DTYPES,
     IMAGE_DTYPE,
     IMAGE_STRUCT,
     INFO_PATH,
@@ -36,13 +42,18 @@ from vla.data.schema import (
     STANDARD_FEATURES,
     STATS_PATH,
     TASKS_PATH,
+    VIDEO_DTYPE,
+    VIDEO_PATH_TEMPLATE,
     arrow_type,
     data_schema,
     is_scalar,
     next_chunk_file,
+    parquet_features,
     validate_features,
 )
 from vla.data.stats import FeatureStatsAccumulator, stats_to_json
+from vla.data.video import choose_encoder, stream_info
+from vla.data.video_files import VideoFeatureFiles
 
 # PNG is lossless at any level; 1 keeps collection fast on small CPUs.
 PNG_COMPRESS_LEVEL = 1
@@ -65,6 +76,7 @@ class LeRobotDatasetWriter:
         features: Mapping[str, Mapping[str, Any]],
         overwrite: bool = False,
         data_files_size_in_mb: float = DEFAULT_DATA_FILES_SIZE_IN_MB,
+        video_files_size_in_mb: float = DEFAULT_VIDEO_FILES_SIZE_IN_MB,
         chunks_size: int = DEFAULT_CHUNKS_SIZE,
         provenance: Mapping[str, Any] | None = None,
     ):
@@ -74,6 +86,8 @@ class LeRobotDatasetWriter:
             raise ValueError(f"robot_type must be a string, got {robot_type!r}")
         if data_files_size_in_mb <= 0:
             raise ValueError(f"data_files_size_in_mb must be positive, got {data_files_size_in_mb}")
+        if video_files_size_in_mb <= 0:
+            raise ValueError(f"video_files_size_in_mb must be positive, got {video_files_size_in_mb}")
         if chunks_size <= 0:
             raise ValueError(f"chunks_size must be positive, got {chunks_size}")
         self.root = Path(root).absolute()
@@ -81,14 +95,18 @@ class LeRobotDatasetWriter:
         self.robot_type = robot_type
         self.overwrite = overwrite
         self.data_files_size_in_mb = data_files_size_in_mb
+        self.video_files_size_in_mb = video_files_size_in_mb
         self.chunks_size = int(chunks_size)
         # How the data was made (image convention, initial-state source): info.json's PROVENANCE_KEY.
         self.provenance = dict(provenance or {})
         self.features = validate_features(features)
         self._all_features = {**self.features, **{k: dict(v) for k, v in STANDARD_FEATURES.items()}}
         self._schema = data_schema(self._all_features)
+        self.video_keys = [k for k, ft in self.features.items() if ft["dtype"] == VIDEO_DTYPE]
         if self.root.exists() and not overwrite:
             raise FileExistsError(f"{self.root} already exists; pass overwrite=True to replace it")
+        # Before anything is written: a PyAV build without an encoder is refused up front.
+        self.video_encoder = choose_encoder() if self.video_keys else None
 
         self.root.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.root.parent / f".{self.root.name}.writing-{uuid.uuid4().hex[:8]}"
@@ -100,8 +118,20 @@ class LeRobotDatasetWriter:
         self._task_index: dict[str, int] = {}
         self._episode_rows: list[dict[str, Any]] = []
         self._dataset_stats = {
-            name: FeatureStatsAccumulator(is_image=ft["dtype"] == IMAGE_DTYPE)
+            name: FeatureStatsAccumulator(is_image=ft["dtype"] in FRAME_DTYPES)
             for name, ft in self._all_features.items()
+        }
+        self._videos = {
+            key: VideoFeatureFiles(
+                self._tmp,
+                key,
+                fps=self.fps,
+                shape=self.features[key]["shape"],
+                encoder=self.video_encoder,
+                files_size_in_mb=video_files_size_in_mb,
+                chunks_size=self.chunks_size,
+            )
+            for key in self.video_keys
         }
         self._total_frames = 0
         self._data_writer: pq.ParquetWriter | None = None
@@ -158,7 +188,7 @@ class LeRobotDatasetWriter:
         where = f"feature {name!r} of frame {frame_index}"
         if not isinstance(value, np.ndarray):
             raise ValueError(f"{where}: expected np.ndarray, got {type(value).__name__}")
-        if ft["dtype"] == IMAGE_DTYPE:
+        if ft["dtype"] in FRAME_DTYPES:
             expected_dtype, expected_shape = np.dtype(np.uint8), tuple(ft["shape"])
         else:
             expected_dtype, expected_shape = np.dtype(ft["dtype"]), tuple(ft["shape"])
@@ -166,7 +196,7 @@ class LeRobotDatasetWriter:
             raise ValueError(f"{where}: dtype {value.dtype}, expected {expected_dtype}")
         if value.shape != expected_shape:
             raise ValueError(f"{where}: shape {value.shape}, expected {expected_shape}")
-        if ft["dtype"] != IMAGE_DTYPE and np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+        if ft["dtype"] not in FRAME_DTYPES and np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
             raise ValueError(f"{where}: contains NaN or inf")
         return np.array(value, copy=True)
 
@@ -204,8 +234,10 @@ class LeRobotDatasetWriter:
             "dataset_from_index": start,
             "dataset_to_index": start + n,
         }
+        for key, files in self._videos.items():  # after the data columns, before the stats, as lerobot orders them
+            row.update(files.append(columns[key]))
         for name, ft in self._all_features.items():
-            episode_acc = FeatureStatsAccumulator(is_image=ft["dtype"] == IMAGE_DTYPE)
+            episode_acc = FeatureStatsAccumulator(is_image=ft["dtype"] in FRAME_DTYPES)
             episode_acc.update(columns[name])
             self._dataset_stats[name].update(columns[name])
             for key, value in episode_acc.result().items():
@@ -233,7 +265,7 @@ class LeRobotDatasetWriter:
 
     def _episode_table(self, columns: dict[str, np.ndarray], n: int) -> pa.Table:
         arrays = []
-        for name, ft in self._all_features.items():
+        for name, ft in parquet_features(self._all_features).items():
             data = columns[name]
             if ft["dtype"] == IMAGE_DTYPE:
                 png = pa.array([_encode_png(img) for img in data], type=pa.binary())
@@ -275,6 +307,8 @@ class LeRobotDatasetWriter:
         if self._data_writer is not None:
             self._data_writer.close()
             self._data_writer = None
+        for files in self._videos.values():
+            files.close()
 
         write_tasks(self._tmp / TASKS_PATH, self.tasks)
         episodes_path = self._tmp / EPISODES_PATH_TEMPLATE.format(chunk_index=0, file_index=0)
@@ -297,14 +331,21 @@ class LeRobotDatasetWriter:
             "total_tasks": len(self._task_index),
             "chunks_size": self.chunks_size,
             "data_files_size_in_mb": self.data_files_size_in_mb,
-            "video_files_size_in_mb": DEFAULT_VIDEO_FILES_SIZE_IN_MB,
+            "video_files_size_in_mb": self.video_files_size_in_mb,
             "fps": self.fps,
             "splits": {"train": f"0:{len(self._episode_rows)}"},
             "data_path": DATA_PATH_TEMPLATE,
-            "video_path": None,
-            "features": self._all_features,
+            "video_path": VIDEO_PATH_TEMPLATE if self.video_keys else None,
+            "features": self._features_with_video_info(),
             **({PROVENANCE_KEY: self.provenance} if self.provenance else {}),
         }
+
+    def _features_with_video_info(self) -> dict[str, dict[str, Any]]:
+        """The features, each video with the 'info' lerobot reads from its first file (codec, pix_fmt, fps...)."""
+        features = {name: dict(ft) for name, ft in self._all_features.items()}
+        for key, files in self._videos.items():
+            features[key]["info"] = stream_info(self._tmp / files.relative_path(0, 0))
+        return features
 
     def _move_into_place(self) -> None:
         if not (self.root.exists() or self.root.is_symlink()):
@@ -335,6 +376,8 @@ class LeRobotDatasetWriter:
             except Exception:  # noqa: BLE001 - the files are being deleted anyway
                 pass
             self._data_writer = None
+        for files in self._videos.values():
+            files.abort()
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._state = "aborted"
 
