@@ -302,7 +302,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         """Check every video file the episodes name exists; the frames are decoded later."""
         template = self.info.get("video_path")
         spans: dict[str, np.ndarray] = {}
-        files: dict[str, list[str]] = {}
+        files: dict[str, list[Path]] = {}
         for key in self.video_keys:
             chunk_col, file_col, from_col, to_col = video_episode_columns(key)
             spans[key] = np.stack([episodes[from_col], episodes[to_col]], axis=1)
@@ -310,20 +310,20 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 raise self._fail(EPISODES_DIR, f"{key!r}: from_timestamp/to_timestamp must satisfy 0 <= from <= to")
             try:
                 files[key] = [
-                    template.format(video_key=key, chunk_index=int(c), file_index=int(f))
+                    self.root / template.format(video_key=key, chunk_index=int(c), file_index=int(f))
                     for c, f in zip(episodes[chunk_col], episodes[file_col], strict=True)
                 ]
             except (KeyError, IndexError, ValueError) as err:
                 raise self._fail(INFO_PATH, f"video_path {template!r} cannot be formatted ({err!r})") from err
-            for relative in sorted(set(files[key])):
-                if not (self.root / relative).is_file():
-                    raise self._fail(relative, f"video file of feature {key!r} listed in the episode metadata is missing")
+            for path in sorted(set(files[key])):
+                if not path.is_file():
+                    raise DatasetError(f"{path}: video file of feature {key!r} listed in the episode metadata is missing")
         timestamps = self._columns["timestamp"].reshape(-1).astype(np.float64)
         return EpisodeVideoFrames(
             self.video_keys,
             cache={k: self._image_cache[k] for k in self.video_keys},
             decoded={k: self._decoded[k] for k in self.video_keys},
-            file_of=lambda key, episode: self.root / files[key][episode],
+            files=files,
             spans=spans,
             timestamps=timestamps,
             ranges=self._episode_ranges,

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from vla.data.errors import DatasetError
+
 # In order of preference; the first one the PyAV build can encode with is used.
 ENCODERS: tuple[str, ...] = ("libsvtav1", "libx264", "mpeg4")
 PIX_FMT = "yuv420p"
@@ -28,8 +30,8 @@ _ENCODER_OPTIONS: dict[str, dict[str, str]] = {
 }
 
 
-class VideoError(ValueError):
-    """An mp4 file cannot be written or read; the message names the file."""
+class VideoError(DatasetError):
+    """An mp4 file cannot be written or read (or PyAV is missing); the message names the file."""
 
 
 def import_av():
@@ -53,7 +55,7 @@ def choose_encoder() -> str:
 
 
 class Mp4Writer:
-    """Frames appended to one mp4 file, one continuous stream at `fps` (frame k at k / fps seconds).
+    """Frames encoded into one new mp4 file, one stream at `fps` (frame k at k / fps seconds).
 
     The file is written under a temporary name and renamed on close(), so a file with
     the final name is always complete.
@@ -64,7 +66,7 @@ class Mp4Writer:
         self.path = Path(path)
         self.fps = int(fps)
         self.frames = 0
-        self._bytes = 0
+        self.bytes_written = 0  # compressed bytes out of the encoder (it holds some frames back until close)
         # Frame k shows at k / fps. Kept apart from the stream's time base, which the mp4 muxer changes when
         # it writes the header (to 1/10240 at 10 fps): frames stamped in that would all round to pts 0.
         self._frame_time_base = Fraction(1, self.fps)
@@ -96,7 +98,7 @@ class Mp4Writer:
 
     def _mux(self, packets) -> None:
         self._container.mux(packets)
-        self._bytes += sum(packet.size for packet in packets)
+        self.bytes_written += sum(packet.size for packet in packets)
 
     def close(self) -> Path:
         """Flush the encoder, close the file and give it its final name."""
@@ -106,16 +108,71 @@ class Mp4Writer:
         return self.path
 
     def abort(self) -> None:
-        try:
-            self._container.close()
-        except Exception:  # noqa: BLE001 - the file is deleted anyway
-            pass
+        _close_quietly(self._container)
         self._partial.unlink(missing_ok=True)
 
-    @property
-    def bytes_written(self) -> int:
-        """Compressed bytes out of the encoder so far (it holds a few frames back until close)."""
-        return self._bytes
+
+class Mp4Concatenation:
+    """One mp4 file built from clips (mp4 files of the same encoder settings) played one after another.
+
+    Packets are copied, not re-encoded, and shifted in time so clip j starts where clip
+    j - 1 ended: lerobot's concatenation of episode videos, done by appending instead of
+    rewriting the file for each episode. Written under a temporary name, renamed on close().
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fps: int):
+        self.path = Path(path)
+        self.fps = int(fps)
+        self.frames = 0
+        self.bytes_written = 0
+        self._partial = self.path.with_name(self.path.name + ".partial")
+        self._container = None
+        self._stream = None
+
+    def append(self, clip: Path, frames: int) -> None:
+        """Copy the `frames` frames of `clip` to the end of the file."""
+        av = import_av()
+        with av.open(str(clip)) as source:
+            stream = source.streams.video[0]
+            if self._container is None:
+                self._partial.parent.mkdir(parents=True, exist_ok=True)
+                self._container = av.open(str(self._partial), mode="w", format="mp4")
+                self._stream = self._container.add_stream_from_template(stream, opaque=True)
+                self._stream.time_base = stream.time_base
+                self._time_base = stream.time_base
+            per_frame = Fraction(1, self.fps) / stream.time_base
+            if stream.time_base != self._time_base or per_frame.denominator != 1:
+                raise VideoError(f"{clip}: time base {stream.time_base} does not fit {self.path} "
+                                 f"({self._time_base}, {self.fps} fps)")
+            shift = self.frames * int(per_frame)
+            for packet in source.demux(stream):
+                if packet.dts is None:  # the demuxer's end-of-stream marker
+                    continue
+                packet.pts += shift
+                packet.dts += shift
+                packet.stream = self._stream
+                self._container.mux(packet)
+                self.bytes_written += packet.size
+        self.frames += int(frames)
+
+    def close(self) -> Path:
+        if self._container is None:
+            raise VideoError(f"{self.path}: no clip appended")
+        self._container.close()
+        os.replace(self._partial, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._container is not None:
+            _close_quietly(self._container)
+        self._partial.unlink(missing_ok=True)
+
+
+def _close_quietly(container) -> None:
+    try:
+        container.close()
+    except Exception:  # noqa: BLE001 - the file is deleted anyway
+        pass
 
 
 def stream_info(path: str | os.PathLike[str]) -> dict[str, Any]:

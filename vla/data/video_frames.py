@@ -12,7 +12,6 @@ the nearest within tolerance_s, as lerobot looks it up; none within it is an err
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ class EpisodeVideoFrames:
     """Decodes episodes of the video features `keys` into caller-owned frame arrays.
 
     cache[key]: uint8 [total_frames, H, W, 3], written row by row; decoded[key]: bool
-    [total_frames], set once a row holds its frame. file_of(key, episode) is the mp4
+    [total_frames], set once a row holds its frame. files[key][episode] is the mp4
     path, spans[key]: float64 [episodes, 2] from/to timestamps, timestamps: float64
     [total_frames] the rows' timestamps, ranges: each episode's (first row, end row).
     """
@@ -36,7 +35,7 @@ class EpisodeVideoFrames:
         *,
         cache: dict[str, np.ndarray],
         decoded: dict[str, np.ndarray],
-        file_of: Callable[[str, int], Path],
+        files: dict[str, list[Path]],
         spans: dict[str, np.ndarray],
         timestamps: np.ndarray,
         ranges: list[tuple[int, int]],
@@ -44,7 +43,7 @@ class EpisodeVideoFrames:
     ):
         self.keys = list(keys)
         self._cache, self._decoded = cache, decoded
-        self._file_of, self._spans = file_of, spans
+        self._files, self._spans = files, spans
         self._timestamps, self._ranges = timestamps, ranges
         self.tolerance_s = float(tolerance_s)
         self._locks = [threading.Lock() for _ in ranges]
@@ -66,7 +65,7 @@ class EpisodeVideoFrames:
 
     def _decode(self, key: str, episode: int) -> None:
         start, end = self._ranges[episode]
-        path = self._file_of(key, episode)
+        path = self._files[key][episode]
         offset = float(self._spans[key][episode, 0])
         wanted = offset + self._timestamps[start:end]
         tol = self.tolerance_s
