@@ -30,9 +30,10 @@ ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "delta_axis_angle_x", "delta_ax
 MAX_ATTEMPTS_PER_EPISODE = 3
 
 
-def dataset_features(cameras: list[str], image_size: int, environment_state_dim: int = 0) -> dict:
+def dataset_features(cameras: list[str], image_size: int, environment_state_dim: int = 0, video: bool = False) -> dict:
+    """The dataset's features; cameras as 'video' (mp4 files) or 'image' (PNG in the parquet)."""
     features = {
-        f"observation.images.{cam}": {"dtype": "image", "shape": [image_size, image_size, 3],
+        f"observation.images.{cam}": {"dtype": "video" if video else "image", "shape": [image_size, image_size, 3],
                                       "names": ["height", "width", "channels"]}
         for cam in cameras
     }
@@ -187,12 +188,16 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     env_state_dim = 0 if cfg.suite else getattr(first_env, "environment_state_dim", 0)
     try:
         writer = LeRobotDatasetWriter(out, fps=cfg.env.control_freq, robot_type="panda",
-                                      features=dataset_features(cfg.env.cameras, cfg.env.image_size, env_state_dim),
+                                      features=dataset_features(cfg.env.cameras, cfg.env.image_size, env_state_dim,
+                                                               video=cfg.dataset.video),
                                       overwrite=cfg.overwrite,
                                       provenance=provenance(cfg, tasks, first_env.image_convention))
     except FileExistsError as exc:  # created since the check above
         first_env.close()
         raise exists from exc
+    except BaseException:  # e.g. video features without PyAV: no env left running behind the error
+        first_env.close()
+        raise
     # Logs sit beside the dataset (not inside it: the dataset folder holds only the format's files).
     # A previous run's logs go, so TensorBoard never mixes two runs.
     log_dir = claim_output_dir(out.with_name(out.name + ".logs"), overwrite=True)

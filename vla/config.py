@@ -64,8 +64,17 @@ class EnvConfig:
 
 
 @dataclass
+class DatasetWriteConfig:
+    # Store camera streams as mp4 (AV1, as lerobot and most Hub datasets do) instead of PNG frames inside the
+    # parquet files: 9x smaller on 64x64 Lift renders, lossy (mean error 2.2 of 255; docs/DECISIONS.md).
+    video: bool = False
+
+
+@dataclass
 class CollectConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
+    # How the LeRobot v3.0 dataset stores its frames.
+    dataset: DatasetWriteConfig = field(default_factory=DatasetWriteConfig)
     # Folder the LeRobot v3.0 dataset is written to (its logs go beside it, in <output_dir>.logs).
     output_dir: str = "outputs/demos/lift"
     # Episodes to keep per task (the expert gets at most 3x as many attempts).
@@ -325,14 +334,49 @@ class OffPolicyConfig:
 
 
 @dataclass
+class SRPOConfig:
+    """`vla rl --algo srpo`: the progress reward from a world-model encoder (docs/ALGORITHMS.md section 3)."""
+
+    # World-model encoder that embeds each trajectory's video: "policy_vision" (a frozen copy of the
+    # policy's own vision encoder; needs a policy with a camera), "video" (a small video encoder trained by
+    # `vla train-world-model`, at encoder_path) or "vjepa2" (V-JEPA 2 through transformers, from the local
+    # folder encoder_path).
+    encoder: str = "policy_vision"
+    # The "video" encoder's .safetensors file, or the "vjepa2" model folder (config.json + weights).
+    encoder_path: str = ""
+    # Frames sampled uniformly across each episode's chunk-boundary frames (short videos repeat theirs
+    # cyclically). The paper used 64; V-JEPA 2 needs a multiple of its tubelet size (2).
+    n_frames: int = 16
+    # Camera whose frames are embedded ("" = the policy's first camera, agentview for a state policy).
+    # Rendered only at chunk boundaries; a state policy's env renders it only for SRPO.
+    camera: str = ""
+    # Embedding size the encoder must produce (0 = whatever it produces); a mismatch is reported and the
+    # batch falls back to binary rewards.
+    embedding_dim: int = 0
+    # Failure reward: "released" (0.6 * sigmoid(10 * (0.5 - n)) of the min-max normalised distance, the
+    # released code's) or "paper" (the normal CDF of the standardised distance, decreasing).
+    reward_formula: str = "released"
+    # DBSCAN's eps on the standardised success embeddings.
+    dbscan_eps: float = 0.5
+    # DBSCAN's min_samples (a point and its neighbours within eps that make a cluster core).
+    dbscan_min_samples: int = 2
+    # Log the Spearman correlation between the progress reward and the simulator's staged dense reward of
+    # the same trajectories (robosuite tasks; turns on env.reward_shaping, which the update never reads).
+    dense_correlation: bool = True
+    # Trajectories per encoder call (bounds the encoder's memory).
+    encode_batch: int = 8
+
+
+@dataclass
 class RLConfig:
     """`vla rl`: RL post-training of a flow policy in simulation: on-policy (GRPO, PPO) on its weights,
     or off-policy steering of the frozen policy (noise, residual, zprl; see `offpolicy`).
 
     Sized so one Lift iteration takes about a minute on 2 CPU cores."""
 
-    # "grpo" or "ppo" (on-policy, train the policy), "filtered_bc" (imitate the policy's own successes,
-    # docs/RL.md), or "noise", "residual", "zprl" (steer it, frozen).
+    # "grpo" or "ppo" (on-policy, train the policy), "srpo" (GRPO with a world-model progress reward,
+    # see srpo), "filtered_bc" (imitate the policy's own successes, docs/RL.md), or "noise", "residual",
+    # "zprl" (steer it, frozen).
     algo: str = "grpo"
     # Supervised policy checkpoint to start from (also the KL reference).
     policy: str = "outputs/quickstart/train/policy"
@@ -344,6 +388,7 @@ class RLConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: RLEvalConfig = field(default_factory=RLEvalConfig)
     offpolicy: OffPolicyConfig = field(default_factory=OffPolicyConfig)
+    srpo: SRPOConfig = field(default_factory=SRPOConfig)
     # RL iterations, each one round of rollouts followed by one update.
     iterations: int = 30
     # Rollouts per iteration = n_groups * group_size; a group shares its initial state.
@@ -469,6 +514,46 @@ class RLConfig:
 
 
 @dataclass
+class WorldModelConfig:
+    """`vla train-world-model`: SRPO's small video encoder, trained self-supervised (temporal-contrastive)."""
+
+    # LeRobot datasets with camera frames (demos from `vla collect`, recorded rollouts); episodes of all.
+    datasets: list[str] = field(default_factory=list)
+    # Camera whose frames it learns from (the dataset feature observation.images.<camera>).
+    camera: str = "agentview"
+    # The encoder's .safetensors file (SRPO loads it with --srpo.encoder=video --srpo.encoder_path=...).
+    output: str = "outputs/world_model/encoder.safetensors"
+    # Side of the square frames it sees (frames are resized to it).
+    image_size: int = 64
+    # Embedding size (the width of its tokens).
+    width: int = 64
+    # Frames per training clip, taken every frame_stride frames of an episode.
+    clip_frames: int = 8
+    # Dataset frames between a clip's frames.
+    frame_stride: int = 4
+    # A positive pair: two clips of the same episode at most this many dataset frames apart.
+    max_offset: int = 6
+    # Optimizer steps (one batch of clip pairs each).
+    steps: int = 1500
+    # Clip pairs per step; the other pairs of the batch are each clip's negatives.
+    batch_size: int = 32
+    # AdamW learning rate.
+    lr: float = 3e-4
+    # InfoNCE temperature on cosine similarities.
+    temperature: float = 0.1
+    # Random image shift in pixels (augmentation, as in SFT; 0 disables).
+    image_shift: int = 4
+    # Seed of the weights and of the clip draws.
+    seed: int = 0
+    # Torch intra-op threads; 0 = half the cores.
+    num_threads: int = 0
+    # Torch device (cpu, cuda, ...).
+    device: str = "cpu"
+    # Replace an existing output file.
+    overwrite: bool = False
+
+
+@dataclass
 class QuickstartConfig:
     # Everything goes under it: demos/, train/, eval/ (and rl/); the stages' own output paths are derived.
     output_dir: str = "outputs/quickstart"
@@ -537,3 +622,19 @@ class SimArmConfig:
     image_rate_hz: float = 10.0
     # ROS_DOMAIN_ID to use, 0-232 (unset: the environment's).
     domain_id: int | None = None
+
+
+@dataclass
+class RosBringupConfig:
+    """`vla ros-bringup`: `vla sim-arm` and `vla serve-ros` together, supervised (real_robot/bringup.py)."""
+
+    # Robot config YAML for both processes (leave arm.robot and node.robot unset).
+    robot: str = "configs/robot/panda.yaml"
+    # ROS_DOMAIN_ID for both, 0-232 (unset: the environment's; leave arm.domain_id and node.domain_id unset).
+    domain_id: int | None = None
+    # Seconds each process may take to stop after Ctrl-C/SIGTERM before it is killed.
+    stop_timeout_s: float = 20.0
+    # The simulated arm (`vla sim-arm --help`).
+    arm: SimArmConfig = field(default_factory=SimArmConfig)
+    # The policy node (`vla serve-ros --help`).
+    node: ServeRosConfig = field(default_factory=ServeRosConfig)

@@ -137,6 +137,19 @@ def _batches(dataset, cfg: TrainConfig, generator: torch.Generator, start_step: 
         yield step, default_collate([dataset[i] for i in indices])
 
 
+def _timed(batches, waited: dict):
+    """The batches, with the seconds spent waiting for each added to waited["s"]: how long training
+    waited on data (decoding, collation) rather than computing."""
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(batches)
+        except StopIteration:
+            return
+        waited["s"] += time.perf_counter() - start
+        yield item
+
+
 def _state_policy_for_dataset(pcfg, dataset):
     from vla.policy.state_flow import StateFlowPolicy
 
@@ -218,9 +231,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     writer = SummaryWriter(str(out / "tb"), purge_step=start_step or None)
     camera_keys = [IMAGE_PREFIX + c for c in cfg.policy.cameras]
     start = time.time()
+    waited = {"s": 0.0}
     bar = tqdm(total=cfg.steps, initial=start_step, desc="train", disable=not progress, dynamic_ncols=True)
     try:
-        for step, batch in _batches(dataset, cfg, generator, start_step):
+        for step, batch in _timed(_batches(dataset, cfg, generator, start_step), waited):
             for key in camera_keys:
                 batch[key] = random_shift(batch[key], cfg.image_shift, generator)
             loss, info = policy(batch)
@@ -257,6 +271,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     trained = cfg.steps - start_step
     summary = {"steps": cfg.steps, "resumed_at_step": start_step, "batch_size": cfg.batch_size, "seconds": elapsed,
                "samples_per_second": trained * cfg.batch_size / max(elapsed, 1e-9),
+               "data_wait_seconds": waited["s"],  # of `seconds`: the loop waiting for batches
                "final_loss_avg_last_100": float(np.mean(history[-100:]))}
     write_json_atomic(out / "train_summary.json", summary)
     print(f"trained {trained} steps in {elapsed:.0f} s ({summary['samples_per_second']:.0f} samples/s), "
