@@ -53,12 +53,16 @@ class ChunkExecutor:
         self._chunks: deque[_Chunk] = deque(maxlen=max_chunks)
         self._lock = threading.Lock()
         self._seq = 0
+        self._generation = 0  # clear() counter: a chunk planned before a clear is refused
 
-    def submit_chunk(self, chunk, obs_timestamp: float) -> None:
+    def submit_chunk(self, chunk, obs_timestamp: float, generation: int | None = None) -> bool:
         """Buffer a chunk [H, A] (or [1, H, A]) predicted from an observation taken at obs_timestamp.
 
         Raises ValueError on a malformed chunk. Rows already in the past are
         skipped at play time; a chunk wholly in the past expires at the next tick.
+        `generation`: `self.generation` read before the observation was taken; if clear() ran
+        since (an e-stop, disable or new instruction while the policy was computing), the chunk
+        is dropped and False returned, so it cannot play after the event that cleared the buffer.
         """
         actions = np.array(chunk, dtype=np.float64)  # copy made outside the lock
         if actions.ndim == 3 and actions.shape[0] == 1:
@@ -71,8 +75,11 @@ class ChunkExecutor:
             raise ValueError(f"obs_timestamp must be finite, got {obs_timestamp}")
         actions.setflags(write=False)
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return False
             self._seq += 1
             self._chunks.append(_Chunk(actions, float(obs_timestamp), self._seq))
+        return True
 
     def next_action(self, now: float) -> np.ndarray | None:
         """The action for the tick at `now`, or None when no buffered chunk covers it (hold)."""
@@ -97,6 +104,12 @@ class ChunkExecutor:
         """Drop every buffered chunk (e.g. after an emergency stop or a new instruction)."""
         with self._lock:
             self._chunks.clear()
+            self._generation += 1
+
+    @property
+    def generation(self) -> int:
+        with self._lock:
+            return self._generation
 
     @property
     def num_buffered(self) -> int:

@@ -1,8 +1,11 @@
 """The policy node: ROS 2 observations in, safe joint commands out at a steady control rate.
 
 Threads, so the control loop never waits on inference or on DDS:
-- the rclpy executor thread runs subscription and service callbacks (cheap: parse,
-  validate, store the latest message);
+- a MultiThreadedExecutor runs the callbacks in three mutually exclusive groups, each on its own
+  thread when needed: the sensors (joint states, images, instruction: parse, validate, store the
+  latest), the operator's safety services (e-stop, disable, enable, resume), and the rest (status
+  timer, parameter services). So a slow or flooded sensor callback cannot delay an e-stop: the
+  safety group never waits for the sensor group (tests/real_robot/test_ros_estop_isolation.py);
 - the inference thread turns the latest complete observation into an action
   chunk, converts it to joint waypoints (ros_kinematics) and hands it to ChunkExecutor;
 - the control thread wakes at absolute deadlines (config control_rate_hz), takes
@@ -12,6 +15,11 @@ Threads, so the control loop never waits on inference or on DDS:
   and out as a Float64MultiArray of finger positions, only on ticks that are not holds.
 Thread start and stop are NodeThreads' (shared with the sim arm); realtime_priority puts
 the control and callback threads at SCHED_FIFO.
+
+Shared state: the sensor callbacks' latest messages sit under `_lock`; the safety layer and the
+chunk buffer lock themselves. `_command_lock` spans a control tick's filter-and-publish, and the
+e-stop and disable services take it too: a command the filter let through before an e-stop is
+published before the e-stop's reply, never after it.
 
 A malformed message (including one without a stamp or stamped in the future) is dropped with one
 rate-limited log line per kind of fault.
@@ -108,8 +116,10 @@ class PolicyNodeOptions:
     # Least time between two inferences (0: back to back); keeps CPU for the control loop.
     min_inference_interval_s: float = 0.0
     stats_window: int = 10_000
-    # "single_threaded" or "events" (rclpy's EventsExecutor: dispatch in C++, less time holding the GIL).
-    executor: str = "single_threaded"
+    # "multi_threaded" (the e-stop's callback group runs beside the sensors'), or, for benchmarks only,
+    # "single_threaded" / "events" (rclpy's EventsExecutor: dispatch in C++, less time holding the GIL):
+    # both run one callback at a time, so a slow sensor callback delays the e-stop (warned at start).
+    executor: str = "multi_threaded"
     # SCHED_FIFO priority for the control thread, and one less for the callback thread (0: leave the
     # scheduler alone). Needs CAP_SYS_NICE; without it one warning and normal priority. Inference
     # stays at normal priority: it computes for long stretches and must not starve the machine.
@@ -180,9 +190,15 @@ class PolicyNode(Node):
         self._images: dict[str, tuple[np.ndarray, float]] = {}
         self._instruction: str | None = None
         self._new_observation = threading.Event()
+        # Held from a control tick's filter to its publish, and by the e-stop and disable services
+        # around their state change (module docstring).
+        self._command_lock = threading.Lock()
         rt = self.options.realtime_priority
         priorities = {"control": rt, "spin": max(rt - 1, 1)} if rt > 0 else {}
-        self.threads = NodeThreads(self, self.options.node_name, self.rlog, self.options.executor, priorities)
+        # One thread per callback group (sensors, safety, default): more would only queue behind
+        # the mutually exclusive groups.
+        self.threads = NodeThreads(self, self.options.node_name, self.rlog, self.options.executor, priorities,
+                                   num_threads=3)
         self._stop = self.threads.stop_event
 
         sensors = MutuallyExclusiveCallbackGroup()
@@ -202,10 +218,14 @@ class PolicyNode(Node):
             self._publisher = self.create_publisher(Float64MultiArray, config.topics.forward_position, COMMAND_QOS)
         self._gripper_publisher = (self.create_publisher(Float64MultiArray, config.gripper.topic, COMMAND_QOS)
                                    if config.gripper is not None else None)
-        self.create_service(Trigger, config.topics.emergency_stop, self._srv_emergency_stop)
-        self.create_service(Trigger, config.topics.resume, self._srv_resume)
-        self.create_service(Trigger, config.topics.enable, self._srv_enable)
-        self.create_service(Trigger, config.topics.disable, self._srv_disable)
+        # The operator's services in a group of their own: the executor runs them beside a busy
+        # sensor callback. Mutually exclusive among themselves, so an enable cannot interleave with
+        # an e-stop (each is a few microseconds under the safety layer's lock).
+        safety_services = MutuallyExclusiveCallbackGroup()
+        for name, callback in ((config.topics.emergency_stop, self._srv_emergency_stop),
+                               (config.topics.resume, self._srv_resume), (config.topics.enable, self._srv_enable),
+                               (config.topics.disable, self._srv_disable)):
+            self.create_service(Trigger, name, callback, callback_group=safety_services)
         if self.options.status_rate_hz > 0:
             self._status_publisher = self.create_publisher(String, "~/status", COMMAND_QOS)
             self.create_timer(1.0 / self.options.status_rate_hz, self._publish_status)
@@ -217,6 +237,9 @@ class PolicyNode(Node):
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "PolicyNode":
         """Spin callbacks, run inference and the control loop, each in its own daemon thread."""
+        if self.options.executor != "multi_threaded":
+            self.rlog.log("executor", f"executor {self.options.executor!r} runs one callback at a time: a slow or "
+                                      f"flooded sensor callback delays the emergency stop (use multi_threaded)")
         self.threads.start({"inference": self._inference_loop, "control": self._control_loop})
         return self
 
@@ -347,7 +370,10 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------ services
     def _srv_emergency_stop(self, request, response):
-        response.success, response.message = self.safety.emergency_stop("service call")
+        # Under the command lock: a tick that passed the filter before the latch publishes before
+        # this reply; every later tick sees the latch and brakes.
+        with self._command_lock:
+            response.success, response.message = self.safety.emergency_stop("service call")
         self.executor_buffer.clear()
         return response
 
@@ -361,7 +387,8 @@ class PolicyNode(Node):
         return response
 
     def _srv_disable(self, request, response):
-        response.success, response.message = self.safety.disable()
+        with self._command_lock:  # as the e-stop: nothing decided before it is sent after the reply
+            response.success, response.message = self.safety.disable()
         self.executor_buffer.clear()  # after enable, plan afresh from where the arm stands
         return response
 
@@ -385,6 +412,9 @@ class PolicyNode(Node):
             self._new_observation.clear()
             if self._stop.is_set():
                 return
+            # Before the checks below: an e-stop, disable or new instruction after this point
+            # clears the buffer and so makes the chunk planned now be refused (ChunkExecutor).
+            generation = self.executor_buffer.generation
             if not self.safety.enabled or self.safety.estopped:
                 continue  # nothing may move: spare the CPU
             wait = self.options.min_inference_interval_s - (time.monotonic() - last)
@@ -405,8 +435,8 @@ class PolicyNode(Node):
                     chunk = chunk[0]
                 if not np.all(np.isfinite(chunk)):
                     raise ValueError("policy returned NaN/Inf actions")
-                self.executor_buffer.submit_chunk(self._control_chunk(chunk, q), stamp)
-                self.chunks_submitted += 1
+                if self.executor_buffer.submit_chunk(self._control_chunk(chunk, q), stamp, generation):
+                    self.chunks_submitted += 1
             except Exception as exc:  # a failed inference holds the arm (no chunk), never kills the node
                 self.inference_errors += 1
                 self.rlog.log("inference_error", f"inference failed: {type(exc).__name__}: {exc}", logging.ERROR)
@@ -450,13 +480,14 @@ class PolicyNode(Node):
         grip = None
         if self.gripper is not None and target is not None:
             target, grip = target[:-1], float(target[-1])
-        command = self.safety.filter(target, now)
-        if command.positions is not None:
-            self._publish(command, now)
-        if self.gripper is not None and command.positions is not None:
-            fingers = self.gripper.update(grip, command.holding, now)
-            if fingers is not None:
-                self._gripper_publisher.publish(forward_position_msg(fingers))
+        with self._command_lock:  # filter to publish in one piece against e-stop and disable
+            command = self.safety.filter(target, now)
+            if command.positions is not None:
+                self._publish(command, now)
+            if self.gripper is not None and command.positions is not None:
+                fingers = self.gripper.update(grip, command.holding, now)
+                if fingers is not None:
+                    self._gripper_publisher.publish(forward_position_msg(fingers))
         return command
 
     def _publish(self, command: SafeCommand, now: float) -> None:

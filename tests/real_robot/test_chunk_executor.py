@@ -153,3 +153,16 @@ def test_concurrent_submit_and_next_action_stay_consistent():
         t.join(5.0)
     assert not errors
     assert ex.num_buffered <= 32  # bounded buffer
+
+
+def test_chunk_planned_before_a_clear_is_refused():
+    """An e-stop, disable or new instruction clears the buffer while the policy may still be
+    computing; the chunk it then submits was planned for a state that no longer holds."""
+    ex = ChunkExecutor(RATE, action_dim=3)
+    before = ex.generation
+    ex.clear()  # the event arrives during inference
+    assert ex.submit_chunk(ramp(5, 3, 0.0), obs_timestamp=0.0, generation=before) is False
+    assert ex.num_buffered == 0 and ex.next_action(0.0) is None
+    assert ex.submit_chunk(ramp(5, 3, 0.0), obs_timestamp=0.0, generation=ex.generation) is True
+    assert ex.num_buffered == 1
+    assert ex.submit_chunk(ramp(5, 3, 0.0), obs_timestamp=0.0) is True  # no generation: always taken
