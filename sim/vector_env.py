@@ -138,6 +138,18 @@ def _worker_main(conn: Connection, env_kwargs: dict[str, Any], n_envs: int) -> N
         conn.close()
 
 
+def worker_layout(num_envs: int, envs_per_worker: int) -> list[range]:
+    """The envs of each worker: ``ceil(num_envs / envs_per_worker)`` workers, in order (worker 0 holds
+    the first envs). Even sizes (5 envs at 4 per worker: 3 + 2, not 4 + 1) so that no worker's
+    lock-step takes longer than it must. Every backend uses this layout, so a seed gives the same
+    episode on any of them."""
+    num_workers = math.ceil(num_envs / envs_per_worker)
+    base, extra = divmod(num_envs, num_workers)
+    sizes = [base + (w < extra) for w in range(num_workers)]
+    starts = np.cumsum([0] + sizes).tolist()
+    return [range(starts[w], starts[w + 1]) for w in range(num_workers)]
+
+
 class VectorEnv:
     """``num_envs`` copies of ``RobosuiteEnv(**env_kwargs)`` in ``ceil(num_envs / envs_per_worker)`` processes.
 
@@ -182,12 +194,8 @@ class VectorEnv:
             get_libero_task(task)
         else:
             get_task(task)
-        # Worker w holds envs _envs_of[w]; even sizes (5 envs at 4 per worker: 3 + 2, not 4 + 1) so that
-        # no worker's lock-step takes longer than it must.
-        base, extra = divmod(self.num_envs, self.num_workers)
-        sizes = [base + (w < extra) for w in range(self.num_workers)]
-        starts = np.cumsum([0] + sizes).tolist()
-        self._envs_of = [range(starts[w], starts[w + 1]) for w in range(self.num_workers)]
+        # Worker w holds envs _envs_of[w].
+        self._envs_of = worker_layout(self.num_envs, self.envs_per_worker)
         self._worker_of = [w for w in range(self.num_workers) for _ in self._envs_of[w]]
         self._closed = False
         self._ctx = mp.get_context(start_method)

@@ -1,0 +1,73 @@
+"""Joining a Ray cluster for the Ray backend, failing fast and by name when that cannot work.
+
+``ray.init(address=...)`` to an address where nothing listens retries for minutes (measured: over
+90 s with Ray 2.60) before it gives up, with log lines that do not say which setting was wrong. So a
+``host:port`` address is first probed with one TCP connection (seconds), and every failure is raised
+as a RayBackendError naming the address and the reason.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from vla.errors import UserError
+
+# Seconds to wait for the head node's GCS port to accept a TCP connection.
+PROBE_TIMEOUT_S = 5.0
+
+
+class RayBackendError(UserError, RuntimeError):
+    """The Ray backend cannot run as asked: no Ray, no cluster at the address, mismatched workers."""
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError as exc:
+        raise RayBackendError("--backend ray needs the Ray package: pip install 'vla-rl[ray]'") from exc
+    return ray
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port); RayBackendError naming the address if it is not one."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RayBackendError(f"--ray_address {address!r} is not 'auto' or host:port (e.g. 10.0.0.5:6379)")
+    return host.strip("[]"), int(port)  # [::1]:6379 -> ::1
+
+
+def probe(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Raise RayBackendError unless something accepts TCP connections at ``address``."""
+    host, port = parse_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:  # refused, unresolvable host, timeout, no route
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        if isinstance(exc, socket.timeout):
+            reason = f"no answer within {timeout_s:g} s"
+        raise RayBackendError(f"cannot reach the Ray cluster at --ray_address {address}: {reason} "
+                              "(is `ray start --head` running there, and is the port open?)") from None
+
+
+def connect(address: str | None) -> bool:
+    """Make sure this process is connected to Ray; whether this call connected it (then the caller
+    disconnects with ``ray.shutdown()`` when done, which also stops a local instance it started).
+
+    None starts a local instance (this machine's cores); "auto" joins the cluster that
+    ``ray start`` runs on this machine; host:port joins that head node. A process already connected
+    (a test fixture, a user's own ``ray.init``) keeps its connection.
+    """
+    ray = import_ray()
+    if address not in (None, "auto"):
+        probe(address)  # even when already connected: a wrong address is a wrong setting
+    if ray.is_initialized():
+        return False
+    if address is None:
+        ray.init(include_dashboard=False, log_to_driver=False)
+        return True
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RayBackendError(f"cannot join the Ray cluster at --ray_address {address}: {exc}") from None
+    return True
