@@ -75,6 +75,14 @@ def _sim_arm(cfg) -> None:
     run_sim_arm(**dataclasses.asdict(cfg))
 
 
+def _ros_bringup(cfg) -> None:
+    from vla.real_robot.bringup import run_bringup
+
+    code = run_bringup(cfg)
+    if code:
+        raise SystemExit(code)  # a process died or would not stop: the reason is logged above
+
+
 def _serve_policy(cfg) -> None:
     import dataclasses
 
@@ -116,6 +124,8 @@ COMMANDS: dict[str, Command] = {
                          lambda c: "node stopped"),
     "sim-arm": Command("a MuJoCo simulated arm on the robot's ROS 2 topics (needs the [ros] extra)", "SimArmConfig",
                        _sim_arm, lambda c: "simulated arm stopped"),
+    "ros-bringup": Command("sim-arm and serve-ros together from one config, stopped together (a launch file)",
+                           "RosBringupConfig", _ros_bringup, lambda c: "both processes stopped"),
     "serve-policy": Command("serve a policy checkpoint over websockets for `serve-ros --policy ws://HOST:PORT`",
                             "ServePolicyConfig", _serve_policy, lambda c: "server stopped"),
 }
