@@ -38,4 +38,4 @@ if ! have_lerobot; then
 fi
 
 cd "$REPO"
-VLA_LEROBOT_PYTHON="$VENV/bin/python" "$PROJECT_PYTHON" -m pytest tests/data/test_lerobot_compat.py -v -rs "$@"
+VLA_LEROBOT_PYTHON="$VENV/bin/python" "$PROJECT_PYTHON" -m pytest tests/data/test_lerobot_compat.py tests/data/test_lerobot_compat_video.py -v -rs "$@"
