@@ -16,9 +16,11 @@ def policy():
     return make_policy(seed=0).eval()
 
 
-def collect(policy, seeds=(11, 22, 33), group_size=3, n_envs=4, gen_seed=0, value_head=None, max_steps=8):
+def collect(policy, seeds=(11, 22, 33), group_size=3, n_envs=4, gen_seed=0, value_head=None, max_steps=8,
+            frame_camera="agentview"):
     env = FakeVectorEnv(n_envs, {"max_episode_steps": max_steps})
-    engine = RolloutEngine(policy, env, SamplingSpec("sde", "mixed", 0.5), value_head=value_head)
+    engine = RolloutEngine(policy, env, SamplingSpec("sde", "mixed", 0.5), value_head=value_head,
+                           frame_camera=frame_camera)
     return engine.collect(list(seeds), group_size, torch.Generator().manual_seed(gen_seed)), env
 
 
@@ -56,6 +58,13 @@ def test_per_decision_storage_is_consistent(policy):
     assert sorted(i for t in rollouts.trajectories for i in t.decisions) == list(range(n))
     assert 0 < rollouts.trajectory_success().mean() < 1, "the toy task should give mixed outcomes"
     assert rollouts.env_steps == sum(t.steps for t in rollouts.trajectories)
+
+
+def test_frames_are_kept_only_when_asked(policy):
+    rollouts, _ = collect(policy, frame_camera=None)
+    assert all(t.frames == [] for t in rollouts.trajectories)
+    with pytest.raises(KeyError, match="frame_camera 'wrist'"):
+        collect(policy, frame_camera="wrist")
 
 
 def test_stored_old_log_probs_match_the_recompute(policy):

@@ -4,9 +4,12 @@ The policy looks only at chunk boundaries ("decisions"): all active envs are
 batched into one sampling call, each env executes the first n_action_steps
 actions of its chunk, and the engine stores per decision the observation
 (images included), the denoising chain, its step mask and old log-prob, the
-value (PPO), the binary reward and done flag. Per trajectory it keeps the
-first camera's frame at every chunk boundary (initial and final observation
-included), for methods that embed trajectories (SRPO).
+value (PPO), the binary reward and done flag. Given a ``frame_camera`` (only
+SRPO asks), it also keeps per trajectory that camera's frame at every chunk
+boundary, initial and final observation included: the frames the env renders
+there anyway, so a trajectory's video costs no extra rendering. A state
+policy's env renders only the cameras it is given, so SRPO adds its camera
+to the env (vla/rl/srpo/setup.py).
 
 Rollouts come in groups: the G rollouts of a group start from the same
 initial state (the same reset seed), as GRPO's baseline needs. Episodes run
@@ -46,7 +49,7 @@ class Trajectory:
     steps: int = 0
     env_reward: float = 0.0
     decisions: list[int] = field(default_factory=list)  # indices into the Rollouts' per-decision arrays
-    frames: list[np.ndarray] = field(default_factory=list, repr=False)  # first camera at chunk boundaries
+    frames: list[np.ndarray] = field(default_factory=list, repr=False)  # frame_camera at chunk boundaries
     infra_failure: bool = False  # its env worker crashed or hung: the episode says nothing about the policy
 
 
@@ -98,11 +101,12 @@ class RolloutEngine:
     """Collects grouped rollouts of a policy in a vector env (see the module docstring)."""
 
     def __init__(self, policy, vec_env, sampling: SamplingSpec, noise_head: NoiseHead | None = None,
-                 value_head=None, n_action_steps: int | None = None):
+                 value_head=None, n_action_steps: int | None = None, frame_camera: str | None = None):
         self.policy, self.vec_env, self.sampling = policy, vec_env, sampling
         self.noise_head, self.value_head = noise_head, value_head
         self.n_exec = n_action_steps or policy.config.n_action_steps
         self.cameras = list(policy.config.cameras)
+        self.frame_camera = frame_camera  # None: keep no frames (every method but SRPO)
 
     @torch.no_grad()
     def collect(self, group_seeds: list[int], group_size: int, generator: torch.Generator,
@@ -124,9 +128,8 @@ class RolloutEngine:
             obs = self.vec_env.reset(seeds + [seeds[-1]] * (n_envs - n))
             trajs = [Trajectory(len(trajectories) + i, g, s, obs[i]["task"]) for i, (g, s) in enumerate(wave)]
             trajectories.extend(trajs)
-            for i in range(n):  # a state policy's env renders nothing: its trajectories keep no frames
-                if self.cameras:
-                    trajs[i].frames.append(np.array(obs[i]["images"][self.cameras[0]], copy=True))
+            for i in range(n):
+                self._keep_frame(trajs[i], obs[i])
             active = [True] * n + [False] * (n_envs - n)
             while any(active):
                 idx = [k for k in range(n_envs) if active[k]]
@@ -157,8 +160,7 @@ class RolloutEngine:
                     traj.steps += int(info["steps"])
                     traj.env_reward += float(reward)
                     traj.success |= success
-                    if self.cameras:
-                        traj.frames.append(np.array(o["images"][self.cameras[0]], copy=True))
+                    self._keep_frame(traj, o)
                     store["obs"].append((batch, j))
                     store["chain"].append(sample.chain[j].cpu())
                     store["mask"].append(sample.step_mask[j].cpu())
@@ -192,6 +194,16 @@ class RolloutEngine:
             traj_ids=torch.tensor(store["traj"], dtype=torch.long),
             trajectories=trajectories,
         )
+
+
+    def _keep_frame(self, traj: Trajectory, obs: dict) -> None:
+        if self.frame_camera is None:
+            return
+        images = obs["images"]
+        if self.frame_camera not in images:
+            raise KeyError(f"frame_camera {self.frame_camera!r}: the env renders {sorted(images)}; "
+                           "create it with that camera (vla/rl/srpo/setup.py adds it for SRPO)")
+        traj.frames.append(np.array(images[self.frame_camera], copy=True))
 
 
 def _drop_lost_episodes(trajectories: list[Trajectory], store: dict[str, list]) -> list[Trajectory]:
