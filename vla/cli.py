@@ -59,6 +59,12 @@ def _rl(cfg) -> None:
     train_rl(cfg)
 
 
+def _train_world_model(cfg) -> None:
+    from vla.rl.srpo.train_world_model import train_world_model
+
+    train_world_model(cfg, progress=True)
+
+
 def _serve_ros(cfg) -> None:
     import dataclasses
 
@@ -118,8 +124,11 @@ COMMANDS: dict[str, Command] = {
                     lambda c: "nothing kept: results are written only when every episode has finished"),
     "quickstart": Command("collect + train + eval (+ optional RL) on the default config: the whole main job",
                           "QuickstartConfig", _quickstart, _quickstart_kept),
-    "rl": Command("RL post-training of a flow policy in simulation (GRPO, PPO; SAC steering: noise, residual, zprl)", "RLConfig", _rl,
+    "rl": Command("RL post-training of a flow policy in simulation (GRPO, PPO, SRPO; SAC steering: noise, residual, zprl)", "RLConfig", _rl,
                   lambda c: _checkpoint_kept(c.output_dir, "continue with --resume=true")),
+    "train-world-model": Command("train SRPO's small video encoder self-supervised on dataset frames "
+                                 "(for `vla rl --algo srpo --srpo.encoder=video`)", "WorldModelConfig",
+                                 _train_world_model, lambda c: f"nothing kept: {c.output} is written when training ends"),
     "serve-ros": Command("run a policy on an arm through ROS 2 (needs the [ros] extra)", "ServeRosConfig", _serve_ros,
                          lambda c: "node stopped"),
     "sim-arm": Command("a MuJoCo simulated arm on the robot's ROS 2 topics (needs the [ros] extra)", "SimArmConfig",
@@ -134,8 +143,9 @@ BENCH_SUMMARY = "benchmarks: `vla bench kernels` (fused kernels against torch ea
 
 def usage() -> str:
     rows = [(name, c.summary) for name, c in COMMANDS.items()] + [("bench", BENCH_SUMMARY)]
+    width = max(13, max(len(name) for name, _ in rows) + 2)
     return "\n".join(["usage: vla <command> [--config FILE.yaml] [--key.sub=value ...]", "", "commands:"]
-                     + [f"  {name:<13}{summary}" for name, summary in rows]
+                     + [f"  {name:<{width}}{summary}" for name, summary in rows]
                      + ["", "`vla <command> --help` lists a command's options with their descriptions and defaults."])
 
 

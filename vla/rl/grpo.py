@@ -33,19 +33,26 @@ from vla.rl.update import (UpdateContext, epoch_minibatches, kl_exceeded, miniba
                            recompute_log_prob, update_summary)
 
 
-def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
-    """One GRPO update from a batch of grouped rollouts; cfg is an RLConfig. Returns statistics."""
+def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg,
+                trajectory_rewards: torch.Tensor | None = None) -> dict[str, float]:
+    """One GRPO update from a batch of grouped rollouts; cfg is an RLConfig. Returns statistics.
+
+    trajectory_rewards [T], when given, replace step 1's rewards (SRPO's progress rewards); dynamic
+    sampling then keeps groups by success rate, as with binary rewards."""
     # 1-2. reward per trajectory (binary, or the shaped return) and group-normalised advantage
     success = rollouts.trajectory_success()
     groups = rollouts.trajectory_groups()
-    returns = trajectory_returns(decision_rewards(rollouts, cfg.reward, cfg.env.max_episode_steps),
-                                 rollouts.trajectories)  # binary rewards: the success flags
+    if trajectory_rewards is None:
+        returns = trajectory_returns(decision_rewards(rollouts, cfg.reward, cfg.env.max_episode_steps),
+                                     rollouts.trajectories)  # binary rewards: the success flags
+    else:
+        returns = trajectory_rewards
     traj_adv = group_normalized_advantages(returns, groups, std_scope=cfg.advantage_std)
     check_finite("advantages", traj_adv, ctx.iteration)
     check_finite("old log-prob", rollouts.log_probs, ctx.iteration)
 
     # 3. dynamic sampling
-    if cfg.dynamic_sampling and cfg.reward == "shaped":
+    if cfg.dynamic_sampling and cfg.reward == "shaped" and trajectory_rewards is None:
         keep_traj = varying_groups_keep(returns, groups)
     elif cfg.dynamic_sampling:
         keep_traj = dynamic_sampling_keep(success, groups, cfg.dynamic_sampling_low, cfg.dynamic_sampling_high)

@@ -42,6 +42,8 @@ from vla.rl.losses import NonFiniteError
 from vla.rl.plots import plot_success
 from vla.rl.ppo import ppo_update
 from vla.rl.rollout import RolloutEngine, Rollouts, SamplingSpec
+from vla.rl.srpo.setup import prepare_srpo, validate_srpo
+from vla.rl.srpo.srpo import srpo_update
 from vla.rl.update import UpdateContext
 from vla.run_dir import claim_output_dir
 from vla.train.checkpoint import POLICY_DIR, read_training_state, restore_training_state, save_training_checkpoint
@@ -49,7 +51,8 @@ from vla.train.sft import cosine_with_warmup, seed_everything
 
 # name -> (update function, needs a value head)
 ALGORITHMS: dict[str, tuple[Callable, bool]] = {"grpo": (grpo_update, False), "ppo": (ppo_update, True),
-                                                 "filtered_bc": (filtered_bc_update, False)}
+                                                 "filtered_bc": (filtered_bc_update, False),
+                                                 "srpo": (srpo_update, False)}
 SCHEDULES = ("constant", "cosine")
 REWARDS = ("success", "shaped")
 LOGPROB_LEVELS = ("chunk", "action")
@@ -97,6 +100,7 @@ def validate(cfg: RLConfig) -> None:
                  "grad_accumulation"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    validate_srpo(cfg)
     if cfg.algo == "grpo" and cfg.group_size < 2:
         raise ConfigError("--group_size must be >= 2 for GRPO (a group of one has no baseline)")
     if not 0 <= cfg.clip_low < 1 or cfg.clip_high < 0:
@@ -222,6 +226,9 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     if cfg.sampling.mixed_steps > policy.config.num_inference_steps:
         raise ConfigError(f"--sampling.mixed_steps={cfg.sampling.mixed_steps} but the policy denoises in "
                           f"{policy.config.num_inference_steps} steps (num_inference_steps)")
+    progress_reward, frame_camera = None, None
+    if cfg.algo == "srpo":  # its frames' camera joins the env; its frozen encoder loads
+        env_kwargs, frame_camera, progress_reward = prepare_srpo(cfg, policy, env_kwargs)
     write_resolved_config(cfg, out)
     noise_head, value_head = _make_heads(cfg, policy, source, needs_value)
     ref_policy = None
@@ -265,7 +272,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     saved_at = start  # iterations covered by the checkpoint on disk (0: none)
     try:
         with factory(cfg.n_envs, env_kwargs) as vec_env:
-            engine = RolloutEngine(policy, vec_env, sampling, noise_head, value_head)
+            engine = RolloutEngine(policy, vec_env, sampling, noise_head, value_head, frame_camera=frame_camera)
             bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=f"rl {cfg.algo}",
                        disable=not progress, dynamic_ncols=True)
             for it in bar:
@@ -280,7 +287,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                 ctx = UpdateContext(policy, optimizer, params, sampling, it, generator, noise_head, value_head,
                                     ref_policy, logprob_level=cfg.logprob_level, kl_to_ref=cfg.kl_coef > 0,
                                     anchor=cfg.anchor_coef > 0, project_out_blind=cfg.project_out_blind,
-                                    demos=demos, success_buffer=buffer)
+                                    demos=demos, success_buffer=buffer, progress_reward=progress_reward)
                 if cfg.surrogate == "fpo":  # scored at the rollout weights, before any optimizer step
                     t1 = time.perf_counter()
                     ctx.flow_surrogate = build_flow_surrogate(policy, rollouts, cfg.fpo_samples,
@@ -336,10 +343,12 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
 def _log(writer: SummaryWriter, record: dict, it: int) -> None:
     groups = {"success_rate": "rollout", "reward": "rollout", "episode_steps": "rollout", "env_steps": "rollout",
               "eval_success_rate": "eval", "rollout_s": "time", "logprob_s": "time", "update_s": "time",
-              "iteration_s": "time"}
+              "iteration_s": "time", "reward_s": "time"}
     for key, value in record.items():
         if key != "iteration" and isinstance(value, (int, float)):
             writer.add_scalar(f"{groups.get(key, 'train')}/{key}", value, it)
+        elif isinstance(value, list) and value:  # a distribution (SRPO's failure rewards)
+            writer.add_histogram(f"train/{key}", np.asarray(value, dtype=np.float64), it)
     writer.flush()
 
 

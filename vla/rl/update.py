@@ -45,6 +45,7 @@ class UpdateContext:
     project_out_blind: bool = False
     demos: object | None = None  # filtered_bc's DemoFrames (vla/rl/filtered_bc.py), or None
     success_buffer: object | None = None  # filtered_bc's SuccessBuffer, or None (this iteration's successes only)
+    progress_reward: object | None = None  # srpo's ProgressReward (vla/rl/srpo/progress.py), or None
     timings: dict[str, float] = field(default_factory=lambda: {"logprob_s": 0.0, "update_s": 0.0})
 
 
