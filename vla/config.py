@@ -399,6 +399,25 @@ class RLConfig:
     n_envs: int = 4
     # Envs each worker process steps in lock-step: above 1 saves processes and messages where physics is cheap.
     envs_per_worker: int = 1
+    # Where the env workers run: "local" (processes on this machine) or "ray" (Ray actors on a local Ray
+    # instance or a cluster, docs/SCALING.md); the same seed gives the same run on either.
+    backend: str = "local"
+    # backend=ray: unset starts a local Ray instance; "auto" joins the cluster `ray start` runs on this
+    # machine; host:port joins that head node.
+    ray_address: str | None = None
+    # backend=ray: CPUs Ray reserves for each env worker when it places it.
+    ray_cpus_per_worker: float = 1.0
+    # backend=ray: Ray's placement of the env workers: "DEFAULT" (packed) or "SPREAD" (over the nodes).
+    ray_scheduling: str = "DEFAULT"
+    # backend=ray: how often Ray may restart one env worker (crashed, or killed when hung) before the run stops.
+    ray_max_restarts: int = 10
+    # Episodes of a lost (crashed or hung) env worker: "drop" them (never counted as failures) or, with
+    # backend=ray, "replay" them on the restarted worker from their seed and actions (the run goes on
+    # as if nothing happened).
+    lost_episodes: str = "drop"
+    # Most learner updates allowed between the weights that collected a trajectory and the update that
+    # learns from it (logged as staleness_max; on-policy algorithms always have 0).
+    max_staleness: int = 0
     # Group g of iteration i resets from train_seed + i * n_groups + g (disjoint from eval seeds).
     train_seed: int = 1_000_000
     # Freeze the vision tower during RL (by default RL trains every policy weight).

@@ -51,6 +51,7 @@ class Trajectory:
     decisions: list[int] = field(default_factory=list)  # indices into the Rollouts' per-decision arrays
     frames: list[np.ndarray] = field(default_factory=list, repr=False)  # frame_camera at chunk boundaries
     infra_failure: bool = False  # its env worker crashed or hung: the episode says nothing about the policy
+    policy_version: int = 0  # learner updates the collecting weights had seen (vla/rl/staleness.py)
 
 
 @dataclass
@@ -110,8 +111,9 @@ class RolloutEngine:
 
     @torch.no_grad()
     def collect(self, group_seeds: list[int], group_size: int, generator: torch.Generator,
-                progress=None) -> Rollouts:
-        """len(group_seeds) groups of group_size rollouts; group g resets from group_seeds[g]."""
+                progress=None, policy_version: int = 0) -> Rollouts:
+        """len(group_seeds) groups of group_size rollouts; group g resets from group_seeds[g]. Each
+        trajectory carries policy_version: the learner updates the policy had seen."""
         if group_size < 1 or not group_seeds:
             raise ValueError(f"need at least one group of at least one rollout, got {len(group_seeds)} x {group_size}")
         from vla.rl.heads import value_inputs
@@ -126,7 +128,8 @@ class RolloutEngine:
             n = len(wave)
             seeds = [s for _, s in wave]
             obs = self.vec_env.reset(seeds + [seeds[-1]] * (n_envs - n))
-            trajs = [Trajectory(len(trajectories) + i, g, s, obs[i]["task"]) for i, (g, s) in enumerate(wave)]
+            trajs = [Trajectory(len(trajectories) + i, g, s, obs[i]["task"], policy_version=policy_version)
+                     for i, (g, s) in enumerate(wave)]
             trajectories.extend(trajs)
             for i in range(n):
                 self._keep_frame(trajs[i], obs[i])

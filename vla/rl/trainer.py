@@ -34,6 +34,7 @@ from vla.policy.finetune import apply_finetune_options
 from vla.policy.registry import load_policy
 from vla.policy.sampling import MODES, SDE_MODES, NoiseHead
 from vla.rl.advantages import STD_SCOPES
+from vla.rl.backend import validate_backend, vec_env_factory
 from vla.rl.filtered_bc import DemoFrames, SuccessBuffer, filtered_bc_update
 from vla.rl.flow_surrogate import build_flow_surrogate
 from vla.rl.grpo import grpo_update
@@ -42,6 +43,7 @@ from vla.rl.losses import NonFiniteError
 from vla.rl.plots import plot_success
 from vla.rl.ppo import ppo_update
 from vla.rl.rollout import RolloutEngine, Rollouts, SamplingSpec
+from vla.rl.staleness import staleness_stats
 from vla.rl.srpo.setup import prepare_srpo, validate_srpo
 from vla.rl.srpo.srpo import srpo_update
 from vla.rl.update import UpdateContext
@@ -120,6 +122,7 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError(f"--target_kl must be >= 0 (0 = off), got {cfg.target_kl}")
     if cfg.dual_clip and cfg.dual_clip <= 1:
         raise ConfigError(f"--dual_clip must be > 1 (or 0 = off), got {cfg.dual_clip}")
+    validate_backend(cfg)
 
 
 def group_seeds(cfg: RLConfig, iteration: int) -> list[int]:
@@ -267,7 +270,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     writer = SummaryWriter(str(out / "tb"), purge_step=start)
     env_steps = int(history[-1]["env_steps"]) if history else 0
     summary: dict = {}
-    factory = make_vec_env or functools.partial(_default_vec_env, envs_per_worker=cfg.envs_per_worker)
+    factory = make_vec_env or vec_env_factory(cfg)
     stopped_early = False
     saved_at = start  # iterations covered by the checkpoint on disk (0: none)
     try:
@@ -279,8 +282,9 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                 # -- rollouts
                 t0 = time.perf_counter()
                 policy.eval()
-                rollouts = engine.collect(group_seeds(cfg, it), cfg.group_size, generator)
+                rollouts = engine.collect(group_seeds(cfg, it), cfg.group_size, generator, policy_version=it)
                 rollout_s = time.perf_counter() - t0
+                staleness = staleness_stats(rollouts.trajectories, it, cfg.max_staleness)  # `it` updates so far
                 env_steps += rollouts.env_steps
                 # -- update
                 policy.train()
@@ -303,7 +307,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                 with warnings.catch_warnings():  # a skipped update (no optimizer step) still advances the schedule
                     warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
                     scheduler.step()
-                record = {"iteration": it, "env_steps": env_steps, "lr": lr, **_rollout_stats(rollouts),
+                record = {"iteration": it, "env_steps": env_steps, "lr": lr, **_rollout_stats(rollouts), **staleness,
                           "rollout_s": rollout_s, **ctx.timings, **stats}
                 if cfg.eval.every and (it + 1) % cfg.eval.every == 0 and it + 1 < cfg.iterations:
                     episodes, _ = _evaluate(policy, vec_env, cfg.eval.n_episodes_periodic, cfg.eval.seed)

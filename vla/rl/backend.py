@@ -1,0 +1,56 @@
+"""Where `vla rl`'s env workers run (--backend): local worker processes or Ray actors.
+
+Both give a vector env with VectorEnv's interface, so the rollout engine, the algorithms and the eval
+runner do not know which one they drive. This module only checks the backend flags and builds the
+factory the trainer calls.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from vla.config import ConfigError, RLConfig
+from vla.sim.ray_vector_env import LOST_EPISODES, SCHEDULING
+
+BACKENDS = ("local", "ray")
+
+
+def validate_backend(cfg: RLConfig) -> None:
+    """Refuse bad backend flags before anything starts; messages name the flag."""
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"--backend: {cfg.backend!r} is not one of {', '.join(BACKENDS)}")
+    if cfg.lost_episodes not in LOST_EPISODES:
+        raise ConfigError(f"--lost_episodes: {cfg.lost_episodes!r} is not one of {', '.join(LOST_EPISODES)}")
+    if cfg.max_staleness < 0:
+        raise ConfigError(f"--max_staleness must be >= 0, got {cfg.max_staleness}")
+    if cfg.backend == "local":
+        set_flags = [f"--{name}" for name, default in (("ray_address", None), ("lost_episodes", "drop"))
+                     if getattr(cfg, name) != default]
+        if set_flags:
+            raise ConfigError(f"{', '.join(set_flags)} need --backend ray (local workers drop a lost "
+                              "worker's episodes)")
+        return
+    if cfg.ray_scheduling not in SCHEDULING:
+        raise ConfigError(f"--ray_scheduling: {cfg.ray_scheduling!r} is not one of {', '.join(SCHEDULING)}")
+    if not cfg.ray_cpus_per_worker >= 0:
+        raise ConfigError(f"--ray_cpus_per_worker must be >= 0, got {cfg.ray_cpus_per_worker}")
+    if cfg.ray_max_restarts < 0:
+        raise ConfigError(f"--ray_max_restarts must be >= 0, got {cfg.ray_max_restarts}")
+    if cfg.ray_address is not None and cfg.ray_address != "auto":
+        from vla.sim.ray_connect import parse_address
+
+        parse_address(cfg.ray_address)  # RayBackendError (a UserError) naming a malformed address
+
+
+def vec_env_factory(cfg: RLConfig) -> Callable[[int, dict], object]:
+    """``factory(n_envs, env_kwargs)`` -> the vector env of cfg.backend (a context manager)."""
+    if cfg.backend == "ray":
+        from vla.sim.ray_vector_env import RayVectorEnv
+
+        return lambda n_envs, env_kwargs: RayVectorEnv(
+            n_envs, env_kwargs, envs_per_worker=cfg.envs_per_worker, address=cfg.ray_address,
+            lost_episodes=cfg.lost_episodes, cpus_per_worker=cfg.ray_cpus_per_worker,
+            max_restarts=cfg.ray_max_restarts, scheduling=cfg.ray_scheduling)
+    from vla.sim import VectorEnv
+
+    return lambda n_envs, env_kwargs: VectorEnv(n_envs, env_kwargs, envs_per_worker=cfg.envs_per_worker)
