@@ -180,12 +180,32 @@ class PolicyConfig:
     vib_beta: float = 2e-4
     # state_flow: weight of the bottleneck's reconstruction of the (detached) observation embedding.
     vib_gamma: float = 0.01
+    # state_flow: think before acting (LAPO, docs/ALGORITHMS.md section 5): after the observation encoding a
+    # recurrent block produces latent tokens, each fed back as the next input, and decides after each group how
+    # long to think; the velocity network reads the observation plus the latents. `vla rl --algo lapo` needs it.
+    latent_reasoning: bool = False
+    # Latent reasoning: the candidate lengths, increasing multiples of latent_group (the end decisions sit there).
+    latent_lengths: list[int] = field(default_factory=lambda: [2, 4, 6, 8])
+    # Latent reasoning: latents per group; an end decision follows each group.
+    latent_group: int = 2
+    # Latent reasoning: temperature of the length distribution p_m = softmax(l_m / beta) over the end logits.
+    latent_beta: float = 1.0
+    # Latent reasoning: at evaluation the first length whose probability reaches this, else the most likely.
+    latent_eval_threshold: float = 0.99
+    # Latent reasoning warm-up: latent i regresses the encoding of the observation i * latent_stride frames ahead.
+    latent_stride: int = 2
+    # Latent reasoning warm-up: weight of the latents' cosine loss to their future-observation targets.
+    latent_loss_weight: float = 1.0
+    # Latent reasoning warm-up: weight of the cross-entropy of the length distribution to the sampled length.
+    latent_end_weight: float = 0.1
 
     def __post_init__(self) -> None:
         if self.type not in POLICY_TYPES:
             raise ValueError(f"policy.type: unknown policy type {self.type!r}; valid types: {', '.join(POLICY_TYPES)}")
         if self.type == "state_flow":
             self.cameras = []  # it reads no images
+        if self.latent_reasoning:
+            validate_latent_reasoning(self)
         if self.image_convention not in ("", "rot180", "upright"):
             raise ValueError(f"policy.image_convention: unknown {self.image_convention!r}; valid: rot180, upright "
                              "(or empty: unknown)")
@@ -248,3 +268,30 @@ class PolicyConfig:
         if unknown:
             raise ValueError(f"{source}: unknown policy config keys {unknown}")
         return cls(**data)
+
+
+def validate_latent_reasoning(c: PolicyConfig) -> None:
+    """Refuse latent-reasoning settings that cannot describe a length choice (when the config is parsed,
+    before any data or weights load)."""
+    if c.type != "state_flow":
+        raise ValueError(f"policy.latent_reasoning is built for the state_flow policy only, not {c.type!r}")
+    lengths, group = list(c.latent_lengths), c.latent_group
+    if group < 1:
+        raise ValueError(f"policy.latent_group must be at least 1, got {group}")
+    if not lengths:
+        raise ValueError("policy.latent_lengths is empty: latent reasoning needs at least one candidate length")
+    if any(n < 1 or n % group for n in lengths):
+        raise ValueError(f"policy.latent_lengths {lengths}: every candidate must be a positive multiple of "
+                         f"policy.latent_group={group} (an end decision follows each group of latents)")
+    if any(b <= a for a, b in zip(lengths, lengths[1:])):
+        raise ValueError(f"policy.latent_lengths {lengths} must be strictly increasing (each length is one "
+                         "end-decision position, in thinking order)")
+    if not c.latent_beta > 0:
+        raise ValueError(f"policy.latent_beta (the length temperature) must be > 0, got {c.latent_beta}")
+    if not 0 < c.latent_eval_threshold <= 1:
+        raise ValueError(f"policy.latent_eval_threshold must be in (0, 1], got {c.latent_eval_threshold}")
+    if c.latent_stride < 1:
+        raise ValueError(f"policy.latent_stride must be at least 1 frame, got {c.latent_stride}")
+    if c.latent_loss_weight < 0 or c.latent_end_weight < 0:
+        raise ValueError(f"policy.latent_loss_weight and latent_end_weight must be >= 0, got "
+                         f"{c.latent_loss_weight}, {c.latent_end_weight}")

@@ -57,6 +57,9 @@ class ChainSample:
     entropy: torch.Tensor  # [B] entropy of the stochastic steps' Gaussians (same reduction)
     std_mean: torch.Tensor  # [B] mean std over the executed elements of stochastic steps (0 if none)
     pooled: torch.Tensor  # [B, width] masked-mean prefix features (value heads read these), detached
+    # Per-row choices the policy made before its actions, [B, ...] each (a latent-reasoning policy's thought:
+    # latents, lengths, the length's log-prob; vla/policy/state_flow/reasoning.py), or None.
+    reasoning: dict[str, torch.Tensor] | None = None
 
 
 class NoiseHead(nn.Module):
@@ -176,7 +179,9 @@ def sample_chain(policy, batch: dict, mode: str = "sde", sde_mode: str = "mixed"
     k_steps = num_steps or c.num_inference_steps
     n_exec = n_executed or c.n_action_steps
     device = policy.device
-    cache, state_token = policy.encode_observation(batch)
+    # A policy with stochastic choices before its actions (latent reasoning's length) draws them here.
+    explore = getattr(policy, "explore_observation", None)
+    cache, state_token = policy.encode_observation(batch) if explore is None else explore(batch, generator)
     b = state_token.shape[0]
     dt = 1.0 / k_steps
     rows = executed_rows(b, c.chunk_size, n_exec, device)
@@ -223,7 +228,7 @@ def sample_chain(policy, batch: dict, mode: str = "sde", sde_mode: str = "mixed"
     std_mean = std_sum / n_elements.clamp(min=1)
     return ChainSample(actions=x, chain=chain_t, step_mask=step_mask, log_prob=log_prob.sum(-1),
                        row_log_prob=log_prob[:, :n_exec], entropy=entropy, std_mean=std_mean,
-                       pooled=cache.pooled().detach())
+                       pooled=cache.pooled().detach(), reasoning=getattr(cache, "record", lambda: None)())
 
 
 def chain_log_prob(policy, batch: dict, chain: torch.Tensor, step_mask: torch.Tensor, mode: str = "sde",

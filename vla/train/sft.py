@@ -137,6 +137,15 @@ def _batches(dataset, cfg: TrainConfig, generator: torch.Generator, start_step: 
         yield step, default_collate([dataset[i] for i in indices])
 
 
+def _future_offsets(cfg: TrainConfig) -> list[int]:
+    """Frames ahead whose observations the batches carry: latent reasoning's warm-up targets, else none."""
+    if not cfg.policy.latent_reasoning:
+        return []
+    from vla.policy.state_flow import latent_target_offsets
+
+    return latent_target_offsets(cfg.policy)
+
+
 def _timed(batches, waited: dict):
     """The batches, with the seconds spent waiting for each added to waited["s"]: how long training
     waited on data (decoding, collation) rather than computing."""
@@ -210,7 +219,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
         cfg.policy.chunk_size, cfg.policy.n_action_steps = checkpoint_chunking(cfg.policy.init)
     with removed_on_user_error(out):
-        dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.policy.chunk_size)
+        dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.policy.chunk_size, future_offsets=_future_offsets(cfg))
         policy = policy_for_dataset(cfg, dataset).to(cfg.device).train()
     generator = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in policy.parameters() if p.requires_grad]

@@ -1,5 +1,5 @@
 """The state-based flow-matching policy (`--policy.type=state_flow`)."""
 
-from vla.policy.state_flow.policy import STATE_FLOW_TYPE, StateCondition, StateFlowPolicy
+from vla.policy.state_flow.policy import STATE_FLOW_TYPE, StateCondition, StateFlowPolicy, latent_target_offsets
 
-__all__ = ["STATE_FLOW_TYPE", "StateCondition", "StateFlowPolicy"]
+__all__ = ["STATE_FLOW_TYPE", "StateCondition", "StateFlowPolicy", "latent_target_offsets"]
