@@ -368,6 +368,17 @@ class SRPOConfig:
 
 
 @dataclass
+class LapoConfig:
+    """`vla rl --algo lapo`: latent reasoning, its length and the actions optimised together (docs/ALGORITHMS.md
+    section 5); the clip range, GAE and value loss are the run's (clip_low, clip_high, gamma, gae_lambda, value_coef)."""
+
+    # sigma of the latent ratio r_z = exp(-sum_{i <= L} ||z_old_i - z_i||^2 / (2 sigma^2)) (released: 10).
+    latent_sigma: float = 10.0
+    # Weight of the latent term beside the action and length terms (released: 0.1).
+    latent_coef: float = 0.1
+
+
+@dataclass
 class RLConfig:
     """`vla rl`: RL post-training of a flow policy in simulation: on-policy (GRPO, PPO) on its weights,
     or off-policy steering of the frozen policy (noise, residual, zprl; see `offpolicy`).
@@ -388,6 +399,7 @@ class RLConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: RLEvalConfig = field(default_factory=RLEvalConfig)
     offpolicy: OffPolicyConfig = field(default_factory=OffPolicyConfig)
+    lapo: LapoConfig = field(default_factory=LapoConfig)
     srpo: SRPOConfig = field(default_factory=SRPOConfig)
     # RL iterations, each one round of rollouts followed by one update.
     iterations: int = 30

@@ -71,6 +71,9 @@ class Rollouts:
     std_mean: torch.Tensor  # [N]
     traj_ids: torch.Tensor  # [N] long
     trajectories: list[Trajectory]
+    # The policy's choices before its actions, [N, ...] per key (latent reasoning's latents, lengths and
+    # length log-probs: vla/policy/state_flow/reasoning.py), or None for a policy that makes none.
+    reasoning: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return self.chains.shape[0]
@@ -122,7 +125,7 @@ class RolloutEngine:
         plan = [(g, s) for g, s in enumerate(group_seeds) for _ in range(group_size)]
         trajectories: list[Trajectory] = []
         store: dict[str, list] = {k: [] for k in ("obs", "chain", "mask", "logp", "row_logp", "value", "reward",
-                                                  "env_reward", "done", "entropy", "std", "traj")}
+                                                  "env_reward", "done", "entropy", "std", "traj", "reasoning")}
         for wave_start in range(0, len(plan), n_envs):
             wave = plan[wave_start: wave_start + n_envs]
             n = len(wave)
@@ -176,6 +179,8 @@ class RolloutEngine:
                     store["entropy"].append(sample.entropy[j].cpu())
                     store["std"].append(sample.std_mean[j].cpu())
                     store["traj"].append(traj.index)
+                    store["reasoning"].append(None if sample.reasoning is None else
+                                              {k: v[j].cpu() for k, v in sample.reasoning.items()})
                     obs[k] = o
                     if done:
                         active[k] = False
@@ -196,6 +201,7 @@ class RolloutEngine:
             std_mean=torch.stack(store["std"]).float(),
             traj_ids=torch.tensor(store["traj"], dtype=torch.long),
             trajectories=trajectories,
+            reasoning=_stack_reasoning(store["reasoning"]),
         )
 
 
@@ -225,6 +231,13 @@ def _drop_lost_episodes(trajectories: list[Trajectory], store: dict[str, list]) 
     for pos, ti in enumerate(store["traj"]):
         kept[ti].decisions.append(pos)
     return kept
+
+
+def _stack_reasoning(rows: list[dict | None]) -> dict[str, torch.Tensor] | None:
+    """Per-decision reasoning records -> one dict of [N, ...] tensors (None when the policy made none)."""
+    if not rows or rows[0] is None:
+        return None
+    return {key: torch.stack([r[key] for r in rows]) for key in rows[0]}
 
 
 def _stack_observations(rows: list[tuple[dict, int]]) -> dict:

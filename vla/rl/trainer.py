@@ -39,6 +39,7 @@ from vla.rl.filtered_bc import DemoFrames, SuccessBuffer, filtered_bc_update
 from vla.rl.flow_surrogate import build_flow_surrogate
 from vla.rl.grpo import grpo_update
 from vla.rl.heads import NOISE_HEAD, VALUE_HEAD, ValueHead, has_head, load_head, save_head
+from vla.rl.lapo import check_lapo_policy, lapo_update, validate_lapo
 from vla.rl.losses import NonFiniteError
 from vla.rl.plots import plot_success
 from vla.rl.ppo import ppo_update
@@ -53,6 +54,7 @@ from vla.train.sft import cosine_with_warmup, seed_everything
 
 # name -> (update function, needs a value head)
 ALGORITHMS: dict[str, tuple[Callable, bool]] = {"grpo": (grpo_update, False), "ppo": (ppo_update, True),
+                                                 "lapo": (lapo_update, True),
                                                  "filtered_bc": (filtered_bc_update, False),
                                                  "srpo": (srpo_update, False)}
 SCHEDULES = ("constant", "cosine")
@@ -102,6 +104,7 @@ def validate(cfg: RLConfig) -> None:
                  "grad_accumulation"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    validate_lapo(cfg)
     validate_srpo(cfg)
     if cfg.algo == "grpo" and cfg.group_size < 2:
         raise ConfigError("--group_size must be >= 2 for GRPO (a group of one has no baseline)")
@@ -215,6 +218,8 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     # ---- policy, heads, reference, optimizer (RNG states are restored after all modules are built)
     source = last / POLICY_DIR if cfg.resume else Path(cfg.policy)
     policy = load_policy(source, map_location=cfg.device)
+    if cfg.algo == "lapo":  # before any rollout: a policy that does not think has nothing for LAPO to optimise
+        check_lapo_policy(policy, source)
     if cfg.freeze_vision or cfg.train_expert_only:
         policy.config.freeze_vision, policy.config.train_expert_only = cfg.freeze_vision, cfg.train_expert_only
         counts = apply_finetune_options(policy)
