@@ -27,8 +27,8 @@ def validate_backend(cfg: RLConfig) -> None:
         set_flags = [f"--{name}" for name, default in (("ray_address", None), ("lost_episodes", "drop"))
                      if getattr(cfg, name) != default]
         if set_flags:
-            raise ConfigError(f"{', '.join(set_flags)} need --backend ray (local workers drop a lost "
-                              "worker's episodes)")
+            raise ConfigError(f"{' and '.join(set_flags)} {'needs' if len(set_flags) == 1 else 'need'} --backend ray "
+                              "(local workers drop a lost worker's episodes)")
         return
     if cfg.ray_scheduling not in SCHEDULING:
         raise ConfigError(f"--ray_scheduling: {cfg.ray_scheduling!r} is not one of {', '.join(SCHEDULING)}")
