@@ -14,7 +14,6 @@ weights change; the last good checkpoint stays as it was.
 
 from __future__ import annotations
 
-import functools
 import time
 import warnings
 from pathlib import Path
@@ -187,12 +186,6 @@ def _evaluate(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0, pr
     policy.eval()
     episodes = run_episodes(policy, vec_env, n_episodes, seed, n_videos=n_videos, progress=progress, desc="rl eval")
     return episodes, time.time() - start
-
-
-def _default_vec_env(n_envs: int, env_kwargs: dict, envs_per_worker: int = 1):
-    from vla.sim import VectorEnv
-
-    return VectorEnv(n_envs, env_kwargs, envs_per_worker=envs_per_worker)
 
 
 def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory | None = None) -> dict:
