@@ -2,12 +2,13 @@ from pathlib import Path
 
 import pytest
 
-from vla.config import (CollectConfig, ConfigError, EvalConfig, QuickstartConfig, RLConfig, TrainConfig, parse_config,
-                        write_resolved_config)
+from vla.config import (CollectConfig, ConfigError, EvalConfig, QuickstartConfig, RLConfig, TrainConfig,
+                        WorldModelConfig, parse_config, write_resolved_config)
 from vla.policy.config import PolicyConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = {"collect": CollectConfig, "train": TrainConfig, "eval": EvalConfig, "policy": PolicyConfig, "rl": RLConfig}
+KINDS = {"collect": CollectConfig, "train": TrainConfig, "eval": EvalConfig, "policy": PolicyConfig, "rl": RLConfig,
+         "world_model": WorldModelConfig}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*/*.yaml")) + [ROOT / "configs/quickstart.yaml"],
