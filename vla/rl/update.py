@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vla.policy.sampling import NoiseHead, chain_log_prob, times_of_steps
+from vla.rl.distributed import all_reduce_gradients, shard
 from vla.rl.flow_surrogate import FlowSurrogate
 from vla.rl.losses import check_finite, policy_loss
 from vla.rl.rollout import Rollouts, SamplingSpec
@@ -76,7 +77,8 @@ class Minibatch:
 def epoch_minibatches(decisions: torch.Tensor, epochs: int, size: int, generator: torch.Generator,
                       accumulate: int = 1):
     """Every minibatch of every epoch (each epoch reshuffles when it starts); every `accumulate`
-    consecutive minibatches of an epoch (and the epoch's remainder) make one optimizer step."""
+    consecutive minibatches of an epoch (and the epoch's remainder) make one optimizer step.
+    Under torch.distributed each process gets its share of every minibatch (vla/rl/distributed.py)."""
     if accumulate < 1:
         raise ValueError(f"grad_accumulation must be >= 1, got {accumulate}")
     for epoch in range(epochs):
@@ -85,8 +87,8 @@ def epoch_minibatches(decisions: torch.Tensor, epochs: int, size: int, generator
             group = batches[start:start + accumulate]
             total = sum(idx.numel() for idx in group)
             for j, idx in enumerate(group):
-                yield Minibatch(f"epoch {epoch}, minibatch {start + j}", idx, idx.numel() / total, j == 0,
-                                j == len(group) - 1)
+                idx, weight = shard(idx, idx.numel() / total)
+                yield Minibatch(f"epoch {epoch}, minibatch {start + j}", idx, weight, j == 0, j == len(group) - 1)
 
 
 @dataclass
@@ -207,6 +209,7 @@ def optimizer_step(ctx: UpdateContext, loss: torch.Tensor, grad_clip: float, mb:
     (loss * mb.weight).backward()
     stats = {}
     if mb.last:
+        all_reduce_gradients(ctx.params)  # data-parallel: the whole minibatch's gradient, before clipping
         grad_norm = torch.nn.utils.clip_grad_norm_(ctx.params, grad_clip if grad_clip > 0 else float("inf"))
         check_finite("gradient norm", grad_norm.detach(), ctx.iteration, mb.where)
         ctx.optimizer.step()
