@@ -1,0 +1,194 @@
+"""LAPO on the state policy (issue 22): what thinking costs, what the warm-up gives, what RL adds.
+
+Three measurements, each a sub-command:
+
+    # milliseconds per chunk (batch 1, the deployed ODE sampler) for chains of 2, 4, 6, 8 latents,
+    # against the same policy without latent reasoning; a few seconds on a CPU
+    python benchmarks/lapo_state.py thinking --device cpu --rounds 15 --calls 20
+
+    # warm-up alone: latent-reasoning SFT against plain SFT from the same demos, 3 seeds, fixed evaluation
+    python benchmarks/lapo_state.py warmup --task stack --demos 10 --seeds 0 1 2 --steps 3000
+
+    # RL: LAPO on the thinking policy against PPO on the plain one, the same rollouts per iteration,
+    # success over env steps (history.json), the mean chosen length per iteration
+    python benchmarks/lapo_state.py rl --task stack --demos 10 --seeds 0 1 2 --iterations 30
+
+warmup and rl reuse what exists under --out (collect and train once), call the `vla` CLI for every
+stage, and write benchmarks/results/lapo_state_<command>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, machine, write_json  # noqa: E402  (benchmarks/common.py)
+
+from vla.cli import main as vla  # noqa: E402
+from vla.policy.config import PolicyConfig  # noqa: E402
+from vla.policy.state_flow import StateFlowPolicy  # noqa: E402
+
+STEP_LIMITS = {"lift": 200, "pick_place_can": 400, "nut_assembly_square": 400, "stack": 300}
+LENGTHS = (2, 4, 6, 8)
+
+
+def run(args: list[str]) -> None:
+    rc = vla(args)
+    if rc != 0:
+        raise SystemExit(f"`vla {' '.join(args)}` failed with exit code {rc}")
+
+
+# ------------------------------------------------------------------ thinking cost
+def _policy(latent_lengths: list[int] | None, device: str) -> StateFlowPolicy:
+    """The default state policy (hidden 256, 3 blocks, chunk 16, 10 Euler steps) on Lift's sizes."""
+    config = PolicyConfig(type="state_flow", state_dim=8, action_dim=7, environment_state_dim=10, chunk_size=16,
+                          n_action_steps=8, num_inference_steps=10, latent_reasoning=latent_lengths is not None,
+                          **({"latent_lengths": latent_lengths} if latent_lengths else {}))
+    policy = StateFlowPolicy(config)
+    stats = {k: {"mean": torch.zeros(d), "std": torch.ones(d), "min": -torch.ones(d), "max": torch.ones(d)}
+             for k, d in (("observation.state", 8), ("observation.environment_state", 10), ("action", 7))}
+    policy.normalizer.load_stats(stats)
+    return policy.to(device).eval()
+
+
+def _block_ms(fn, calls: int, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return 1000.0 * (time.perf_counter() - start) / calls
+
+
+@torch.no_grad()
+def thinking(a) -> list[dict]:
+    """ms per chunk at batch 1: the whole chunk (think + 10 Euler steps) and the thinking alone (the latent chain
+    and its pooling, after the observation embedding), for a chain of L latents (a policy whose only candidate
+    is L) and for the policy without latent reasoning. The configurations take turns in blocks of --calls, over
+    --rounds rounds, and each reports the median block: a shared machine's load then falls on all alike."""
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    batch = {"observation.state": torch.randn(1, 8), "observation.environment_state": torch.randn(1, 10)}
+    configs = [(0, _policy(None, a.device))] + [(n, _policy([n], a.device)) for n in LENGTHS]
+    timings = {n: {"chunk": [], "think": [], "embed": []} for n, _ in configs}
+    for round_ in range(a.rounds + 1):  # round 0 warms up
+        for n, policy in configs:
+            jobs = {"chunk": lambda: policy.predict_action_chunk(batch), "embed": lambda: policy.embed(batch)}
+            if n:
+                jobs["think"] = lambda: policy.think(batch)
+            for name, fn in jobs.items():
+                ms = _block_ms(fn, a.calls, a.device)
+                if round_:
+                    timings[n][name].append(ms)
+    median = lambda xs: sorted(xs)[len(xs) // 2] if xs else 0.0
+    rows = []
+    for n, policy in configs:
+        t = timings[n]
+        think = max(median(t["think"]) - median(t["embed"]), 0.0) if n else 0.0
+        rows.append({"latents": n, "chunk_ms": round(median(t["chunk"]), 3), "chunk_ms_min": round(min(t["chunk"]), 3),
+                     "thinking_ms": round(think, 3), "parameters": sum(p.numel() for p in policy.parameters())})
+        print(json.dumps(rows[-1]))
+    print(f"\n{machine()}, device {a.device}, {a.threads} torch thread(s), batch 1, median of {a.rounds} blocks "
+          f"of {a.calls} calls\n")
+    print("| latents | ms per chunk (median) | fastest block | of which thinking | parameters |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['latents'] or 'none'} | {r['chunk_ms']:.2f} | {r['chunk_ms_min']:.2f} | {r['thinking_ms']:.2f} | "
+              f"{r['parameters']:,} |")
+    return rows
+
+
+# ------------------------------------------------------------------ warm-up and RL comparisons
+def _demos(a) -> Path:
+    root = Path(a.out) / a.task / f"demos{a.demos}"
+    if not (root / "demos" / "meta" / "info.json").exists():
+        run(["collect", f"--output_dir={root / 'demos'}", f"--env.task={a.task}", "--env.cameras=[]",
+             f"--num_episodes={a.demos}", f"--env.max_episode_steps={STEP_LIMITS.get(a.task, 300)}",
+             "--overwrite=true"])
+    return root
+
+
+def _trained(a, root: Path, variant: str, seed: int) -> Path:
+    train = root / variant / f"seed{seed}" / "train"
+    if not (train / "policy" / "config.json").exists():
+        run(["train", f"--dataset={root / 'demos'}", f"--output_dir={train}", "--policy.type=state_flow",
+             f"--policy.latent_reasoning={'true' if variant == 'latent' else 'false'}", f"--steps={a.steps}",
+             "--batch_size=64", "--ema_decay=0.999", f"--seed={seed}", "--overwrite=true"])
+    return train / "policy"
+
+
+def _evaluated(a, policy: Path, out: Path) -> dict:
+    if not (out / "eval_info.json").exists():
+        run(["eval", f"--policy={policy}", f"--output_dir={out}", f"--env.task={a.task}", "--env.cameras=[]",
+             f"--env.max_episode_steps={STEP_LIMITS.get(a.task, 300)}", f"--n_episodes={a.eval_episodes}",
+             "--n_envs=2", "--n_videos=0", "--overwrite=true"])
+    return json.loads((out / "eval_info.json").read_text())["aggregated"]
+
+
+def warmup(a) -> list[dict]:
+    root = _demos(a)
+    rows = []
+    for variant in ("plain", "latent"):
+        for seed in a.seeds:
+            policy = _trained(a, root, variant, seed)
+            info = _evaluated(a, policy, policy.parent.parent / "eval")
+            rows.append({"variant": variant, "seed": seed, "pc_success": info["pc_success"],
+                         "ci95": info["pc_success_ci95"], "policy": str(policy)})
+            print(json.dumps(rows[-1]))
+    return rows
+
+
+def rl(a) -> list[dict]:
+    root = _demos(a)
+    rows = []
+    for variant, algo in (("plain", "ppo"), ("latent", "lapo")):
+        for seed in a.seeds:
+            policy = _trained(a, root, variant, seed)
+            out = root / variant / f"seed{seed}" / algo
+            if not (out / "rl_summary.json").exists():
+                run(["rl", f"--algo={algo}", f"--policy={policy}", f"--output_dir={out}", f"--env.task={a.task}",
+                     "--env.cameras=[]", f"--env.max_episode_steps={STEP_LIMITS.get(a.task, 300)}",
+                     f"--iterations={a.iterations}", "--n_groups=4", "--group_size=8", "--n_envs=2",
+                     "--lr=1e-4", "--epochs=4", "--minibatch_size=256", "--logprob_level=action", "--target_kl=0.1",
+                     f"--seed={seed}",
+                     f"--eval.n_episodes={a.eval_episodes}", "--overwrite=true"])
+            history = json.loads((out / "history.json").read_text())["history"]
+            summary = json.loads((out / "rl_summary.json").read_text())
+            rows.append({"variant": variant, "algo": algo, "seed": seed, "eval_pc_success": summary.get("eval_pc_success"),
+                         "curve": [(h["env_steps"], h["success_rate"], h.get("length_mean")) for h in history]})
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "curve"}))
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("thinking", help="ms per chunk for each chain length")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--rounds", type=int, default=15)
+    t.add_argument("--calls", type=int, default=20)
+    for name in ("warmup", "rl"):
+        c = sub.add_parser(name)
+        c.add_argument("--task", default="stack")
+        c.add_argument("--demos", type=int, default=10)
+        c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+        c.add_argument("--steps", type=int, default=3000)
+        c.add_argument("--eval-episodes", type=int, default=50)
+        c.add_argument("--out", default="outputs/bench/lapo_state")
+        if name == "rl":
+            c.add_argument("--iterations", type=int, default=30)
+    a = p.parse_args()
+    rows = {"thinking": thinking, "warmup": warmup, "rl": rl}[a.command](a)
+    write_json(RESULTS / f"lapo_state_{a.command}.json", a, rows=rows)
+
+
+if __name__ == "__main__":
+    main()
