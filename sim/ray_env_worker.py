@@ -43,6 +43,12 @@ class EnvWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def node_id(self) -> str:
+        """The Ray node this worker runs on (to check placement)."""
+        import ray  # only ever called inside a Ray actor
+
+        return ray.get_runtime_context().get_node_id()
+
     def call(self, command: str, items: list[tuple[int, Any]]) -> tuple[str, Any]:
         """Run ``command`` on the envs named in ``items`` ((slot, argument) pairs), in order."""
         handlers: dict[str, Callable[[Any, Any], Any]] = {

@@ -224,6 +224,10 @@ class RayVectorEnv:
         """Worker ``w``'s process id (to kill it, as a crash would)."""
         return self._ray.get(self._actors[w].pid.remote(), timeout=self.step_timeout_s)
 
+    def worker_nodes(self) -> list[str]:
+        """The Ray node id of each worker, in worker order (where Ray placed them)."""
+        return self._ray.get([actor.node_id.remote() for actor in self._actors], timeout=self.step_timeout_s)
+
     # ----- calls, loss and recovery -----
 
     def _call(self, workers: list[int], command: str, payloads: dict[int, Any]) -> dict[int, Any]:
