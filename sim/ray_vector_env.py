@@ -237,6 +237,8 @@ class RayVectorEnv:
         restarts it; an env's own error is raised after every answer is in.
         """
         ray = self._ray
+        if not workers:  # e.g. every worker's episodes already dropped
+            return {}
         refs = {w: self._actors[w].call.remote(command, payloads[w]) for w in workers}
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.step_timeout_s)
         ready = set(ready)
