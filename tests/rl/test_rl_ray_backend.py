@@ -76,27 +76,33 @@ def local_rollouts(policy_and_env):
         return collect(policy, vec_env)
 
 
+@pytest.fixture(scope="module")
+def ray_env(ray_instance, policy_and_env):
+    with RayVectorEnv(2, policy_and_env[1], lost_episodes="replay") as vec_env:
+        yield vec_env
+
+
 @pytest.mark.timeout(180)
-def test_same_seed_same_rollouts_as_local_and_through_a_killed_worker(ray_instance, policy_and_env, local_rollouts):
-    policy, env_kwargs = policy_and_env
+def test_same_seed_same_rollouts_as_local_and_through_a_killed_worker(ray_env, policy_and_env, local_rollouts):
+    policy = policy_and_env[0]
     assert len(local_rollouts.trajectories) == 4 and local_rollouts.env_steps == 4 * 16
-    with RayVectorEnv(2, env_kwargs, lost_episodes="replay") as vec_env:
-        rollouts = collect(policy, vec_env, policy_version=5)
-        assert_same_rollouts(rollouts, local_rollouts)
-        assert {t.policy_version for t in rollouts.trajectories} == {5}
-        # A crash in the middle of the first wave's episodes: Ray restarts the actor, the driver
-        # replays the episode on it, and the rollout goes on as if nothing had happened.
-        killer = KillBeforeStep(vec_env, n=4)
-        assert_same_rollouts(collect(policy, killer), local_rollouts)
-        assert vec_env.restarts == 1
+    rollouts = collect(policy, ray_env, policy_version=5)
+    assert_same_rollouts(rollouts, local_rollouts)
+    assert {t.policy_version for t in rollouts.trajectories} == {5}
+    # A crash in the middle of the first wave's episodes: Ray restarts the actor, the driver
+    # replays the episode on it, and the rollout goes on as if nothing had happened.
+    restarts = ray_env.restarts
+    assert_same_rollouts(collect(policy, KillBeforeStep(ray_env, n=4)), local_rollouts)
+    assert ray_env.restarts == restarts + 1
 
 
 @pytest.mark.timeout(180)
-def test_dropped_episodes_of_a_killed_worker_are_not_counted(ray_instance, policy_and_env, local_rollouts):
-    policy, env_kwargs = policy_and_env
-    with RayVectorEnv(2, env_kwargs, lost_episodes="drop") as vec_env:
-        rollouts = collect(policy, KillBeforeStep(vec_env, n=4))
-        assert vec_env.restarts == 1
+def test_dropped_episodes_of_a_killed_worker_are_not_counted(ray_env, policy_and_env, local_rollouts, monkeypatch):
+    policy = policy_and_env[0]
+    monkeypatch.setattr(ray_env, "lost_episodes", "drop")
+    restarts = ray_env.restarts
+    rollouts = collect(policy, KillBeforeStep(ray_env, n=4))
+    assert ray_env.restarts == restarts + 1
     # worker 0 held the first wave's env 0: that episode is gone, not a failure; the rest match
     kept = [t.seed for t in rollouts.trajectories]
     assert len(kept) == 3 and rollouts.env_steps == 3 * 16
