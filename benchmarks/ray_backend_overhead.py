@@ -1,14 +1,21 @@
-"""Env steps per second of the local and the Ray backend at the same worker count (issue 23).
+"""Rollout throughput of the local and the Ray backend at 1 and 2 workers (issue 23).
 
-Both backends step the same state-only Lift envs (no camera: the case where per-call overhead
-weighs most) in lock-step chunks of 8 random actions, one env per worker, as `vla rl` does. Each
-round times local, then Ray, for each worker count, and the report gives the median over rounds of
-each rate and of the ray/local ratio; interleaving keeps a change in the machine's load from
-landing on one backend only. Ray runs on one local instance started once (as `vla rl --backend ray`
-does when given no address); its start-up and the actors' start are not timed, as VectorEnv's
-process start is not.
+Three workloads, one env per worker, 8-action chunks as `vla rl` steps them:
 
-Usage: python benchmarks/ray_backend_overhead.py [--workers 1 2] [--chunks 60] [--rounds 3]
+    envs          random actions, state-only Lift (no camera): the env side alone, where a
+                  backend's per-call overhead weighs most
+    state_policy  `RolloutEngine.collect` (SDE sampling, as RL) with a state_flow policy (the
+                  default MLP config, untrained), state-only Lift
+    vla           the same with the tiny flow VLA on Lift's 64 px agentview camera
+
+Each round times, for each workload and worker count, the local backend and then the Ray backend
+(interleaved, so a change in the machine's load does not land on one backend only); the report
+gives medians over rounds of env steps/s, of the ray/local ratio, and the scaling efficiency of 2
+workers (rate(2) / (2 * rate(1))). Ray runs on one local instance started once, as
+`vla rl --backend ray` does without an address; start-up (Ray's and the workers') is not timed.
+
+Usage: python benchmarks/ray_backend_overhead.py [--workloads envs state_policy vla] [--workers 1 2]
+       [--chunks 60] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -20,58 +27,113 @@ import statistics
 import time
 
 import numpy as np
+import torch
 
 CHUNK = 8
-ENV = {"task": "lift", "cameras": (), "max_episode_steps": 1_000_000}  # no truncation inside a timed loop
+STATE_ENV = {"task": "lift", "cameras": (), "max_episode_steps": 1_000_000}  # no truncation in a timed loop
+EPISODE_STEPS = 80  # policy workloads: two waves of 80-step episodes per measurement
 
 
-def rate(vec_env, chunks: int, seed: int = 0) -> float:
-    """Env steps per second of ``chunks`` lock-step chunks over all envs (after one untimed chunk)."""
+def env_rate(vec_env, chunks: int, seed: int) -> float:
+    """Env steps per second of ``chunks`` lock-step chunks of random actions (after an untimed one)."""
     n = vec_env.num_envs
     acts = np.random.default_rng(seed).uniform(-0.5, 0.5, (chunks + 1, n, CHUNK, 7)).astype(np.float32)
     vec_env.reset(list(range(n)))
-    vec_env.step_chunk(acts[0])  # warm-up: first-call costs (imports, caches) are not throughput
+    vec_env.step_chunk(acts[0])  # first-call costs are not throughput
     start = time.perf_counter()
     for a in acts[1:]:
         vec_env.step_chunk(a)
     return chunks * n * CHUNK / (time.perf_counter() - start)
 
 
+def make_policy(kind: str):
+    from vla.policy.config import PolicyConfig
+    from vla.policy.registry import policy_class
+
+    def unit(d):
+        return {"mean": torch.zeros(d), "std": torch.ones(d), "min": -torch.ones(d), "max": torch.ones(d)}
+
+    torch.manual_seed(0)
+    if kind == "state_policy":
+        config = PolicyConfig(type="state_flow", environment_state_dim=10, chunk_size=16, n_action_steps=CHUNK)
+    else:
+        config = PolicyConfig(preset="tiny", chunk_size=16, n_action_steps=CHUNK)
+    policy = policy_class(config.type)(config).eval()
+    stats = {"observation.state": unit(8), "action": unit(7)}
+    if kind == "state_policy":
+        stats["observation.environment_state"] = unit(10)
+    policy.normalizer.load_stats(stats)
+    return policy
+
+
+def rollout_rate(policy, vec_env, seed: int) -> float:
+    """Env steps per second of RolloutEngine.collect over two waves of episodes (after an untimed wave)."""
+    from vla.rl.rollout import RolloutEngine, SamplingSpec
+
+    engine = RolloutEngine(policy, vec_env, SamplingSpec())
+    n = vec_env.num_envs
+    engine.collect([seed], n, torch.Generator().manual_seed(seed))  # warm-up wave
+    start = time.perf_counter()
+    rollouts = engine.collect([seed + 1, seed + 2], n, torch.Generator().manual_seed(seed))
+    return rollouts.env_steps / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", nargs="+", default=["envs", "state_policy", "vla"])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--chunks", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    torch.set_num_threads(1)
     import ray
 
+    from vla.config import EnvConfig
+    from vla.eval.evaluate import env_kwargs_for
     from vla.sim import VectorEnv
     from vla.sim.ray_vector_env import RayVectorEnv
 
+    setups = {}
+    for kind in args.workloads:
+        if kind == "envs":
+            setups[kind] = (None, STATE_ENV)
+        else:
+            policy = make_policy(kind)
+            env_cfg = EnvConfig()
+            env_cfg.max_episode_steps = EPISODE_STEPS
+            setups[kind] = (policy, env_kwargs_for(policy, env_cfg))
     ray.init(num_cpus=max(args.workers), include_dashboard=False, log_to_driver=False)
+    rates: dict[tuple[str, str, int], list[float]] = {}
     try:
-        rates: dict[tuple[str, int], list[float]] = {}
-        ratios: dict[int, list[float]] = {}
         for r in range(args.rounds):
-            for w in args.workers:
-                with VectorEnv(w, ENV) as env:
-                    local = rate(env, args.chunks, seed=r)
-                with RayVectorEnv(w, ENV) as env:
-                    remote = rate(env, args.chunks, seed=r)
-                rates.setdefault(("local", w), []).append(local)
-                rates.setdefault(("ray", w), []).append(remote)
-                ratios.setdefault(w, []).append(remote / local)
-                print(f"round {r}: {w} worker(s): local {local:.0f}, ray {remote:.0f} env steps/s "
-                      f"(ray/local {remote / local:.3f})", flush=True)
+            for kind, (policy, env_kwargs) in setups.items():
+                for w in args.workers:
+                    row = {}
+                    for backend, cls in (("local", VectorEnv), ("ray", RayVectorEnv)):
+                        with cls(w, env_kwargs) as env:
+                            row[backend] = (env_rate(env, args.chunks, r) if policy is None
+                                            else rollout_rate(policy, env, 1000 * r))
+                        rates.setdefault((kind, backend, w), []).append(row[backend])
+                    print(f"round {r}: {kind}, {w} worker(s): local {row['local']:.0f}, ray {row['ray']:.0f} "
+                          f"env steps/s (ray/local {row['ray'] / row['local']:.3f})", flush=True)
     finally:
         ray.shutdown()
-    print(f"\n{platform.node()}, {os.cpu_count()} CPUs, ray {ray.__version__}, {args.chunks} chunks of {CHUNK} "
-          f"per env, {args.rounds} rounds (medians)")
-    print("| workers | local env steps/s | ray env steps/s | ray / local |")
-    print("|---|---|---|---|")
-    for w in args.workers:
-        print(f"| {w} | {statistics.median(rates[('local', w)]):.0f} | {statistics.median(rates[('ray', w)]):.0f} | "
-              f"{statistics.median(ratios[w]):.3f} (rounds: {', '.join(f'{x:.3f}' for x in ratios[w])}) |")
+    print(f"\n{platform.node()}, {os.cpu_count()} CPUs, ray {ray.__version__}, torch threads 1, "
+          f"{args.rounds} rounds (medians)")
+    print("| workload | workers | local env steps/s | ray env steps/s | ray / local (per round) |")
+    print("|---|---|---|---|---|")
+    for kind in setups:
+        for w in args.workers:
+            local, remote = rates[(kind, "local", w)], rates[(kind, "ray", w)]
+            ratios = [b / a for a, b in zip(local, remote)]
+            print(f"| {kind} | {w} | {statistics.median(local):.0f} | {statistics.median(remote):.0f} | "
+                  f"{statistics.median(ratios):.3f} ({', '.join(f'{x:.2f}' for x in ratios)}) |")
+    if 1 in args.workers and 2 in args.workers:
+        print("\nscaling efficiency of 2 workers, rate(2) / (2 * rate(1)):")
+        for kind in setups:
+            eff = {b: statistics.median(rates[(kind, b, 2)]) / (2 * statistics.median(rates[(kind, b, 1)]))
+                   for b in ("local", "ray")}
+            print(f"  {kind}: local {eff['local']:.2f}, ray {eff['ray']:.2f}")
 
 
 if __name__ == "__main__":
