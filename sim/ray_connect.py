@@ -30,6 +30,9 @@ def import_ray():
 
 def parse_address(address: str) -> tuple[str, int]:
     """``host:port`` -> (host, port); RayBackendError naming the address if it is not one."""
+    if "://" in address:  # ray://: Ray Client, which runs the driver's calls through a proxy
+        raise RayBackendError(f"--ray_address {address!r}: Ray Client (ray://) addresses are not supported; "
+                              "give the head node's host:port (ray start --head --port, 6379 by default) or auto")
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise RayBackendError(f"--ray_address {address!r} is not 'auto' or host:port (e.g. 10.0.0.5:6379)")

@@ -47,6 +47,8 @@ def test_an_unreachable_address_fails_fast_naming_it(ray_instance):
         RayVectorEnv(1, STATE_LIFT, address="127.0.0.1:1")
     with pytest.raises(RayBackendError, match="'nowhere' is not 'auto' or host:port"):
         RayVectorEnv(1, STATE_LIFT, address="nowhere")
+    with pytest.raises(RayBackendError, match="Ray Client .* not supported"):
+        RayVectorEnv(1, STATE_LIFT, address="ray://head:10001")
 
 
 @pytest.mark.timeout(120)
