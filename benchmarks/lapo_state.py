@@ -3,8 +3,8 @@
 Three measurements, each a sub-command:
 
     # milliseconds per chunk (batch 1, the deployed ODE sampler) for chains of 2, 4, 6, 8 latents,
-    # against the same policy without latent reasoning; a few seconds on a CPU
-    python benchmarks/lapo_state.py thinking --device cpu --rounds 15 --calls 20
+    # against the same policy without latent reasoning; seconds on a CPU (--policy vla: the tiny VLA)
+    python benchmarks/lapo_state.py thinking --device cpu --rounds 15 --calls 20 [--policy vla]
 
     # warm-up alone: latent-reasoning SFT against plain SFT from the same demos, 3 seeds, fixed evaluation
     python benchmarks/lapo_state.py warmup --task stack --demos 10 --seeds 0 1 2 --steps 3000
@@ -45,12 +45,19 @@ def run(args: list[str]) -> None:
 
 
 # ------------------------------------------------------------------ thinking cost
-def _policy(latent_lengths: list[int] | None, device: str) -> StateFlowPolicy:
-    """The default state policy (hidden 256, 3 blocks, chunk 16, 10 Euler steps) on Lift's sizes."""
-    config = PolicyConfig(type="state_flow", state_dim=8, action_dim=7, environment_state_dim=10, chunk_size=16,
-                          n_action_steps=8, num_inference_steps=10, latent_reasoning=latent_lengths is not None,
-                          **({"latent_lengths": latent_lengths} if latent_lengths else {}))
-    policy = StateFlowPolicy(config)
+def _policy(kind: str, latent_lengths: list[int] | None, device: str):
+    """The default state policy (hidden 256, 3 blocks) on Lift's sizes, or the tiny-preset VLA (one 64 px
+    camera); chunk 16, 10 Euler steps."""
+    thinking = {"latent_reasoning": latent_lengths is not None, **({"latent_lengths": latent_lengths} if latent_lengths else {})}
+    if kind == "state":
+        config = PolicyConfig(type="state_flow", state_dim=8, action_dim=7, environment_state_dim=10, chunk_size=16,
+                              n_action_steps=8, num_inference_steps=10, **thinking)
+        policy = StateFlowPolicy(config)
+    else:
+        from vla.policy.flow_vla import FlowVLAPolicy
+
+        policy = FlowVLAPolicy(PolicyConfig(preset="tiny", state_dim=8, action_dim=7, num_inference_steps=10,
+                                            **thinking))
     stats = {k: {"mean": torch.zeros(d), "std": torch.ones(d), "min": -torch.ones(d), "max": torch.ones(d)}
              for k, d in (("observation.state", 8), ("observation.environment_state", 10), ("action", 7))}
     policy.normalizer.load_stats(stats)
@@ -76,12 +83,15 @@ def thinking(a) -> list[dict]:
     --rounds rounds, and each reports the median block: a shared machine's load then falls on all alike."""
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    batch = {"observation.state": torch.randn(1, 8), "observation.environment_state": torch.randn(1, 10)}
-    configs = [(0, _policy(None, a.device))] + [(n, _policy([n], a.device)) for n in LENGTHS]
+    batch = {"observation.state": torch.randn(1, 8), "observation.environment_state": torch.randn(1, 10),
+             "observation.images.agentview": torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8),
+             "task": ["lift the red cube"]}
+    configs = [(0, _policy(a.policy, None, a.device))] + [(n, _policy(a.policy, [n], a.device)) for n in LENGTHS]
     timings = {n: {"chunk": [], "think": [], "embed": []} for n, _ in configs}
     for round_ in range(a.rounds + 1):  # round 0 warms up
         for n, policy in configs:
-            jobs = {"chunk": lambda: policy.predict_action_chunk(batch), "embed": lambda: policy.embed(batch)}
+            before = policy.embed if a.policy == "state" else policy.encode_prefix_and_state  # what thinking follows
+            jobs = {"chunk": lambda: policy.predict_action_chunk(batch), "embed": lambda: before(batch)}
             if n:
                 jobs["think"] = lambda: policy.think(batch)
             for name, fn in jobs.items():
@@ -96,7 +106,7 @@ def thinking(a) -> list[dict]:
         rows.append({"latents": n, "chunk_ms": round(median(t["chunk"]), 3), "chunk_ms_min": round(min(t["chunk"]), 3),
                      "thinking_ms": round(think, 3), "parameters": sum(p.numel() for p in policy.parameters())})
         print(json.dumps(rows[-1]))
-    print(f"\n{machine()}, device {a.device}, {a.threads} torch thread(s), batch 1, median of {a.rounds} blocks "
+    print(f"\n{a.policy} policy, {machine()}, device {a.device}, {a.threads} torch thread(s), batch 1, median of {a.rounds} blocks "
           f"of {a.calls} calls\n")
     print("| latents | ms per chunk (median) | fastest block | of which thinking | parameters |\n|---|---|---|---|---|")
     for r in rows:
@@ -171,6 +181,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("thinking", help="ms per chunk for each chain length")
+    t.add_argument("--policy", choices=("state", "vla"), default="state")
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--rounds", type=int, default=15)
@@ -187,7 +198,8 @@ def main() -> None:
             c.add_argument("--iterations", type=int, default=30)
     a = p.parse_args()
     rows = {"thinking": thinking, "warmup": warmup, "rl": rl}[a.command](a)
-    write_json(RESULTS / f"lapo_state_{a.command}.json", a, rows=rows)
+    suffix = "_vla" if getattr(a, "policy", "state") == "vla" else ""
+    write_json(RESULTS / f"lapo_state_{a.command}{suffix}.json", a, rows=rows)
 
 
 if __name__ == "__main__":

@@ -49,3 +49,20 @@ def test_refusals(tmp_path, capsys, warmed_up):
                  "--policy.type=state_flow", "--policy.latent_reasoning=true", "--policy.latent_lengths=[2,5]"]) == 2
     assert "positive multiple of policy.latent_group=2" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()  # refused before training started
+
+
+def test_vla_warm_up_regresses_future_frames(tmp_path):
+    from tests.data.helpers import random_episodes, write_dataset
+
+    data = write_dataset(tmp_path / "d", random_episodes(seed=0, lengths=(6, 5)))
+    assert main(["train", f"--dataset={data}", f"--output_dir={tmp_path / 't'}", "--policy.latent_reasoning=true",
+                 "--policy.cameras=[agentview]", "--policy.vision_layers=1", "--policy.depth=2",
+                 "--policy.chunk_size=4", "--policy.n_action_steps=2", "--steps=3", "--batch_size=2",
+                 "--log_every=1", "--image_shift=0"]) == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "t" / "tb"))
+    events.Reload()
+    assert "train/latent_loss" in events.Tags()["scalars"]
+    config = json.loads((tmp_path / "t" / "policy" / "config.json").read_text())
+    assert config["type"] == "flow_vla" and config["latent_reasoning"]

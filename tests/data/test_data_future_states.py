@@ -25,6 +25,16 @@ def test_future_states_are_the_frames_ahead_in_the_same_episode(tmp_path):
     assert "future.observation.state" not in LeRobotDataset(root)[0]  # only when asked for
 
 
+def test_future_camera_frames_for_the_vla(tmp_path):
+    episodes = random_episodes(seed=2, lengths=(4,))
+    dataset = LeRobotDataset(write_dataset(tmp_path / "d", episodes), future_offsets=[1, 3],
+                             future_keys=["observation.images.agentview"])
+    item = dataset[1]
+    frames = flat(episodes, "observation.images.agentview")
+    np.testing.assert_array_equal(item["future.observation.images.agentview"].numpy(), frames[[2, 3]])
+    assert item["future_is_pad"].tolist() == [False, True] and "future.observation.state" not in item
+
+
 def test_bad_future_offsets_are_refused(tmp_path):
     root = write_dataset(tmp_path / "d", random_episodes(lengths=(3,)))
     with pytest.raises(ValueError, match="future_offsets must be frames ahead"):

@@ -136,7 +136,6 @@ def test_checkpoint_round_trip_and_old_checkpoints_still_load(tmp_path):
     ({"latent_beta": 0.0}, "temperature"),
     ({"latent_eval_threshold": 1.5}, "latent_eval_threshold"),
     ({"latent_stride": 0}, "latent_stride"),
-    ({"type": "flow_vla"}, "state_flow policy only"),
 ])
 def test_inconsistent_latent_settings_are_refused_when_the_config_is_built(overrides, match):
     with pytest.raises(ValueError, match=match):

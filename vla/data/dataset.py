@@ -54,7 +54,7 @@ _REQUIRED_EPISODE_COLUMNS = (
 )
 # Returned as float32 whatever the file stores: the policy normalises in float32.
 _FLOAT32_KEYS = ("observation.state", "observation.environment_state", "action")
-# Given future_offsets, these come as the frames ahead too (latent-reasoning warm-up targets).
+# Given future_offsets, these come as the frames ahead too by default (latent-reasoning warm-up targets).
 _FUTURE_KEYS = ("observation.state", "observation.environment_state")
 
 
@@ -71,8 +71,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
         plus any other feature of the dataset as a tensor of frame i.
     }
     With future_offsets (k_1, ..., k_n), frames ahead, for latent-reasoning warm-up targets: also
-        "future.observation.state" (and "future.observation.environment_state" where the dataset has
-        it): float32 [n, D], frames i + k_j of the same episode (past its end the last frame repeats),
+        "future.<key>" for each of future_keys the dataset has (default: observation.state and
+        observation.environment_state; a camera key gives uint8 [n, H, W, 3]): frames i + k_j of the
+        same episode, [n, ...] (past its end the last frame repeats),
         "future_is_pad": bool [n] (True where repeated).
     Image and video features give the same item (uint8 [H, W, 3]). Video frames
     are the frames shown at from_timestamp + timestamp, within tolerance_s;
@@ -89,12 +90,14 @@ class LeRobotDataset(torch.utils.data.Dataset):
         decode_ahead: bool = True,
         tolerance_s: float = VIDEO_TOLERANCE_S,
         future_offsets: list[int] | tuple[int, ...] = (),
+        future_keys: list[str] | tuple[str, ...] = _FUTURE_KEYS,
     ):
         if isinstance(action_horizon, bool) or not isinstance(action_horizon, (int, np.integer)) or action_horizon < 1:
             raise ValueError(f"action_horizon must be an int >= 1, got {action_horizon!r}")
         if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in future_offsets):
             raise ValueError(f"future_offsets must be frames ahead, ints >= 1, got {list(future_offsets)!r}")
         self.future_offsets = np.asarray(future_offsets, dtype=np.int64)
+        self.future_keys = tuple(future_keys)
         if not tolerance_s > 0:
             raise ValueError(f"tolerance_s must be positive, got {tolerance_s!r}")
         self.root = Path(root)
@@ -470,9 +473,12 @@ class LeRobotDataset(torch.utils.data.Dataset):
         if self.future_offsets.size:
             steps = i + self.future_offsets
             end = self._episode_end[i]
-            for key in _FUTURE_KEYS:
+            frames = np.minimum(steps, end - 1)
+            for key in self.future_keys:
                 if key in self._columns:
-                    item["future." + key] = torch.from_numpy(self._columns[key][np.minimum(steps, end - 1)])
+                    item["future." + key] = torch.from_numpy(self._columns[key][frames])
+                elif key in self._image_cache:
+                    item["future." + key] = torch.from_numpy(np.stack([self.image(key, int(j)) for j in frames]))
             item["future_is_pad"] = torch.from_numpy(steps >= end)
         item["task"] = self._tasks[self._task_index[i]]
         item["episode_index"] = int(self._episode_index[i])

@@ -180,9 +180,9 @@ class PolicyConfig:
     vib_beta: float = 2e-4
     # state_flow: weight of the bottleneck's reconstruction of the (detached) observation embedding.
     vib_gamma: float = 0.01
-    # state_flow: think before acting (LAPO, docs/ALGORITHMS.md section 5): after the observation encoding a
-    # recurrent block produces latent tokens, each fed back as the next input, and decides after each group how
-    # long to think; the velocity network reads the observation plus the latents. `vla rl --algo lapo` needs it.
+    # Think before acting (LAPO, docs/ALGORITHMS.md section 5): after the observation, latent tokens, each fed
+    # back as the next input (state_flow: a GRU cell; flow_vla: the prefix stream), with an end decision after
+    # each group; the actions read the observation plus the chosen latents. `vla rl --algo lapo` needs it.
     latent_reasoning: bool = False
     # Latent reasoning: the candidate lengths, increasing multiples of latent_group (the end decisions sit there).
     latent_lengths: list[int] = field(default_factory=lambda: [2, 4, 6, 8])
@@ -273,8 +273,8 @@ class PolicyConfig:
 def validate_latent_reasoning(c: PolicyConfig) -> None:
     """Refuse latent-reasoning settings that cannot describe a length choice (when the config is parsed,
     before any data or weights load)."""
-    if c.type != "state_flow":
-        raise ValueError(f"policy.latent_reasoning is built for the state_flow policy only, not {c.type!r}")
+    if c.type not in ("state_flow", "flow_vla"):
+        raise ValueError(f"policy.latent_reasoning is built for the state_flow and flow_vla policies, not {c.type!r}")
     lengths, group = list(c.latent_lengths), c.latent_group
     if group < 1:
         raise ValueError(f"policy.latent_group must be at least 1, got {group}")

@@ -1,7 +1,8 @@
-"""LAPO on a latent-reasoning state policy: PPO whose three clipped ratios share one advantage
-(docs/ALGORITHMS.md section 5, LaST-R1).
+"""LAPO on a latent-reasoning policy (the state policy or the VLA): PPO whose three clipped ratios share one
+advantage (docs/ALGORITHMS.md section 5, LaST-R1).
 
-The rollouts sampled each decision's thought (vla/policy/state_flow/reasoning.py): L_max latents, a
+The rollouts sampled each decision's thought (vla/policy/latent_reasoning.py; produced by a GRU cell in
+state_flow/reasoning.py, by the prefix stream in flow_vla/reasoning.py): L_max latents, a
 length L drawn from p_m = softmax(l_m / beta), and the action chunk conditioned on the first L latents.
 They stored the latents, L and log pi_old(end_L) beside the denoising chain (vla/rl/rollout.py).
 
@@ -37,8 +38,9 @@ from vla.rl.losses import check_finite, policy_loss, value_loss
 from vla.rl.rollout import Rollouts
 from vla.rl.update import UpdateContext, epoch_minibatches, kl_exceeded, optimizer_step, update_summary
 
-TRAIN_ONE = ("`vla train --policy.type=state_flow --policy.latent_reasoning=true --dataset=<demos>` "
-             "(the warm-up SFT: latents regress future observations, lengths drawn uniformly)")
+TRAIN_ONE = ("`vla train --policy.type=state_flow --policy.latent_reasoning=true --dataset=<demos>` (or "
+             "--policy.type=flow_vla for the VLA; the warm-up SFT: latents regress future observations, lengths "
+             "drawn uniformly)")
 
 
 def validate_lapo(cfg) -> None:

@@ -137,13 +137,16 @@ def _batches(dataset, cfg: TrainConfig, generator: torch.Generator, start_step: 
         yield step, default_collate([dataset[i] for i in indices])
 
 
-def _future_offsets(cfg: TrainConfig) -> list[int]:
-    """Frames ahead whose observations the batches carry: latent reasoning's warm-up targets, else none."""
-    if not cfg.policy.latent_reasoning:
-        return []
-    from vla.policy.state_flow import latent_target_offsets
+def _future_targets(cfg: TrainConfig) -> dict:
+    """The frames ahead whose observations the batches carry (latent reasoning's warm-up targets: the state
+    policy's low-dimensional state, the VLA's first camera), else none."""
+    pcfg = cfg.policy
+    if not pcfg.latent_reasoning:
+        return {}
+    from vla.policy.latent_reasoning import latent_target_offsets
 
-    return latent_target_offsets(cfg.policy)
+    keys = ["observation.state", ENV_STATE_KEY] if pcfg.type == "state_flow" else [IMAGE_PREFIX + pcfg.cameras[0]]
+    return {"future_offsets": latent_target_offsets(pcfg), "future_keys": keys}
 
 
 def _timed(batches, waited: dict):
@@ -219,7 +222,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
         cfg.policy.chunk_size, cfg.policy.n_action_steps = checkpoint_chunking(cfg.policy.init)
     with removed_on_user_error(out):
-        dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.policy.chunk_size, future_offsets=_future_offsets(cfg))
+        dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.policy.chunk_size, **_future_targets(cfg))
         policy = policy_for_dataset(cfg, dataset).to(cfg.device).train()
     generator = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in policy.parameters() if p.requires_grad]

@@ -15,6 +15,7 @@ reset, save_pretrained (vla.policy.registry.load_policy loads what it saves).
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +25,10 @@ from transformers import SiglipVisionConfig, SiglipVisionModel
 from vla.policy.config import PolicyConfig
 from vla.policy.flow_matching_policy import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, FlowMatchingPolicy
 from vla.policy.flow_vla.language import FrozenLanguageEncoder
+from vla.policy.flow_vla.reasoning import keep_latents_within, think_in_prefix
 from vla.policy.flow_vla.token_prompt import TokenPrompt
 from vla.policy.flow_vla.transformer import MixtureTransformer, PrefixCache
+from vla.policy.latent_reasoning import FUTURE_PAD_KEY, FUTURE_PREFIX, LengthHead, Reasoning, warm_up_latent_loss
 from vla.policy.normalize import Normalizer
 
 FLOW_VLA_TYPE = "flow_vla"  # config.json type (vla/policy/registry.py)
@@ -111,6 +114,8 @@ class FlowVLAPolicy(FlowMatchingPolicy):
         else:
             self.action_time_mlp_in, self.action_time_mlp_out = nn.Linear(2 * w, w), nn.Linear(w, w)
         self.normalizer = policy_normalizer(c)
+        # latent reasoning (LAPO): latent tokens in the prefix stream, and the end decision over their lengths
+        self.reasoner = LengthHead(c.width, c.latent_lengths, c.latent_beta) if c.latent_reasoning else None
         self.n_state_tokens = int(c.state_token)
         self.register_buffer("suffix_attn", suffix_attention(self.n_state_tokens, c.chunk_size), persistent=False)
 
@@ -202,7 +207,20 @@ class FlowVLAPolicy(FlowMatchingPolicy):
     def encode_observation(self, batch: dict) -> tuple[PrefixCache, torch.Tensor]:
         """Prefix keys/values and the state token(s): everything the denoiser needs from the observation.
 
-        For pi0.5-style policies the state is in the prompt and the state token tensor is empty [B, 0, W]."""
+        For pi0.5-style policies the state is in the prompt and the state token tensor is empty [B, 0, W].
+        With latent reasoning the prefix ends with the thought, its length by the evaluation rule."""
+        if self.reasoner is not None:
+            return self.think(batch)
+        return self.encode_prefix_and_state(batch)
+
+    def explore_observation(self, batch: dict, generator: torch.Generator | None = None):
+        """encode_observation as RL rollouts sample it: the thinking length is drawn from p_m."""
+        if self.reasoner is None:
+            return self.encode_observation(batch)
+        return self.think(batch, sample=True, generator=generator)
+
+    def encode_prefix_and_state(self, batch: dict) -> tuple[PrefixCache, torch.Tensor]:
+        """The observation's prefix cache and state token(s), before any latent reasoning."""
         state = self.normalized_state(batch)
         prefix, prefix_mask = self.embed_prefix(batch, state)
         cache = self.transformer.encode_prefix(prefix, prefix_mask)
@@ -211,6 +229,71 @@ class FlowVLAPolicy(FlowMatchingPolicy):
         else:
             state_token = prefix.new_zeros(prefix.shape[0], 0, self.config.expert_width)
         return cache, state_token
+
+    # ------------------------------------------------------------- latent reasoning (LAPO)
+    def think(self, batch: dict, lengths: torch.Tensor | None = None, latents: torch.Tensor | None = None,
+              sample: bool = False, generator: torch.Generator | None = None) -> tuple[PrefixCache, torch.Tensor]:
+        """The observation after latent reasoning: (prefix cache ending with the latents, past each row's length
+        masked, and carrying the Reasoning; state token). Lengths are given (with `latents`: the stored
+        thought, teacher-forced), drawn from p_m (`sample`) or chosen by the evaluation rule."""
+        if self.reasoner is None:
+            raise ValueError("this flow_vla policy was built without latent reasoning (policy.latent_reasoning)")
+        cache, state_token = self.encode_prefix_and_state(batch)
+        start = time.perf_counter()
+        n = self.reasoner.max_length
+        forced = None if latents is None else latents.to(self.device)
+        cache, z = think_in_prefix(self.transformer, cache, n, forced, None if latents is None else lengths.to(self.device))
+        log_probs = self.reasoner.length_log_probs(z)
+        if lengths is None:
+            lengths = self.reasoner.choose(log_probs, sample, generator, self.config.latent_eval_threshold)
+        cache = keep_latents_within(cache, lengths.to(self.device), n)
+        if self.device.type == "cuda":  # honest timings: wait for queued kernels
+            torch.cuda.synchronize(self.device)
+        cache.reasoning = Reasoning(z, lengths.to(self.device), log_probs, self.reasoner.candidates,
+                                    time.perf_counter() - start)
+        return cache, state_token
+
+    def forward(self, batch: dict, noise: torch.Tensor | None = None, time: torch.Tensor | None = None):
+        """The flow-matching loss; with latent reasoning the warm-up loss: the flow loss with the expert
+        attending to the first L latents, L uniform over the candidates, + latent_end_weight * CE(p, L)
+        + latent_loss_weight * mean over latents i <= L (not past the episode's end) of
+        1 - cos(z_i, sg(image features of the first camera's frame i * latent_stride frames ahead)),
+        the features being the policy's own vision tower and projector, patch-averaged (docs/DECISIONS.md).
+        Without future frames in the batch the latent term is left out."""
+        if self.reasoner is None:
+            return super().forward(batch, noise, time)
+        c = self.config
+        target = self.flow_target(batch, noise, time)
+        cache, state_token = self.encode_prefix_and_state(batch)
+        n = self.reasoner.max_length
+        cache, z = think_in_prefix(self.transformer, cache, n)
+        log_probs = self.reasoner.length_log_probs(z)
+        pick, lengths = self.reasoner.uniform(z.shape[0], self.device)
+        flow = target.loss(self.velocity(keep_latents_within(cache, lengths, n), state_token, target.x_t, target.t))
+        end = F.nll_loss(log_probs, pick)
+        loss = flow + c.latent_end_weight * end
+        info = {"flow_loss": flow.item(), "end_loss": end.item()}
+        if FUTURE_PREFIX + IMAGE_PREFIX + c.cameras[0] in batch:
+            pad = batch.get(FUTURE_PAD_KEY, torch.zeros(z.shape[:2], dtype=torch.bool))
+            latent = warm_up_latent_loss(z, self.future_image_features(batch), lengths, pad)
+            loss = loss + c.latent_loss_weight * latent
+            info["latent_loss"] = latent.item()
+        return loss, {"loss": loss.item(), **info}
+
+    @torch.no_grad()
+    def future_image_features(self, batch: dict) -> torch.Tensor:
+        """[B, L_max, width]: the patch-averaged projected vision features of the first camera's future
+        frames (no gradient: the warm-up's targets)."""
+        camera = self.config.cameras[0]
+        frames = batch[FUTURE_PREFIX + IMAGE_PREFIX + camera]
+        b, n = frames.shape[:2]
+        if n != self.reasoner.max_length:
+            raise ValueError(f"the batch has {n} future frames of {camera!r}; latent reasoning regresses "
+                             f"{self.reasoner.max_length} (LeRobotDataset(future_offsets=latent_target_offsets(config)))")
+        pixels = self._images({IMAGE_PREFIX + camera: frames.reshape(b * n, *frames.shape[2:])}, camera)
+        dtype = self.multi_modal_projector.weight.dtype
+        tokens = self.multi_modal_projector(self.vision(pixel_values=pixels.to(dtype)).last_hidden_state)
+        return tokens.float().mean(1).reshape(b, n, -1)
 
     # ------------------------------------------------------------- denoiser
     def velocity(self, cache: PrefixCache, state_token: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,

@@ -135,22 +135,28 @@ class PrefixCache:
     mask: torch.Tensor  # [B, P] bool, True = real token
     next_position: torch.Tensor  # [B] first position id of the suffix
     hidden: torch.Tensor | None = None  # [B, P, width] final prefix features (value heads read these)
+    # Latent reasoning (flow_vla/reasoning.py): its latents extend keys, values and mask past `hidden`'s
+    # P positions, and the thought (vla/policy/latent_reasoning.py) rides along for RL rollouts.
+    reasoning: object | None = None
 
     def repeat_interleave(self, n: int) -> "PrefixCache":
-        rep = lambda t: t.repeat_interleave(n, dim=0)
-        return PrefixCache([rep(k) for k in self.keys], [rep(v) for v in self.values],
-                           rep(self.mask), rep(self.next_position), None if self.hidden is None else rep(self.hidden))
+        return self.select(torch.arange(self.mask.shape[0], device=self.mask.device).repeat_interleave(n))
 
     def select(self, rows: torch.Tensor) -> "PrefixCache":
         """The cache of the given batch rows (rows may repeat)."""
-        pick = lambda t: t.index_select(0, rows)
+        pick = lambda t: t.index_select(0, rows.to(t.device))
         return PrefixCache([pick(k) for k in self.keys], [pick(v) for v in self.values], pick(self.mask),
-                           pick(self.next_position), None if self.hidden is None else pick(self.hidden))
+                           pick(self.next_position), None if self.hidden is None else pick(self.hidden),
+                           None if self.reasoning is None else self.reasoning.select(rows))
 
     def pooled(self) -> torch.Tensor:
-        """Masked mean of the final prefix features, [B, width]."""
-        m = self.mask[..., None].to(self.hidden.dtype)
+        """Masked mean of the final prefix features, [B, width] (the prefix's own tokens, not its latents)."""
+        m = self.mask[:, : self.hidden.shape[1], None].to(self.hidden.dtype)
         return (self.hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+    def record(self) -> dict[str, torch.Tensor] | None:
+        """Per-row choices made before the actions, which RL rollouts store (the latent reasoning's)."""
+        return None if self.reasoning is None else self.reasoning.record()
 
 
 class PrefixExpertTransformer(nn.Module):
@@ -224,6 +230,23 @@ class MixtureTransformer(PrefixExpertTransformer):
             values.append(v)
         hidden = self.vlm.norm(h)[0]
         return PrefixCache(keys, values, prefix_mask, prefix_mask.long().sum(-1), hidden)
+
+    def extend_prefix(self, cache: PrefixCache, tokens: torch.Tensor) -> tuple[PrefixCache, torch.Tensor]:
+        """Run the prefix stream over tokens [B, T, width] appended to the cached prefix, causally (each sees
+        the prefix and the tokens before it): latent reasoning's thoughts. Returns the longer cache and the
+        tokens' final features [B, T, width] (the prefix's own `hidden` stays as it was)."""
+        b, t, _ = tokens.shape
+        positions = cache.next_position[:, None] + torch.arange(t, device=tokens.device)
+        causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
+        mask = torch.cat([cache.mask[:, None, :].expand(-1, t, -1), causal[None].expand(b, -1, -1)], dim=-1)
+        keys, values, h = [], [], tokens
+        for layer, k, v in zip(self.vlm.layers, cache.keys, cache.values):
+            h, (k_new, v_new) = self._run_block(layer, h, mask, positions, None, past_kv=(k, v))
+            keys.append(torch.cat([k, k_new], dim=2))
+            values.append(torch.cat([v, v_new], dim=2))
+        real = torch.ones(b, t, dtype=torch.bool, device=tokens.device)
+        longer = PrefixCache(keys, values, torch.cat([cache.mask, real], dim=1), cache.next_position + t, cache.hidden)
+        return longer, self.vlm.norm(h)[0]
 
     def decode_suffix(self, suffix: torch.Tensor, suffix_attn: torch.Tensor, cache: PrefixCache,
                       cond: torch.Tensor | None) -> torch.Tensor:

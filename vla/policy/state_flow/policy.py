@@ -27,14 +27,13 @@ from vla.policy.config import PolicyConfig
 from vla.policy.flow_matching_policy import ACTION_KEY, ENV_STATE_KEY, STATE_KEY, FlowMatchingPolicy
 from vla.policy.normalize import Normalizer
 from vla.policy.state_flow.backbones import ResidualMLPVelocity, TemporalUNetVelocity
-from vla.policy.state_flow.reasoning import LatentReasoner, Reasoning, latent_mask
+from vla.policy.latent_reasoning import (FUTURE_PAD_KEY, FUTURE_PREFIX, Reasoning, latent_target_offsets,  # noqa: F401
+                                         warm_up_latent_loss)
+from vla.policy.state_flow.reasoning import LatentReasoner
 from vla.policy.vib import VariationalBottleneck
 
 STATE_FLOW_TYPE = "state_flow"  # config.json type (vla/policy/registry.py), also its config's type field
 BACKBONES = ("mlp", "unet")
-# Batch keys of the warm-up's latent targets: the observation latent_stride, 2 * latent_stride, ... frames
-# ahead, [B, L_max, D] each, and which of them lie past the episode's end (LeRobotDataset's future_offsets).
-FUTURE_PREFIX, FUTURE_PAD_KEY = "future.", "future_is_pad"
 
 
 @dataclass
@@ -131,8 +130,7 @@ class StateFlowPolicy(FlowMatchingPolicy):
         z = self.reasoner.think(e, None if latents is None else latents.to(self.device), forced_lengths)
         log_probs = self.reasoner.length_log_probs(z)
         if lengths is None:
-            lengths = (self.reasoner.sampled_lengths(log_probs, generator) if sample else
-                       self.reasoner.evaluation_lengths(log_probs, self.config.latent_eval_threshold))
+            lengths = self.reasoner.choose(log_probs, sample, generator, self.config.latent_eval_threshold)
         lengths = lengths.to(self.device)
         features = torch.cat([e, self.reasoner.pool(z, lengths)], dim=-1)
         if self.device.type == "cuda":  # honest timings: wait for queued kernels
@@ -184,9 +182,7 @@ class StateFlowPolicy(FlowMatchingPolicy):
         e = self.embed(batch)
         z = self.reasoner.think(e)
         log_probs = self.reasoner.length_log_probs(z)
-        candidates = torch.tensor(self.reasoner.candidates)
-        pick = torch.randint(len(candidates), (e.shape[0],)).to(self.device)
-        lengths = candidates.to(self.device)[pick]
+        pick, lengths = self.reasoner.uniform(e.shape[0], self.device)
         features = torch.cat([e, self.reasoner.pool(z, lengths)], dim=-1)
         flow = target.loss(self.velocity(StateCondition(e), features, target.x_t, target.t))
         end = F.nll_loss(log_probs, pick)
@@ -194,9 +190,7 @@ class StateFlowPolicy(FlowMatchingPolicy):
         info = {"flow_loss": flow.item(), "end_loss": end.item()}
         if FUTURE_PREFIX + STATE_KEY in batch:
             future, pad = self.future_embeddings(batch)
-            cos = F.cosine_similarity(z, future.detach(), dim=-1)  # [B, L_max]
-            keep = (latent_mask(lengths, z.shape[1]) & ~pad).float()
-            latent = ((1 - cos) * keep).sum() / keep.sum().clamp(min=1)
+            latent = warm_up_latent_loss(z, future, lengths, pad)
             loss = loss + c.latent_loss_weight * latent
             info["latent_loss"] = latent.item()
         return loss, {"loss": loss.item(), **info}
@@ -237,8 +231,3 @@ def validate_state_config(c: PolicyConfig) -> None:
     if c.latent_reasoning and c.vib_dim:
         raise ValueError("policy.latent_reasoning with policy.vib_dim > 0: a policy either thinks (LAPO) or has a "
                          "bottleneck to steer (ZPRL), not both")
-
-
-def latent_target_offsets(c: PolicyConfig) -> list[int]:
-    """Frames ahead of latent i's warm-up target: latent_stride * i, i = 1 .. the longest candidate length."""
-    return [c.latent_stride * i for i in range(1, max(c.latent_lengths) + 1)]
