@@ -386,7 +386,7 @@ class RLConfig:
     Sized so one Lift iteration takes about a minute on 2 CPU cores."""
 
     # "grpo" or "ppo" (on-policy, train the policy), "srpo" (GRPO with a world-model progress reward,
-    # see srpo), "lapo" (PPO on a latent-reasoning state policy's thinking, its length and its actions, see
+    # see srpo), "lapo" (PPO on a latent-reasoning policy's thinking, its length and its actions, see
     # lapo), "filtered_bc" (imitate the policy's own successes, docs/RL.md), or "noise", "residual",
     # "zprl" (steer it, frozen).
     algo: str = "grpo"
