@@ -1,4 +1,4 @@
-"""Parameter names of published pi0 / pi0.5 checkpoints -> ours.
+"""Parameter names of published pi0 / pi0.5 checkpoints <-> ours (loading, and exporting to lerobot).
 
 Both lerobot (keys under `model.`) and openpi's PyTorch port (no prefix) name
 the modules after Hugging Face's PaliGemma + a second Gemma (the action
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from vla.policy.foreign.weight_names import rename
+from vla.policy.foreign.weight_names import NameMap
 
 PI = "paligemma_with_expert."
 # (older transformers prefix, current prefix)
@@ -21,17 +21,19 @@ _LEGACY = (
     ("paligemma.vision_tower.", "paligemma.model.vision_tower."),
     ("paligemma.multi_modal_projector.", "paligemma.model.multi_modal_projector."),
 )
-_RULES = (
-    (r"paligemma\.model\.vision_tower\.vision_model\.(.+)", r"vision.\1"),
-    (r"paligemma\.model\.multi_modal_projector\.linear\.(weight|bias)", r"multi_modal_projector.\1"),
-    (r"paligemma\.model\.language_model\.layers\.(.+)", r"transformer.vlm.layers.\1"),
-    (r"paligemma\.model\.language_model\.norm\.weight", r"transformer.vlm.norm.weight"),
-    (r"paligemma\.model\.language_model\.embed_tokens\.weight", r"language.embed_tokens.weight"),
-    # Gemma ties its output head to the input embedding; lerobot's safetensors keep only the head.
-    (r"paligemma\.lm_head\.weight", r"language.embed_tokens.weight"),
-    (r"gemma_expert\.model\.layers\.(.+)", r"transformer.expert.layers.\1"),
-    (r"gemma_expert\.model\.norm\.(.+)", r"transformer.expert.norm.\1"),
-)
+# Names under `paligemma_with_expert.` <-> ours, loading and exporting (lerobot_export.py) alike.
+NAMES = NameMap((
+    ("paligemma.model.vision_tower.vision_model.{rest}", "vision.{rest}"),
+    ("paligemma.model.multi_modal_projector.linear.{leaf}", "multi_modal_projector.{leaf}"),
+    ("paligemma.model.language_model.layers.{rest}", "transformer.vlm.layers.{rest}"),
+    ("paligemma.model.language_model.norm.weight", "transformer.vlm.norm.weight"),
+    # Gemma ties its output head to the input embedding: one table, two names. lerobot's safetensors
+    # keep only the head (listed first, so it is the name to_lerobot gives); an export writes both.
+    ("paligemma.lm_head.weight", "language.embed_tokens.weight"),
+    ("paligemma.model.language_model.embed_tokens.weight", "language.embed_tokens.weight"),
+    ("gemma_expert.model.layers.{rest}", "transformer.expert.layers.{rest}"),
+    ("gemma_expert.model.norm.{rest}", "transformer.expert.norm.{rest}"),
+), groups={"leaf": "weight|bias"})
 # Tensors the reference holds but never uses to produce actions: the expert predicts no tokens.
 UNUSED = (re.compile(r"gemma_expert\.lm_head\.weight"), re.compile(r"gemma_expert\.model\.embed_tokens\.weight"))
 _PLAIN_EXPERT_NORM = re.compile(
@@ -62,7 +64,7 @@ def to_ours(key: str, kind: str) -> str | None:
         return None  # converted pi0.5 weights may carry these; the reference skips them too
     if key.startswith(PI):
         try:
-            return rename(key[len(PI):], _RULES, UNUSED)
+            return NAMES.to_ours(key[len(PI):], UNUSED)
         except KeyError:
             raise KeyError(key) from None
     head, _, leaf = key.partition(".")
@@ -86,20 +88,12 @@ def infer_kind(keys) -> str:
     raise ValueError("weights are neither pi0 (state_proj, plain norms) nor pi0.5 (adaRMS norms)")
 
 
-_INVERSE = (
-    (r"vision\.(.+)", r"paligemma.model.vision_tower.vision_model.\1"),
-    (r"multi_modal_projector\.(weight|bias)", r"paligemma.model.multi_modal_projector.linear.\1"),
-    (r"transformer\.vlm\.layers\.(.+)", r"paligemma.model.language_model.layers.\1"),
-    (r"transformer\.vlm\.norm\.weight", r"paligemma.model.language_model.norm.weight"),
-    (r"language\.embed_tokens\.weight", r"paligemma.lm_head.weight"),
-    (r"transformer\.expert\.layers\.(.+)", r"gemma_expert.model.layers.\1"),
-    (r"transformer\.expert\.norm\.(.+)", r"gemma_expert.model.norm.\1"),
-)
+def lerobot_names(name: str) -> list[str]:
+    """lerobot's names for one of our pi0-layout parameters: several for the tied embedding, `model.`
+    plus our name for the action heads (lerobot names them as we do)."""
+    return ["model." + PI + n for n in NAMES.published_names(name)] or ["model." + name]
 
 
 def to_lerobot(name: str) -> str:
     """lerobot's name for one of our pi0-layout parameters (benchmarks and tests write published layouts)."""
-    try:
-        return "model." + PI + rename(name, _INVERSE)
-    except KeyError:
-        return "model." + name
+    return lerobot_names(name)[0]

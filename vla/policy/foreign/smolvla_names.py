@@ -1,4 +1,4 @@
-"""Parameter names and sizes of published lerobot SmolVLA checkpoints -> SmolVLAPolicy.
+"""Parameter names and sizes of published lerobot SmolVLA checkpoints <-> SmolVLAPolicy.
 
 lerobot names SmolVLA's tensors after its module tree: `model.vlm_with_expert.vlm.model.*` is Hugging
 Face's SmolVLM (vision_model, connector, text_model), `model.vlm_with_expert.lm_expert.*` the action
@@ -12,21 +12,22 @@ from __future__ import annotations
 import re
 
 from vla.policy.checkpoint import CheckpointError
-from vla.policy.foreign.weight_names import count_layers, rename, require_tensors
+from vla.policy.foreign.weight_names import NameMap, count_layers, require_tensors
 
 VLM = "model.vlm_with_expert.vlm."
 EXPERT = "model.vlm_with_expert.lm_expert."
-_RULES = (
-    (re.escape(VLM) + r"model\.vision_model\.(.+)", r"vision.\1"),
-    (re.escape(VLM) + r"model\.connector\.(.+)", r"multi_modal_projector.\1"),
-    (re.escape(VLM) + r"model\.text_model\.embed_tokens\.weight", r"language.embed_tokens.weight"),
-    (re.escape(VLM) + r"model\.text_model\.layers\.(.+)", r"transformer.vlm.layers.\1"),
-    (re.escape(VLM) + r"model\.text_model\.norm\.weight", r"transformer.vlm.norm.weight"),
-    (re.escape(EXPERT) + r"layers\.(.+)", r"transformer.expert.layers.\1"),
-    (re.escape(EXPERT) + r"norm\.weight", r"transformer.expert.norm.weight"),
-    (r"model\.(state_proj|action_in_proj|action_out_proj|action_time_mlp_in|action_time_mlp_out)\.(weight|bias)",
-     r"\1.\2"),
-)
+# Published <-> our names, loading and exporting (lerobot_export.py) alike.
+NAMES = NameMap((
+    (VLM + "model.vision_model.{rest}", "vision.{rest}"),
+    (VLM + "model.connector.{rest}", "multi_modal_projector.{rest}"),
+    (VLM + "model.text_model.embed_tokens.weight", "language.embed_tokens.weight"),
+    (VLM + "model.text_model.layers.{rest}", "transformer.vlm.layers.{rest}"),
+    (VLM + "model.text_model.norm.weight", "transformer.vlm.norm.weight"),
+    (EXPERT + "layers.{rest}", "transformer.expert.layers.{rest}"),
+    (EXPERT + "norm.weight", "transformer.expert.norm.weight"),
+    ("model.{head}.{leaf}", "{head}.{leaf}"),
+), groups={"head": "state_proj|action_in_proj|action_out_proj|action_time_mlp_in|action_time_mlp_out",
+           "leaf": "weight|bias"})
 # Held by the reference but never used for actions: SmolVLA emits no text tokens.
 UNUSED = (re.compile(re.escape(VLM) + r"lm_head\.weight"), re.compile(re.escape(EXPERT) + r"lm_head\.weight"))
 # Every SmolVLM / SmolVLM2 backbone (SmolLM2 text, SigLIP vision) uses 64-wide attention heads; the head
@@ -36,7 +37,7 @@ HEAD_DIM = 64
 
 def to_ours(key: str) -> str | None:
     """Our parameter name; None for tensors the reference never uses; KeyError for unknown names."""
-    return rename(key, _RULES, UNUSED)
+    return NAMES.to_ours(key, UNUSED)
 
 
 def sizes_from_shapes(shapes: dict[str, tuple[int, ...]]) -> dict:

@@ -1,6 +1,7 @@
-"""Reading published tensor names, shared by the pi0 / pi0.5 (pi0_names.py, pretrained.py) and
-SmolVLA (smolvla_names.py, smolvla_load.py) loaders: renaming by rules, counting layers, the
-tensors a model cannot be sized without, and the {published: ours} mapping of a whole file."""
+"""Published tensor names, shared by the pi0 / pi0.5 (pi0_names.py, pretrained.py) and SmolVLA
+(smolvla_names.py, smolvla_load.py) loaders and the lerobot exporter (lerobot_export.py): the name
+table read both ways, counting layers, the tensors a model cannot be sized without, and the
+{published: ours} mapping of a whole file."""
 
 from __future__ import annotations
 
@@ -10,15 +11,39 @@ from typing import Callable, Iterable
 from vla.policy.checkpoint import CheckpointError
 
 
-def rename(key: str, rules, unused: Iterable[re.Pattern] = ()) -> str | None:
-    """key rewritten by the first (pattern, replacement) rule it matches whole; None for a name in
-    unused (held by the reference, never used for actions); KeyError for a name neither knows."""
-    if any(p.fullmatch(key) for p in unused):
-        return None
-    for pattern, repl in rules:
-        if re.fullmatch(pattern, key):
-            return re.sub(pattern, repl, key)
-    raise KeyError(key)
+class NameMap:
+    """One table of (published template, our template) pairs, read both ways: loading renames
+    published names to ours, exporting (vla/policy/foreign/lerobot_export.py) ours to published.
+
+    A template is a name with `{group}` fields, each matching groups[group] (default: anything);
+    the first pair that matches a name whole wins. Several published names may share one of ours
+    (a tied head and its embedding): published_names gives them all, in table order."""
+
+    def __init__(self, pairs, groups: dict[str, str] | None = None):
+        self.pairs = tuple(pairs)
+        self.groups = groups or {}
+        self._published = [self._compile(published) for published, _ in self.pairs]
+        self._ours = [self._compile(ours) for _, ours in self.pairs]
+
+    def _compile(self, template: str) -> re.Pattern:
+        parts = re.split(r"\{(\w+)\}", template)  # literal, group, literal, group, ...
+        return re.compile("".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{self.groups.get(p, '.+')})"
+                                  for i, p in enumerate(parts)))
+
+    def to_ours(self, key: str, unused: Iterable[re.Pattern] = ()) -> str | None:
+        """Our name for a published one; None for a name in unused (held by the reference, never used
+        for actions); KeyError for a name the table does not know."""
+        if any(p.fullmatch(key) for p in unused):
+            return None
+        for pattern, (_, ours) in zip(self._published, self.pairs):
+            if m := pattern.fullmatch(key):
+                return ours.format(**m.groupdict())
+        raise KeyError(key)
+
+    def published_names(self, name: str) -> list[str]:
+        """Every published name of one of our parameters (empty when the table does not know it)."""
+        return [published.format(**m.groupdict()) for pattern, (published, _) in zip(self._ours, self.pairs)
+                if (m := pattern.fullmatch(name))]
 
 
 def count_layers(shapes, prefix: str) -> int:
