@@ -13,17 +13,11 @@ from typing import Callable
 
 from vla.real_robot.rate_limited_log import RateLimitedLog
 
-EXECUTORS = ("multi_threaded", "single_threaded", "events")
+EXECUTORS = ("single_threaded", "events")
 
 
-def make_executor(kind: str, context, num_threads: int = 3):
-    """rclpy's MultiThreadedExecutor (callback groups run side by side, `num_threads` at most),
-    SingleThreadedExecutor, or the EventsExecutor (callbacks dispatched from C++, less GIL time).
-    The last two run one callback at a time whatever the callback groups say."""
-    if kind == "multi_threaded":
-        from rclpy.executors import MultiThreadedExecutor
-
-        return MultiThreadedExecutor(num_threads=num_threads, context=context)
+def make_executor(kind: str, context):
+    """rclpy's SingleThreadedExecutor, or the EventsExecutor (callbacks dispatched from C++, less GIL time)."""
     if kind == "single_threaded":
         from rclpy.executors import SingleThreadedExecutor
 
@@ -77,26 +71,21 @@ class NodeThreads:
     `priorities` (thread name -> SCHED_FIFO priority, "spin" included) lifts the threads whose
     lateness is latency: on a loaded machine a normal thread waits behind every other process.
     Only threads that sleep most of the time may have one: a real-time thread never yields a core.
-    With the multi-threaded executor the callbacks run in its pool's threads, which the spin thread
-    creates and which therefore inherit its priority (Linux threads inherit the creator's policy).
     """
 
     def __init__(self, node, prefix: str, rlog: RateLimitedLog, executor: str = "single_threaded",
-                 priorities: dict[str, int] | None = None, num_threads: int = 3) -> None:
-        if executor not in EXECUTORS:  # now, not in start(): a typo must fail before any thread runs
-            raise ValueError(f"executor {executor!r} is not one of {EXECUTORS}")
+                 priorities: dict[str, int] | None = None) -> None:
         self.node = node
         self.prefix = prefix
         self.rlog = rlog
         self.executor_kind = executor
-        self.num_threads = num_threads
         self.priorities = dict(priorities or {})
         self.stop_event = threading.Event()
         self._executor = None
         self._threads: list[threading.Thread] = []
 
     def start(self, loops: dict[str, Callable[[], None]]) -> None:
-        self._executor = make_executor(self.executor_kind, self.node.context, self.num_threads)
+        self._executor = make_executor(self.executor_kind, self.node.context)
         self._executor.add_node(self.node)
         for name, target in {"spin": self._spin, **loops}.items():
             thread = threading.Thread(target=self._run, args=(name, target), name=f"{self.prefix}-{name}",

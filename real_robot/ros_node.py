@@ -1,11 +1,14 @@
 """The policy node: ROS 2 observations in, safe joint commands out at a steady control rate.
 
 Threads, so the control loop never waits on inference or on DDS:
-- a MultiThreadedExecutor runs the callbacks in three mutually exclusive groups, each on its own
-  thread when needed: the sensors (joint states, images, instruction: parse, validate, store the
-  latest), the operator's safety services (e-stop, disable, enable, resume), and the rest (status
-  timer, parameter services). So a slow or flooded sensor callback cannot delay an e-stop: the
-  safety group never waits for the sensor group (tests/real_robot/test_ros_estop_isolation.py);
+- the rclpy executor thread runs subscription callbacks (cheap: parse, validate, store the
+  latest message), the status timer and the parameter services;
+- the safety thread runs the operator's services (e-stop, disable, enable, resume) alone: they
+  live on a second node, `<name>_safety`, with its own executor and wait set, under the main
+  node's service names. So a slow or flooded sensor callback cannot delay an e-stop
+  (tests/real_robot/test_ros_estop_isolation.py). A callback group of their own on a
+  MultiThreadedExecutor would isolate them too, but rclpy's multi-threaded executor raised the
+  control loop's p99 jitter from 2-12 ms to 23-49 ms on the loaded 2-core machine (docs/DECISIONS.md);
 - the inference thread turns the latest complete observation into an action
   chunk, converts it to joint waypoints (ros_kinematics) and hands it to ChunkExecutor;
 - the control thread wakes at absolute deadlines (config control_rate_hz), takes
@@ -42,6 +45,7 @@ from vla.real_robot.ros_env import import_rclpy
 
 rclpy = import_rclpy()
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -116,10 +120,9 @@ class PolicyNodeOptions:
     # Least time between two inferences (0: back to back); keeps CPU for the control loop.
     min_inference_interval_s: float = 0.0
     stats_window: int = 10_000
-    # "multi_threaded" (the e-stop's callback group runs beside the sensors'), or, for benchmarks only,
-    # "single_threaded" / "events" (rclpy's EventsExecutor: dispatch in C++, less time holding the GIL):
-    # both run one callback at a time, so a slow sensor callback delays the e-stop (warned at start).
-    executor: str = "multi_threaded"
+    # "single_threaded" or "events" (rclpy's EventsExecutor: dispatch in C++, less time holding the GIL),
+    # for the sensor callbacks; the operator's services always have a single-threaded one of their own.
+    executor: str = "single_threaded"
     # SCHED_FIFO priority for the control thread, and one less for the callback thread (0: leave the
     # scheduler alone). Needs CAP_SYS_NICE; without it one warning and normal priority. Inference
     # stays at normal priority: it computes for long stretches and must not starve the machine.
@@ -194,11 +197,8 @@ class PolicyNode(Node):
         # around their state change (module docstring).
         self._command_lock = threading.Lock()
         rt = self.options.realtime_priority
-        priorities = {"control": rt, "spin": max(rt - 1, 1)} if rt > 0 else {}
-        # One thread per callback group (sensors, safety, default): more would only queue behind
-        # the mutually exclusive groups.
-        self.threads = NodeThreads(self, self.options.node_name, self.rlog, self.options.executor, priorities,
-                                   num_threads=3)
+        priorities = {"control": rt, "spin": max(rt - 1, 1), "safety": max(rt - 1, 1)} if rt > 0 else {}
+        self.threads = NodeThreads(self, self.options.node_name, self.rlog, self.options.executor, priorities)
         self._stop = self.threads.stop_event
 
         sensors = MutuallyExclusiveCallbackGroup()
@@ -218,14 +218,17 @@ class PolicyNode(Node):
             self._publisher = self.create_publisher(Float64MultiArray, config.topics.forward_position, COMMAND_QOS)
         self._gripper_publisher = (self.create_publisher(Float64MultiArray, config.gripper.topic, COMMAND_QOS)
                                    if config.gripper is not None else None)
-        # The operator's services in a group of their own: the executor runs them beside a busy
-        # sensor callback. Mutually exclusive among themselves, so an enable cannot interleave with
-        # an e-stop (each is a few microseconds under the safety layer's lock).
-        safety_services = MutuallyExclusiveCallbackGroup()
+        # The operator's services on a node and executor of their own (module docstring), named as
+        # if they were this node's ("~/emergency_stop" -> /vla_policy/emergency_stop). One thread
+        # runs them one at a time, so an enable cannot interleave with an e-stop.
+        self.safety_node = Node(f"{self.options.node_name}_safety", context=context,
+                                start_parameter_services=False)
         for name, callback in ((config.topics.emergency_stop, self._srv_emergency_stop),
                                (config.topics.resume, self._srv_resume), (config.topics.enable, self._srv_enable),
                                (config.topics.disable, self._srv_disable)):
-            self.create_service(Trigger, name, callback, callback_group=safety_services)
+            self.safety_node.create_service(Trigger, self.resolve_service_name(name), callback)
+        self._safety_executor = SingleThreadedExecutor(context=context)
+        self._safety_executor.add_node(self.safety_node)
         if self.options.status_rate_hz > 0:
             self._status_publisher = self.create_publisher(String, "~/status", COMMAND_QOS)
             self.create_timer(1.0 / self.options.status_rate_hz, self._publish_status)
@@ -237,17 +240,27 @@ class PolicyNode(Node):
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "PolicyNode":
         """Spin callbacks, run inference and the control loop, each in its own daemon thread."""
-        if self.options.executor != "multi_threaded":
-            self.rlog.log("executor", f"executor {self.options.executor!r} runs one callback at a time: a slow or "
-                                      f"flooded sensor callback delays the emergency stop (use multi_threaded)")
-        self.threads.start({"inference": self._inference_loop, "control": self._control_loop})
+        self.threads.start({"inference": self._inference_loop, "control": self._control_loop,
+                            "safety": self._safety_loop})
         return self
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._new_observation.set()  # wake the inference thread so it sees the stop
-        self.threads.stop(timeout_s)
+        self.threads.stop(timeout_s)  # joins the safety loop too
+        self._safety_executor.shutdown(timeout_sec=timeout_s)
+        self.safety_node.destroy_node()
         logging.getLogger("vla.real_robot").removeHandler(self._rosout)
         self.destroy_node()
+
+    def _safety_loop(self) -> None:
+        # As NodeThreads._spin: spin_once with a timeout, so the loop sees the stop without a call.
+        while not self._stop.is_set() and self.context.ok():
+            try:
+                self._safety_executor.spin_once(timeout_sec=0.25)  # a call wakes it at once
+            except Exception as exc:  # a failing service call must not end e-stop handling
+                if self._stop.is_set():
+                    return
+                self.rlog.log("safety_spin_error", f"safety executor: {type(exc).__name__}: {exc}", logging.ERROR)
 
     def _sim_seconds(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

@@ -114,15 +114,18 @@ class Driver(Node):
     def _tick(self) -> None:
         if not self.publishing:
             return
-        now = time.time() if self.sim_clock is None else self.sim_clock()
+        with self._lock:
+            # Stamped when read, as a joint_state_broadcaster does: a thread preempted between
+            # taking the time and reading the pose (50 ms happen on this loaded machine) stamped
+            # a later pose with an earlier time, which looked like a jump to the policy node.
+            q = self.q.copy()
+            now = time.time() if self.sim_clock is None else self.sim_clock()
         if self.sim_clock is not None:
             from rosgraph_msgs.msg import Clock
 
             from vla.real_robot.ros_messages import seconds_to_stamp
 
             self.clock_pub.publish(Clock(clock=seconds_to_stamp(now)))
-        with self._lock:
-            q = self.q.copy()
         self.state_pub.publish(joint_state_msg(self.config.joint_names, q, None, now))
         if self.publishing_images:
             msg = compressed_image_msg(self.image, now) if self.compressed else image_msg(self.image, now)

@@ -3,9 +3,9 @@
 An adversarial client floods the joint-state and image topics, a sensor callback is made slow (it
 sleeps SLOW_S after storing each joint state: an expensive decode or a blocked handler), and the
 policy busies the GIL in pure Python. The e-stop is called at the moment the slow callback starts.
-With one callback thread (the design before, SingleThreadedExecutor) the service waited for the
-callback to end, about SLOW_S; with the operator's services in their own callback group on a
-MultiThreadedExecutor it answers in milliseconds. After the reply only the braking ramp is sent.
+With one callback thread for everything (the design before) the service waited for the callback
+to end: 2 s, two slow callbacks, measured. With the operator's services on their own node and
+executor thread it answers in milliseconds. After the reply only the braking ramp is sent.
 """
 
 from __future__ import annotations
@@ -94,8 +94,9 @@ class Flood:
 
     def _run(self) -> None:
         while self.running.is_set():
-            now = time.time()
-            self.states.publish(joint_state_msg(self.config.joint_names, self.driver.q.copy(), None, now))
+            with self.driver._lock:  # the pose and its stamp read together (dds_loop.Driver._tick)
+                q, now = self.driver.q.copy(), time.time()
+            self.states.publish(joint_state_msg(self.config.joint_names, q, None, now))
             self.images.publish(image_msg(self.driver.image, now))
             self.sent += 1
             time.sleep(0.0005)
@@ -122,13 +123,16 @@ def test_estop_is_answered_while_a_sensor_callback_is_slow_and_the_topics_flood(
                 c = driver.commands_since(time.monotonic() - 0.1)
                 return len(c) > 1 and abs(c[-1][0] - c[-2][0]) / dt > 1.0
 
-            wait_for(fast, 5.0, "joint 1 moving faster than 1 rad/s")
+            wait_for(fast, 5.0, f"joint 1 moving faster than 1 rad/s (latch {node.safety.latch}, "
+                                f"{node.safety.counts}, rejected {node.rejected})")
             slow.slow.set()
             assert slow.entered.wait(2.0), "the slow sensor callback never ran"
             sent_at = time.monotonic()
             future = client.call_async(Trigger.Request())
-            wait_for(future.done, 10.0, "the e-stop's reply")
-            replied_at = time.monotonic()
+            done_at: list[float] = []  # when the reply arrived, not when wait_for polled it
+            future.add_done_callback(lambda _: done_at.append(time.monotonic()))
+            wait_for(lambda: done_at, 10.0, "the e-stop's reply")
+            replied_at = done_at[0]
             assert future.result().success
             latency = replied_at - sent_at
             moving_at_stop = speeds(driver.commands_since(sent_at - 0.2), dt).max(axis=0)
