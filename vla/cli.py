@@ -97,6 +97,12 @@ def _serve_policy(cfg) -> None:
     serve_policy(**dataclasses.asdict(cfg))
 
 
+def _export(cfg) -> None:
+    from vla.export import run_export
+
+    run_export(cfg)
+
+
 def _checkpoint_kept(directory: str, resume_hint: str) -> str:
     last = Path(directory) / "checkpoints" / "last"
     if last.is_dir():
@@ -135,6 +141,9 @@ COMMANDS: dict[str, Command] = {
                        _sim_arm, lambda c: "simulated arm stopped"),
     "ros-bringup": Command("sim-arm and serve-ros together from one config, stopped together (a launch file)",
                            "RosBringupConfig", _ros_bringup, lambda c: "both processes stopped"),
+    "export": Command("write a policy checkpoint in lerobot's format (`--format lerobot`: pi0 / pi05 / smolvla)",
+                      "ExportConfig", _export,
+                      lambda c: f"nothing kept: {c.output} is written only when the export finishes"),
     "serve-policy": Command("serve a policy checkpoint over websockets for `serve-ros --policy ws://HOST:PORT`",
                             "ServePolicyConfig", _serve_policy, lambda c: "server stopped"),
 }

@@ -641,6 +641,32 @@ class ServePolicyConfig:
 
 
 @dataclass
+class ExportConfig:
+    """`vla export`: a policy checkpoint written in another project's format (vla/export.py)."""
+
+    # Policy checkpoint folder to export (any checkpoint `vla eval` loads).
+    policy: str = ""
+    # Target format: "lerobot" (lerobot 0.4.x: flow_vla -> pi0 / pi05, flow_vla_smolvla -> smolvla).
+    format: str = "lerobot"
+    # Folder to write; refused if it exists, unless overwrite.
+    output: str = ""
+    # Replace an existing output folder.
+    overwrite: bool = False
+    # Write model sizes lerobot's stock configs do not build (tiny test models; a lerobot with patched sizes).
+    custom_sizes: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in EXPORT_FORMATS:
+            raise ValueError(f"format: unknown {self.format!r}; valid: {', '.join(EXPORT_FORMATS)}")
+        for key in ("policy", "output"):
+            if not getattr(self, key):
+                raise ValueError(f"--{key} is required (a checkpoint folder)")
+
+
+EXPORT_FORMATS = ("lerobot",)
+
+
+@dataclass
 class SimArmConfig:
     """`vla sim-arm`: a MuJoCo arm that speaks the robot's ROS 2 topics."""
 

@@ -15,6 +15,10 @@ from vla.policy.checkpoint import CONFIG_FILE, CheckpointError
 
 STATE, ACTION = "observation.state", "action"
 IMAGES = "observation.images."
+# lerobot's processor files (PolicyProcessorPipeline.save_pretrained) and their normaliser steps' registry
+# names; read here and written by lerobot_processors.py.
+PREPROCESSOR, POSTPROCESSOR = "policy_preprocessor", "policy_postprocessor"
+NORMALIZER, UNNORMALIZER = "normalizer_processor", "unnormalizer_processor"
 
 
 def lerobot_features(directory: Path, raw: dict) -> tuple[list[str], int, int]:
@@ -48,9 +52,8 @@ def prompt_length(directory: Path, raw: dict) -> int:
 def lerobot_stats(directory: Path) -> tuple[dict, dict]:
     """(stats {feature: {stat: tensor}}, normaliser step config) from lerobot's processor files."""
     stats, step_cfg = {}, None
-    for pipeline, registry in (("policy_preprocessor.json", "normalizer_processor"),
-                               ("policy_postprocessor.json", "unnormalizer_processor")):
-        path = directory / pipeline
+    for pipeline, registry in ((PREPROCESSOR, NORMALIZER), (POSTPROCESSOR, UNNORMALIZER)):
+        path = directory / f"{pipeline}.json"
         if not path.is_file():
             continue
         for step in json.loads(path.read_text()).get("steps", []):
@@ -67,7 +70,7 @@ def lerobot_stats(directory: Path) -> tuple[dict, dict]:
 
 
 def tokenizer_step(directory: Path) -> dict:
-    path = directory / "policy_preprocessor.json"
+    path = directory / f"{PREPROCESSOR}.json"
     if path.is_file():
         for step in json.loads(path.read_text()).get("steps", []):
             if step.get("registry_name") == "tokenizer_processor":

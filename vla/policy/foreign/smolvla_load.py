@@ -50,7 +50,7 @@ def smolvla_config(directory: Path, shapes: dict, tokenizer_path: str) -> tuple[
         language="tokens", tokenizer_path=tokenizer_path, prompt_format="pi0", image_resize="pad",
         self_attn_every_n_layers=int(raw.get("self_attn_every_n_layers", 2)) if cross else 1,
         time_min_period=float(raw.get("min_period", 4e-3)), time_max_period=float(raw.get("max_period", 4.0)),
-        **sizes,
+        vlm_model_name=raw.get("vlm_model_name", SmolVLAConfig.vlm_model_name), **sizes,
     )
     return config, our_stats
 

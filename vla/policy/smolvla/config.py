@@ -29,6 +29,9 @@ class SmolVLAConfig(PolicyConfig):
     time_min_period: float = 4e-3
     # Longest period of the sinusoidal flow-time embedding.
     time_max_period: float = 4.0
+    # The Hub backbone lerobot builds this model's VLM from and loads its tokenizer from (config.json's
+    # vlm_model_name); read from a lerobot checkpoint, written back by `vla export --format lerobot`.
+    vlm_model_name: str = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
 
     def __post_init__(self) -> None:
         self.validate()
