@@ -74,3 +74,19 @@ def connect(address: str | None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayBackendError(f"cannot join the Ray cluster at --ray_address {address}: {exc}") from None
     return True
+
+
+def parse_resources(text: str) -> dict[str, float]:
+    """``"sim=1,big_node=0.5"`` -> {"sim": 1.0, "big_node": 0.5}; RayBackendError naming a bad entry."""
+    resources: dict[str, float] = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        name, sep, amount = entry.partition("=")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = -1.0
+        if not sep or not name.strip() or not value > 0:
+            raise RayBackendError(f"--ray_resources: {entry!r} is not name=amount with a positive amount "
+                                  "(e.g. sim=1,big_node=0.5)")
+        resources[name.strip()] = value
+    return resources

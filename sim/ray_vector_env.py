@@ -47,7 +47,8 @@ class RayVectorEnv:
     ``address``: None starts a local Ray instance, "auto" or "host:port" joins a cluster (a process
     already connected to Ray keeps its connection). ``cpus_per_worker`` is what Ray reserves for each
     actor when placing it; ``scheduling`` is Ray's strategy ("SPREAD" spreads the workers over the
-    nodes); ``max_restarts`` bounds how often Ray restarts one worker before the run stops.
+    nodes); ``resources`` are custom Ray resources each worker needs, so that only nodes started with
+    them (``ray start --resources='{"sim": 8}'``) take workers; ``max_restarts`` bounds how often Ray restarts one worker before the run stops.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class RayVectorEnv:
         cpus_per_worker: float = 1.0,
         max_restarts: int = 10,
         scheduling: str = "DEFAULT",
+        resources: dict[str, float] | None = None,
     ) -> None:
         for name, value in (("num_envs", num_envs), ("envs_per_worker", envs_per_worker)):
             if int(value) != value or value < 1:
@@ -75,6 +77,10 @@ class RayVectorEnv:
             raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}, got {scheduling!r}")
         if not cpus_per_worker >= 0:
             raise ValueError(f"cpus_per_worker must be >= 0, got {cpus_per_worker!r}")
+        resources = dict(resources or {})
+        bad = {k: v for k, v in resources.items() if not isinstance(k, str) or not v > 0}
+        if bad:
+            raise ValueError(f"resources must map names to positive amounts, got {bad}")
         if int(max_restarts) != max_restarts or max_restarts < 0:
             raise ValueError(f"max_restarts must be an int >= 0, got {max_restarts!r}")
         self.num_envs = int(num_envs)
@@ -106,7 +112,7 @@ class RayVectorEnv:
         try:
             actor_cls = self._ray.remote(EnvWorker).options(
                 num_cpus=cpus_per_worker, max_restarts=self.max_restarts, max_task_retries=0,
-                scheduling_strategy=scheduling)
+                scheduling_strategy=scheduling, resources=resources)
             self._actors = [actor_cls.remote(self.env_kwargs, len(envs)) for envs in self._envs_of]
             for w in range(self.num_workers):
                 self._await_ready(w, after=None)

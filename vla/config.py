@@ -422,6 +422,9 @@ class RLConfig:
     ray_cpus_per_worker: float = 1.0
     # backend=ray: Ray's placement of the env workers: "DEFAULT" (packed) or "SPREAD" (over the nodes).
     ray_scheduling: str = "DEFAULT"
+    # backend=ray: custom Ray resources each env worker needs, "name=amount,...": only nodes started with
+    # them (`ray start --resources='{"sim": 8}'`) then take workers (docs/SCALING.md).
+    ray_resources: str = ""
     # backend=ray: how often Ray may restart one env worker (crashed, or killed when hung) before the run stops.
     ray_max_restarts: int = 10
     # Episodes of a lost (crashed or hung) env worker: "drop" them (never counted as failures) or, with

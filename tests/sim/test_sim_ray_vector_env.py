@@ -11,7 +11,7 @@ ray = pytest.importorskip("ray")
 
 from vla.sim import code_version  # noqa: E402
 from vla.sim import ray_vector_env  # noqa: E402
-from vla.sim.ray_connect import RayBackendError  # noqa: E402
+from vla.sim.ray_connect import RayBackendError, parse_resources  # noqa: E402
 from vla.sim.ray_vector_env import RayVectorEnv  # noqa: E402
 
 STATE_LIFT = {"task": "lift", "cameras": (), "max_episode_steps": 40}
@@ -66,6 +66,13 @@ def test_bad_arguments_are_refused_before_ray_starts():
         RayVectorEnv(1, STATE_LIFT, lost_episodes="retry")
     with pytest.raises(ValueError, match="unknown task .lfit."):
         RayVectorEnv(1, {"task": "lfit"})
+
+
+def test_resources_parse_and_bad_entries_are_named():
+    assert parse_resources("sim=1, big_node=0.5") == {"sim": 1.0, "big_node": 0.5} and parse_resources("") == {}
+    for bad in ("sim", "sim=0", "=1", "sim=lots"):
+        with pytest.raises(RayBackendError, match="--ray_resources: .* is not name=amount"):
+            parse_resources(bad)
 
 
 def test_fingerprint_mismatch_names_each_difference():

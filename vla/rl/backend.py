@@ -24,11 +24,12 @@ def validate_backend(cfg: RLConfig) -> None:
     if cfg.max_staleness < 0:
         raise ConfigError(f"--max_staleness must be >= 0, got {cfg.max_staleness}")
     if cfg.backend == "local":
-        set_flags = [f"--{name}" for name, default in (("ray_address", None), ("lost_episodes", "drop"))
-                     if getattr(cfg, name) != default]
+        set_flags = [f"--{name}" for name, default in (("ray_address", None), ("ray_resources", ""),
+                                                       ("lost_episodes", "drop")) if getattr(cfg, name) != default]
         if set_flags:
-            raise ConfigError(f"{' and '.join(set_flags)} {'needs' if len(set_flags) == 1 else 'need'} --backend ray "
-                              "(local workers drop a lost worker's episodes)")
+            why = " (local workers drop a lost worker's episodes)" if "--lost_episodes" in set_flags else ""
+            raise ConfigError(f"{' and '.join(set_flags)} {'needs' if len(set_flags) == 1 else 'need'} "
+                              f"--backend ray{why}")
         return
     if cfg.ray_scheduling not in SCHEDULING:
         raise ConfigError(f"--ray_scheduling: {cfg.ray_scheduling!r} is not one of {', '.join(SCHEDULING)}")
@@ -36,21 +37,24 @@ def validate_backend(cfg: RLConfig) -> None:
         raise ConfigError(f"--ray_cpus_per_worker must be >= 0, got {cfg.ray_cpus_per_worker}")
     if cfg.ray_max_restarts < 0:
         raise ConfigError(f"--ray_max_restarts must be >= 0, got {cfg.ray_max_restarts}")
-    if cfg.ray_address is not None and cfg.ray_address != "auto":
-        from vla.sim.ray_connect import parse_address
+    from vla.sim.ray_connect import parse_address, parse_resources
 
-        parse_address(cfg.ray_address)  # RayBackendError (a UserError) naming a malformed address
+    parse_resources(cfg.ray_resources)  # RayBackendError (a UserError) naming a malformed entry
+    if cfg.ray_address is not None and cfg.ray_address != "auto":
+        parse_address(cfg.ray_address)
 
 
 def vec_env_factory(cfg: RLConfig) -> Callable[[int, dict], object]:
     """``factory(n_envs, env_kwargs)`` -> the vector env of cfg.backend (a context manager)."""
     if cfg.backend == "ray":
+        from vla.sim.ray_connect import parse_resources
         from vla.sim.ray_vector_env import RayVectorEnv
 
+        resources = parse_resources(cfg.ray_resources)
         return lambda n_envs, env_kwargs: RayVectorEnv(
             n_envs, env_kwargs, envs_per_worker=cfg.envs_per_worker, address=cfg.ray_address,
             lost_episodes=cfg.lost_episodes, cpus_per_worker=cfg.ray_cpus_per_worker,
-            max_restarts=cfg.ray_max_restarts, scheduling=cfg.ray_scheduling)
+            max_restarts=cfg.ray_max_restarts, scheduling=cfg.ray_scheduling, resources=resources)
     from vla.sim import VectorEnv
 
     return lambda n_envs, env_kwargs: VectorEnv(n_envs, env_kwargs, envs_per_worker=cfg.envs_per_worker)
