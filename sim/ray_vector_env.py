@@ -272,6 +272,10 @@ class RayVectorEnv:
                 continue
             answers[w] = value
         if first_error is not None:
+            for w, answer in answers.items():
+                if isinstance(answer, WorkerLost):  # Ray restarts it; with no recovery now, its episodes are gone
+                    self._lost[w] = answer.reason
+                    self.restarts += 1
             raise first_error
         return answers
 
