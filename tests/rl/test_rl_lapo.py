@@ -165,3 +165,20 @@ def test_bad_lapo_options_are_refused(thinking_dir, tmp_path):
         train_rl(other, progress=False, make_vec_env=fake_env)
     with pytest.raises(ConfigError, match="--kl_coef: not built for --algo lapo"):
         train_rl(run_config(thinking_dir, tmp_path / "c", kl_coef=0.1), progress=False, make_vec_env=fake_env)
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_a_thinking_policy_is_refused_by_algorithms_whose_ratios_do_not_see_its_thought(thinking_dir, tmp_path, algo):
+    # Their recompute thinks with the evaluation rule's length, not the one the rollout drew: the ratio at the
+    # rollout's weights would not be 1.
+    from vla.rl.update import recompute_log_prob
+
+    policy = thinking_policy()
+    rollouts = collect(policy)
+    policy.train()
+    recomputed = recompute_log_prob(context(policy), rollouts, torch.arange(len(rollouts)))
+    assert not torch.allclose(recomputed.log_prob, recomputed.old_log_prob, atol=1e-3)
+    cfg = run_config(thinking_dir, tmp_path / "out", algo=algo)
+    with pytest.raises(ConfigError, match=f"--algo {algo} on the latent-reasoning policy.*--algo lapo"):
+        train_rl(cfg, progress=False, make_vec_env=fake_env)
+    assert not (tmp_path / "out" / "history.json").exists()

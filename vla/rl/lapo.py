@@ -62,9 +62,23 @@ def validate_lapo(cfg) -> None:
                           "latents, which the reference policy and the flow surrogate do not see)")
 
 
-def check_lapo_policy(policy, source) -> None:
-    """Refuse a policy that does not think, saying how to train one that does."""
-    if getattr(policy, "reasoner", None) is None:
+# Algorithms whose update recomputes the rollout's action log-probs through encode_observation, which thinks
+# with the evaluation rule's length, not the length the rollout drew: their ratio would not be 1 at the old
+# parameters. filtered_bc's update is supervised (no ratio) and runs on a thinking policy.
+RATIO_ALGOS = ("grpo", "ppo", "srpo")
+
+
+def check_lapo_policy(policy, source, algo: str = "lapo") -> None:
+    """Refuse a policy that does not think (for LAPO), saying how to train one that does; and a thinking
+    policy for an algorithm whose ratios cannot see its sampled thought (RATIO_ALGOS)."""
+    thinks = getattr(policy, "reasoner", None) is not None
+    if algo != "lapo":
+        if thinks and algo in RATIO_ALGOS:
+            raise ConfigError(f"--algo {algo} on the latent-reasoning policy at {source}: its rollouts draw a "
+                              f"thinking length per chunk, which {algo}'s log-prob recompute does not see (its "
+                              "ratios would not be 1 at the rollout's weights); use --algo lapo")
+        return
+    if not thinks:
         raise ConfigError(f"--algo lapo optimises latent reasoning, and the policy at {source} has none "
                           f"(policy.latent_reasoning is off). Train one with {TRAIN_ONE}, then pass its policy/ "
                           "folder as --policy")

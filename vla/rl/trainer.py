@@ -211,8 +211,9 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     # ---- policy, heads, reference, optimizer (RNG states are restored after all modules are built)
     source = last / POLICY_DIR if cfg.resume else Path(cfg.policy)
     policy = load_policy(source, map_location=cfg.device)
-    if cfg.algo == "lapo":  # before any rollout: a policy that does not think has nothing for LAPO to optimise
-        check_lapo_policy(policy, source)
+    # before any rollout: a policy that does not think has nothing for LAPO to optimise, and one that does
+    # cannot be trained by an algorithm whose ratios do not see its sampled thought
+    check_lapo_policy(policy, source, cfg.algo)
     if cfg.freeze_vision or cfg.train_expert_only:
         policy.config.freeze_vision, policy.config.train_expert_only = cfg.freeze_vision, cfg.train_expert_only
         counts = apply_finetune_options(policy)
