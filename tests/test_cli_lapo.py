@@ -66,3 +66,25 @@ def test_vla_warm_up_regresses_future_frames(tmp_path):
     assert "train/latent_loss" in events.Tags()["scalars"]
     config = json.loads((tmp_path / "t" / "policy" / "config.json").read_text())
     assert config["type"] == "flow_vla" and config["latent_reasoning"]
+
+
+def test_fine_tuning_a_thinking_vla_keeps_its_warm_up_targets(tmp_path):
+    # --policy.init: the checkpoint's latent reasoning (not the command line's defaults) decides which future
+    # frames the batches carry; without them the latent term silently left the loss
+    from tests.data.helpers import random_episodes, write_dataset
+
+    data = write_dataset(tmp_path / "d", random_episodes(seed=0, lengths=(6, 5)))
+    assert main(["train", f"--dataset={data}", f"--output_dir={tmp_path / 't'}", "--policy.latent_reasoning=true",
+                 "--policy.latent_lengths=[2,4]", "--policy.latent_stride=1", "--policy.cameras=[agentview]",
+                 "--policy.vision_layers=1", "--policy.depth=2", "--policy.chunk_size=4", "--policy.n_action_steps=2",
+                 "--steps=1", "--batch_size=2", "--image_shift=0"]) == 0
+    assert main(["train", f"--dataset={data}", f"--output_dir={tmp_path / 'ft'}",
+                 f"--policy.init={tmp_path / 't' / 'policy'}", "--steps=2", "--batch_size=2", "--log_every=1",
+                 "--image_shift=0"]) == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "ft" / "tb"))
+    events.Reload()
+    assert "train/latent_loss" in events.Tags()["scalars"]
+    config = json.loads((tmp_path / "ft" / "policy" / "config.json").read_text())
+    assert config["latent_reasoning"] and config["latent_stride"] == 1 and config["latent_lengths"] == [2, 4]

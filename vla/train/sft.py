@@ -222,8 +222,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
         cfg.policy.chunk_size, cfg.policy.n_action_steps = checkpoint_chunking(cfg.policy.init)
     with removed_on_user_error(out):
-        dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.policy.chunk_size, **_future_targets(cfg))
+        targets = _future_targets(cfg)
+        dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.policy.chunk_size, **targets)
         policy = policy_for_dataset(cfg, dataset).to(cfg.device).train()
+        if _future_targets(cfg) != targets:  # --policy.init: the checkpoint's latent reasoning decides the targets
+            dataset.close()
+            dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.policy.chunk_size, **_future_targets(cfg))
     generator = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
