@@ -50,6 +50,7 @@ class Driver(Node):
 
             self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.q = HOME.copy()
+        self.last_state: tuple[np.ndarray, float] | None = None
         self.follow = True
         self.steps: list[tuple[float, np.ndarray]] = []
         self.publishing = True
@@ -120,6 +121,7 @@ class Driver(Node):
             # a later pose with an earlier time, which looked like a jump to the policy node.
             q = self.q.copy()
             now = time.time() if self.sim_clock is None else self.sim_clock()
+            self.last_state = (q, now)  # what the arm last reported (a flood can repeat it)
         if self.sim_clock is not None:
             from rosgraph_msgs.msg import Clock
 

@@ -73,7 +73,10 @@ class SlowSensors:
 
 class Flood:
     """A second node's worth of traffic on the sensor topics, as fast as it can publish: copies of
-    the arm's current joint state and image, so the flood itself moves nothing and holds nothing."""
+    the arm's last published joint state (pose and stamp) and image, so the flood itself moves
+    nothing and holds nothing. Not the arm's live pose: this test arm takes each command at once, so
+    under load a burst of queued commands moves it several steps within a millisecond, which a
+    2 kHz sampler reports as a jump faster than the joints can move (the jump latch fired, 18 times)."""
 
     def __init__(self, driver, config) -> None:
         self.driver, self.config = driver, config
@@ -94,8 +97,12 @@ class Flood:
 
     def _run(self) -> None:
         while self.running.is_set():
-            with self.driver._lock:  # the pose and its stamp read together (dds_loop.Driver._tick)
-                q, now = self.driver.q.copy(), time.time()
+            with self.driver._lock:
+                last = self.driver.last_state
+            if last is None:
+                time.sleep(0.001)
+                continue
+            q, now = last
             self.states.publish(joint_state_msg(self.config.joint_names, q, None, now))
             self.images.publish(image_msg(self.driver.image, now))
             self.sent += 1
