@@ -45,6 +45,7 @@ def main() -> None:
 
     print("| seed | " + " | ".join(f"round {i}" for i in range(max(len(r["rows"]) for r in runs)))
           + " | final evaluation | wall min |")
+    print("|---" * (max(len(r["rows"]) for r in runs) + 3) + "|")
     finals = []
     for path, run in zip(args.runs, runs):
         cells = [f"{100 * r['rollout_success']:.0f}%" for r in run["rows"]]

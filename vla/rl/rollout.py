@@ -204,7 +204,6 @@ class RolloutEngine:
             reasoning=_stack_reasoning(store["reasoning"]),
         )
 
-
     def _keep_frame(self, traj: Trajectory, obs: dict) -> None:
         if self.frame_camera is None:
             return
