@@ -6,6 +6,7 @@ fixed-evaluation interval as a band, and each seed's final fixed evaluation as a
 
     python benchmarks/plot_self_imitation.py benchmarks/results/self_imitation_state_can5_seed{0,1,2}.json \
         --sft 24.0 14.3 37.4 --title "PickPlaceCan, 5-demo state policy" --out benchmarks/results/si_can5.png
+    # a run continued from another's saved policy: FIRST.json+CONTINUED.json as one argument
 """
 
 from __future__ import annotations
@@ -18,19 +19,24 @@ from pathlib import Path
 import numpy as np
 
 
-def load(path: str) -> dict:
-    run = json.loads(Path(path).read_text())
-    rows = run.get("rows")
-    if not rows:
-        raise SystemExit(f"{path}: no rounds recorded (is it a rl_self_imitation.py --json file?)")
-    return run
+def load(spec: str) -> dict:
+    """One run, or several joined by '+' (a run continued from the policy another one saved: its
+    rounds follow on; the seed shown is the first part's)."""
+    parts = []
+    for path in spec.split("+"):
+        run = json.loads(Path(path).read_text())
+        if not run.get("rows"):
+            raise SystemExit(f"{path}: no rounds recorded (is it a rl_self_imitation.py --json file?)")
+        parts.append(run)
+    return {**parts[0], "rows": [row for run in parts for row in run["rows"]]}
 
 
-def curve(run: dict) -> tuple[list[int], list[float], int]:
+def curve(run: dict) -> tuple[list[int], list[float], list[tuple[int, float]]]:
     """Per round: the env steps that trained the policy rolled out in it (0 for the SFT policy) and its
-    rollout success %; then the total, which trained the finally evaluated policy."""
+    rollout success %; then each fixed evaluation, at the env steps that trained the evaluated policy."""
     spent = np.cumsum([0] + [r["env_steps"] for r in run["rows"]]).tolist()
-    return spent[:-1], [100 * r["rollout_success"] for r in run["rows"]], spent[-1]
+    evals = [(spent[i + 1], 100 * r["eval_success"]) for i, r in enumerate(run["rows"]) if r["eval_success"] is not None]
+    return spent[:-1], [100 * r["rollout_success"] for r in run["rows"]], evals
 
 
 def main() -> None:
@@ -44,7 +50,7 @@ def main() -> None:
     runs = [load(p) for p in args.runs]
 
     print("| seed | " + " | ".join(f"round {i}" for i in range(max(len(r["rows"]) for r in runs)))
-          + " | final evaluation | wall min |")
+          + " | evaluations (50) | wall min |")
     print("|---" * (max(len(r["rows"]) for r in runs) + 3) + "|")
     finals = []
     for path, run in zip(args.runs, runs):
@@ -53,8 +59,9 @@ def main() -> None:
         if final is not None:
             finals.append(100 * final)
         minutes = sum(r["round_s"] for r in run["rows"]) / 60
-        print(f"| {run['args']['seed']} | " + " | ".join(cells)
-              + f" | {'-' if final is None else f'{100 * final:.0f}%'} | {minutes:.0f} |")
+        evals = ", ".join(f"{100 * r['eval_success']:.0f}% after round {i}"
+                          for i, r in enumerate(run["rows"]) if r["eval_success"] is not None)
+        print(f"| {run['args']['seed']} | " + " | ".join(cells) + f" | {evals or '-'} | {minutes:.0f} |")
     if finals:
         print(f"final evaluation over {len(finals)} seeds: {np.mean(finals):.1f} +- {np.std(finals):.1f}% "
               f"(mean +- std), min {min(finals):.0f}%")
@@ -69,12 +76,11 @@ def main() -> None:
         pct, low, high = args.sft
         ax.axhspan(low, high, color="grey", alpha=0.2, label=f"SFT policy {pct:.0f}% (95% CI)")
     for run in runs:
-        steps, success, total = curve(run)
+        steps, success, evals = curve(run)
         line, = ax.plot(steps, success, marker="o", ms=3, label=f"seed {run['args']['seed']} rollouts")
-        final = run["rows"][-1]["eval_success"]
-        if final is not None:
-            ax.plot(total, 100 * final, marker="*", ms=12, color=line.get_color(), linestyle="none")
-    ax.plot([], [], marker="*", ms=10, color="k", linestyle="none", label="final fixed evaluation (50)")
+        if evals:
+            ax.plot(*zip(*evals), marker="*", ms=12, color=line.get_color(), linestyle="none")
+    ax.plot([], [], marker="*", ms=10, color="k", linestyle="none", label="fixed evaluation (50 states)")
     ax.set_xlabel("env steps of training rollouts behind the policy")
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(-2, 102)
