@@ -15,7 +15,6 @@ save the encoder (.safetensors, world_model.py) atomically.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vla.atomic_io import write_json_atomic
 from vla.config import ConfigError, WorldModelConfig, resolve_threads
 from vla.rl.srpo.world_model import VideoEncoder, save_video_encoder
 
@@ -143,7 +143,7 @@ def train_world_model(cfg: WorldModelConfig, progress: bool = False) -> dict:
                "episodes": len(episodes), "datasets": list(cfg.datasets), "camera": cfg.camera,
                "chance_loss": float(np.log(cfg.batch_size))}
     save_video_encoder(model.eval(), cfg.output, extra=summary)
-    Path(str(cfg.output) + ".json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(str(cfg.output) + ".json", summary)
     print(f"saved {cfg.output}: InfoNCE {summary['loss_first']:.3f} -> {summary['loss_last']:.3f} "
           f"(chance {summary['chance_loss']:.3f}); use it with --algo srpo --srpo.encoder=video "
           f"--srpo.encoder_path={cfg.output}")
