@@ -32,11 +32,10 @@ import torch
 
 from vla.config import ConfigError, LapoConfig
 from vla.policy.sampling import chain_log_prob
-from vla.rl.advantages import decision_rewards, gae
-from vla.rl.heads import value_inputs
-from vla.rl.losses import check_finite, policy_loss, value_loss
+from vla.rl.losses import check_finite, policy_loss
+from vla.rl.ppo import actor_critic_epochs, gae_advantages
 from vla.rl.rollout import Rollouts
-from vla.rl.update import UpdateContext, epoch_minibatches, kl_exceeded, optimizer_step, update_summary
+from vla.rl.update import UpdateContext
 
 TRAIN_ONE = ("`vla train --policy.type=state_flow --policy.latent_reasoning=true --dataset=<demos>` (or "
              "--policy.type=flow_vla for the VLA; the warm-up SFT: latents regress future observations, lengths "
@@ -160,32 +159,13 @@ def lapo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]
     if rollouts.reasoning is None:
         raise ValueError("LAPO needs rollouts of a latent-reasoning policy (Rollouts.reasoning is None)")
     thinking = thinking_stats(rollouts, ctx.policy.reasoner.candidates)
-    # 1. GAE over each trajectory's decisions
-    check_finite("old log-prob", rollouts.log_probs, ctx.iteration)
+    # 1. GAE over each trajectory's decisions (PPO's)
     check_finite("old length log-prob", rollouts.reasoning["length_log_prob"], ctx.iteration)
-    check_finite("values", rollouts.values, ctx.iteration)
-    rewards = decision_rewards(rollouts, cfg.reward, cfg.env.max_episode_steps)
-    advantages, returns = gae(rewards, rollouts.values, rollouts.dones,
-                              [t.decisions for t in rollouts.trajectories], cfg.gamma, cfg.gae_lambda)
-    if cfg.normalize_advantages and advantages.numel() > 1:
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    check_finite("advantages", advantages, ctx.iteration)
+    advantages, returns = gae_advantages(ctx, rollouts, cfg)
 
-    # 2-3. three clipped ratios + value loss over minibatches
-    rows, stopped = [], False
-    for mb in epoch_minibatches(torch.arange(len(rollouts)), cfg.epochs, cfg.minibatch_size, ctx.generator,
-                                 cfg.grad_accumulation):
-        terms = lapo_terms(ctx, rollouts, mb.idx, cfg.lapo.latent_sigma)
-        pg_loss, loss_stats = lapo_loss(terms, advantages[mb.idx], cfg)
-        if kl_exceeded(loss_stats, cfg.target_kl):
-            stopped = True
-            break
-        values = ctx.value_head(*value_inputs(ctx.policy, terms.batch, terms.encoded[0].pooled()))
-        v_loss = value_loss(values, returns[mb.idx])
-        loss = pg_loss + cfg.value_coef * v_loss
-        step = optimizer_step(ctx, loss, cfg.grad_clip, mb)
-        rows.append({"policy_loss": float(pg_loss.detach()), "value_loss": float(v_loss.detach()), **step,
-                     **loss_stats})
-    explained = 1.0 - float((returns - rollouts.values).var() / returns.var().clamp(min=1e-8))
-    return {"skipped_update": 0.0, "explained_variance": explained, "return_mean": float(returns.mean()),
-            **thinking, **update_summary(rows, stopped)}
+    # 2-3. three clipped ratios + value loss over minibatches (PPO's epochs)
+    def three_ratio_loss(idx: torch.Tensor):
+        terms = lapo_terms(ctx, rollouts, idx, cfg.lapo.latent_sigma)
+        return (*lapo_loss(terms, advantages[idx], cfg), terms)
+
+    return {**actor_critic_epochs(ctx, rollouts, returns, cfg, three_ratio_loss), **thinking}

@@ -32,7 +32,18 @@ def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
     """One PPO update; cfg is an RLConfig. Needs ctx.value_head. Returns statistics."""
     if ctx.value_head is None:
         raise ValueError("PPO needs a value head (UpdateContext.value_head)")
-    # 1-2. GAE over each trajectory's decisions
+    advantages, returns = gae_advantages(ctx, rollouts, cfg)
+
+    def clipped_policy_loss(idx: torch.Tensor):
+        new = recompute_log_prob(ctx, rollouts, idx)
+        return (*minibatch_policy_loss(ctx, new, advantages[idx], cfg), new)
+
+    return actor_critic_epochs(ctx, rollouts, returns, cfg, clipped_policy_loss)
+
+
+def gae_advantages(ctx: UpdateContext, rollouts: Rollouts, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-2: rewards per decision, GAE over each trajectory's decisions with the values stored at
+    rollout time, advantages normalised over the batch (optional). Returns (advantages, returns)."""
     check_finite("old log-prob", rollouts.log_probs, ctx.iteration)
     check_finite("values", rollouts.values, ctx.iteration)
     rewards = decision_rewards(rollouts, cfg.reward, cfg.env.max_episode_steps)
@@ -41,18 +52,23 @@ def ppo_update(ctx: UpdateContext, rollouts: Rollouts, cfg) -> dict[str, float]:
     if cfg.normalize_advantages and advantages.numel() > 1:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     check_finite("advantages", advantages, ctx.iteration)
+    return advantages, returns
 
-    # 3. clipped policy loss + value loss over minibatches
+
+def actor_critic_epochs(ctx: UpdateContext, rollouts: Rollouts, returns: torch.Tensor, cfg,
+                        policy_term) -> dict[str, float]:
+    """Step 3 for any actor-critic loss: over epochs of shuffled minibatches, policy_term(idx) gives
+    (policy loss, its statistics, the recomputed terms with .batch and .encoded), the critic reads the
+    same pooled prefix features, value_coef * value loss joins, one optimizer step per accumulation;
+    stops early past target_kl. Returns the update's statistics."""
     rows, stopped = [], False
-    decisions = torch.arange(len(rollouts))
-    for mb in epoch_minibatches(decisions, cfg.epochs, cfg.minibatch_size, ctx.generator,
+    for mb in epoch_minibatches(torch.arange(len(rollouts)), cfg.epochs, cfg.minibatch_size, ctx.generator,
                                  cfg.grad_accumulation):
-        new = recompute_log_prob(ctx, rollouts, mb.idx)
-        pg_loss, loss_stats = minibatch_policy_loss(ctx, new, advantages[mb.idx], cfg)
+        pg_loss, loss_stats, terms = policy_term(mb.idx)
         if kl_exceeded(loss_stats, cfg.target_kl):
             stopped = True
             break
-        values = ctx.value_head(*value_inputs(ctx.policy, new.batch, new.encoded[0].pooled()))
+        values = ctx.value_head(*value_inputs(ctx.policy, terms.batch, terms.encoded[0].pooled()))
         v_loss = value_loss(values, returns[mb.idx])
         loss = pg_loss + cfg.value_coef * v_loss
         step = optimizer_step(ctx, loss, cfg.grad_clip, mb)
