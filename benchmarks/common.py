@@ -60,3 +60,28 @@ def write_result(name: str, text: str) -> Path:
     print(text)
     print(f"written to {path}")
     return path
+
+
+def untrained_policy(state: bool, n_action_steps: int):
+    """A randomly initialised policy with unit normalisation, for timing only: the state_flow policy on
+    Lift's 8 + 10 state dims (state=True) or the tiny pixel VLA; 7-D actions, chunks of 16."""
+    import torch
+
+    from vla.policy.config import PolicyConfig
+    from vla.policy.registry import policy_class
+
+    def unit(d):
+        return {"mean": torch.zeros(d), "std": torch.ones(d), "min": -torch.ones(d), "max": torch.ones(d)}
+
+    torch.manual_seed(0)
+    if state:
+        config = PolicyConfig(type="state_flow", environment_state_dim=10, chunk_size=16,
+                              n_action_steps=n_action_steps)
+    else:
+        config = PolicyConfig(preset="tiny", chunk_size=16, n_action_steps=n_action_steps)
+    policy = policy_class(config.type)(config)
+    stats = {"observation.state": unit(8), "action": unit(7)}
+    if state:
+        stats["observation.environment_state"] = unit(10)
+    policy.normalizer.load_stats(stats)
+    return policy

@@ -22,27 +22,17 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import untrained_policy  # noqa: E402  (benchmarks/common.py)
+
 CHUNK = 8
 
 
 def make_policy(kind: str):
-    from vla.policy.config import PolicyConfig
-    from vla.policy.registry import policy_class
-
-    def unit(d):
-        return {"mean": torch.zeros(d), "std": torch.ones(d), "min": -torch.ones(d), "max": torch.ones(d)}
-
-    torch.manual_seed(0)
-    if kind == "state":
-        config = PolicyConfig(type="state_flow", environment_state_dim=10, chunk_size=16, n_action_steps=CHUNK)
-    else:
-        config = PolicyConfig(preset="tiny", chunk_size=16, n_action_steps=CHUNK)
-    policy = policy_class(config.type)(config)
-    stats = {"observation.state": unit(8), "action": unit(7)}
-    if kind == "state":
-        stats["observation.environment_state"] = unit(10)
-    policy.normalizer.load_stats(stats)
-    return policy
+    return untrained_policy(kind == "state", CHUNK)
 
 
 def collect(policy, episodes: int):

@@ -29,6 +29,12 @@ import time
 import numpy as np
 import torch
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import untrained_policy  # noqa: E402  (benchmarks/common.py)
+
 CHUNK = 8
 STATE_ENV = {"task": "lift", "cameras": (), "max_episode_steps": 1_000_000}  # no truncation in a timed loop
 EPISODE_STEPS = 80  # policy workloads: two waves of 80-step episodes per measurement
@@ -47,23 +53,7 @@ def env_rate(vec_env, chunks: int, seed: int) -> float:
 
 
 def make_policy(kind: str):
-    from vla.policy.config import PolicyConfig
-    from vla.policy.registry import policy_class
-
-    def unit(d):
-        return {"mean": torch.zeros(d), "std": torch.ones(d), "min": -torch.ones(d), "max": torch.ones(d)}
-
-    torch.manual_seed(0)
-    if kind == "state_policy":
-        config = PolicyConfig(type="state_flow", environment_state_dim=10, chunk_size=16, n_action_steps=CHUNK)
-    else:
-        config = PolicyConfig(preset="tiny", chunk_size=16, n_action_steps=CHUNK)
-    policy = policy_class(config.type)(config).eval()
-    stats = {"observation.state": unit(8), "action": unit(7)}
-    if kind == "state_policy":
-        stats["observation.environment_state"] = unit(10)
-    policy.normalizer.load_stats(stats)
-    return policy
+    return untrained_policy(kind == "state_policy", CHUNK).eval()
 
 
 def rollout_rate(policy, vec_env, seed: int) -> float:
