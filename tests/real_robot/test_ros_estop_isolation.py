@@ -23,12 +23,13 @@ try:
 except ImportError as exc:  # the [ros] extra is optional
     pytest.skip(f"rclpy is not importable, install the [ros] extra: {exc}", allow_module_level=True)
 
-from dds_loop import HOME, assert_within_limits, enable_and_move, running_loop, wait_for  # noqa: E402
+from dds_loop import HOME, assert_within_limits, call, enable_and_move, running_loop, wait_for  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from vla.real_robot.ros_messages import image_msg, joint_state_msg  # noqa: E402
 from vla.real_robot.ros_node import SENSOR_QOS, PolicyNode  # noqa: E402
+from vla.real_robot.safety import JUMP_QUIET_S  # noqa: E402
 
 SLOW_S = 1.0  # each joint-state callback, once slowed
 ESTOP_BOUND_S = 0.25  # the e-stop's round trip: a few ms when isolated, about SLOW_S when not
@@ -130,8 +131,20 @@ def test_estop_is_answered_while_a_sensor_callback_is_slow_and_the_topics_flood(
                 c = driver.commands_since(time.monotonic() - 0.1)
                 return len(c) > 1 and abs(c[-1][0] - c[-2][0]) / dt > 1.0
 
-            wait_for(fast, 5.0, f"joint 1 moving faster than 1 rad/s (latch {node.safety.latch}, "
-                                f"{node.safety.counts}, rejected {node.rejected})")
+            # The test arm takes each command at once, so on a loaded machine a burst of queued commands
+            # can read as a joint-state jump and latch observation_jump before the e-stop phase (seen in
+            # 2 of ~8 full-suite runs). That is the jump check doing its job (tested on its own in
+            # test_ros_safety_regressions), not what this test measures: once quiet, resume and retry.
+            for attempt in range(3):
+                try:
+                    wait_for(fast, 5.0, f"joint 1 moving faster than 1 rad/s (latch {node.safety.latch}, "
+                                        f"{node.safety.counts}, rejected {node.rejected})")
+                    break
+                except AssertionError:
+                    if node.safety.latch != "observation_jump" or attempt == 2:
+                        raise
+                    time.sleep(JUMP_QUIET_S + 0.2)
+                    assert call(driver, "/vla_policy/resume").success
             slow.slow.set()
             assert slow.entered.wait(2.0), "the slow sensor callback never ran"
             sent_at = time.monotonic()
