@@ -106,6 +106,22 @@ class RosoutHandler(logging.Handler):
             self.handleError(record)
 
 
+def _rosout_loggers(safety: SafetyLayer) -> list[logging.Logger]:
+    """The loggers the /rosout handler goes on: vla.real_robot, and the safety layer's own logger
+    when its records would not get there (a layer built with a logger outside that tree, or one
+    that does not propagate), so that every intervention reaches /rosout whoever built the layer."""
+    package = logging.getLogger("vla.real_robot")
+    logger = getattr(getattr(safety, "log", None), "logger", None)
+    current = logger
+    while current is not None:
+        if current is package:
+            return [package]
+        if not current.propagate:
+            break
+        current = current.parent
+    return [package] if logger is None else [package, logger]
+
+
 FINGER_JOINTS = ["panda_finger_joint1", "panda_finger_joint2"]
 
 
@@ -235,7 +251,9 @@ class PolicyNode(Node):
         self._declare_config_parameters()
         # Last in __init__: nothing after it can fail and leave the handler on the shared logger.
         self._rosout = RosoutHandler(self)
-        logging.getLogger("vla.real_robot").addHandler(self._rosout)
+        self._rosout_loggers = _rosout_loggers(self.safety)
+        for logger in self._rosout_loggers:
+            logger.addHandler(self._rosout)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "PolicyNode":
@@ -249,7 +267,8 @@ class PolicyNode(Node):
         self.threads.stop(timeout_s)  # joins the safety loop too
         self._safety_executor.shutdown(timeout_sec=timeout_s)
         self.safety_node.destroy_node()
-        logging.getLogger("vla.real_robot").removeHandler(self._rosout)
+        for logger in self._rosout_loggers:
+            logger.removeHandler(self._rosout)
         self.destroy_node()
 
     def _safety_loop(self) -> None:

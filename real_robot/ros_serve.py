@@ -61,6 +61,17 @@ def workspace_check(config: RobotConfig, kinematics=None, kinematics_task: str =
     return lambda q: kinematics.points_in_base(q, ids)
 
 
+def build_safety_layer(config: RobotConfig, kinematics=None, kinematics_task: str = "lift"):
+    """The safety layer `vla serve-ros` runs (tests build theirs with it too): the workspace check
+    from the config. Its interventions are logged under vla.real_robot.safety, which the policy
+    node publishes on /rosout (PolicyNode checks that the logger reaches its handler)."""
+    from vla.real_robot.rate_limited_log import RateLimitedLog
+    from vla.real_robot.safety import SafetyLayer
+
+    return SafetyLayer(config, forward_kinematics=workspace_check(config, kinematics, kinematics_task),
+                       log=RateLimitedLog(logging.getLogger("vla.real_robot.safety")))
+
+
 def policy_shape(model) -> dict | None:
     """cameras / state_dim / action_dim of a local policy (its config) or a remote one (the server's
     hello metadata); None when the policy does not say."""
@@ -134,14 +145,13 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
 def _run_node(rclpy, config: RobotConfig, model, remote: bool, kinematics, bridge, options,
               enable_on_start: bool, stop: threading.Event | None) -> None:
     from vla.real_robot.ros_node import PolicyNode
-    from vla.real_robot.safety import SafetyLayer
 
     realtime_priority = options.realtime_priority
     context = rclpy.Context()
     rclpy.init(context=context)
     node = None
     try:
-        safety = SafetyLayer(config, forward_kinematics=workspace_check(config, kinematics))
+        safety = build_safety_layer(config, kinematics)
         batch_builder = None
         if remote:
             from vla.real_robot.policy_client import numpy_batch

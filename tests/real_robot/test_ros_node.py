@@ -214,16 +214,31 @@ def test_status_topic_reports_permission_interventions_staleness_and_timing(loop
 
 
 def test_a_latched_instruction_reaches_a_node_started_after_it_and_interventions_reach_rosout(tmp_path):
+    """The safety layer is built as `vla serve-ros` builds it (ros_serve.build_safety_layer), so its
+    interventions reach /rosout on the product path, not only through a layer the test wired up."""
     from rcl_interfaces.msg import Log
 
     from vla.real_robot.ros_node import COMMAND_QOS
+    from vla.real_robot.ros_serve import build_safety_layer
 
     topics = yaml.safe_load(PANDA.read_text())["topics"]
-    with running_loop(tmp_path, OffsetPolicy(), latched_instruction="lift the cube",
+    with running_loop(tmp_path, OffsetPolicy(), latched_instruction="lift the cube", make_safety=build_safety_layer,
                       topics={**topics, "instruction_durability": "transient_local"}) as (driver, node):
+        assert node.safety.forward_kinematics is not None  # serve-ros's layer, workspace check included
         wait_for(lambda: node._instruction == "lift the cube", 5.0, "the latched instruction")
         logs: list[Log] = []
         driver.create_subscription(Log, "/rosout", logs.append, COMMAND_QOS)
+
+        def lines(level: int, text: str) -> list[Log]:
+            return [m for m in list(logs) if m.name == "vla_policy" and m.level == level and text in m.msg]
+
+        # A hold intervention (motion not enabled yet), logged once a second at WARN.
+        wait_for(lambda: lines(Log.WARN, "[not_enabled] motion not enabled"), 10.0,
+                 "the not-enabled hold at WARN on /rosout")
+        # A real e-stop through the operator's service: the latch is logged at ERROR.
+        assert call(driver, "/vla_policy/emergency_stop").success and node.safety.latch == "emergency_stop"
+        wait_for(lambda: lines(Log.ERROR, "[emergency_stop] emergency_stop latched: service call"), 10.0,
+                 "the e-stop latch at ERROR on /rosout")
         bad = JointState(name=list(node.config.joint_names), position=[0.0] * 7)  # unstamped: dropped, logged
 
         def logged() -> bool:  # the log is rate-limited to a line a second: keep the fault up until one arrives
@@ -232,6 +247,32 @@ def test_a_latched_instruction_reaches_a_node_started_after_it_and_interventions
             return any("dropped message" in m.msg and m.name == "vla_policy" for m in logs)
 
         wait_for(logged, 10.0, "the dropped message on /rosout")
+        # Each line once: the safety layer's logger reaches the /rosout handler through vla.real_robot only.
+        assert len(lines(Log.ERROR, "[emergency_stop] emergency_stop latched")) == 1
+
+
+def test_rosout_handler_also_goes_on_a_safety_logger_outside_the_package_tree():
+    import logging
+
+    from dds_loop import PANDA as panda_yaml
+
+    from vla.real_robot.rate_limited_log import RateLimitedLog
+    from vla.real_robot.robot_config import load_robot_config
+    from vla.real_robot.ros_node import _rosout_loggers
+    from vla.real_robot.safety import SafetyLayer
+
+    config = load_robot_config(panda_yaml)
+    package = logging.getLogger("vla.real_robot")
+    inside = SafetyLayer(config, log=RateLimitedLog(logging.getLogger("vla.real_robot.safety")))
+    assert _rosout_loggers(inside) == [package]
+    outside_logger = logging.getLogger("integrator.safety")
+    assert _rosout_loggers(SafetyLayer(config, log=RateLimitedLog(outside_logger))) == [package, outside_logger]
+    quiet = logging.getLogger("vla.real_robot.quiet_safety")
+    quiet.propagate = False
+    try:
+        assert _rosout_loggers(SafetyLayer(config, log=RateLimitedLog(quiet))) == [package, quiet]
+    finally:
+        quiet.propagate = True
 
 
 def test_robot_config_is_visible_as_read_only_parameters(loop):
