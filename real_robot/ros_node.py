@@ -148,6 +148,9 @@ class PolicyNodeOptions:
     # Simulation: the node's clock is /clock (ROS's use_sim_time), so stamps in simulated time are fresh
     # and limits apply per simulated second; until /clock arrives every input counts as from the future.
     use_sim_time: bool = False
+    # The `vla serve-ros` flags the node was started with (policy, robot, action_space, ...), shown as
+    # read-only serve_ros.* parameters; empty when something else built the node.
+    serve_ros_arguments: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _flatten(tree: dict, prefix: str = ""):
@@ -286,15 +289,31 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------ parameters
     def _declare_config_parameters(self) -> None:
-        """The robot config as read-only ROS parameters (`ros2 param list/get/describe`): what the
-        node enforces, visible where ROS tools look. The YAML stays the one source; limits are not
-        changeable at run time on purpose (a safety layer whose limits move under it is not one)."""
+        """The robot config, the node's options and its serve-ros flags as read-only ROS parameters
+        (`ros2 param list/get/describe`), each described (real_robot/ros_parameters.py): what the node
+        enforces and how it runs, visible where ROS tools look. The YAML stays the one source; limits
+        are not changeable at run time on purpose (a safety layer whose limits move under it is not one)."""
         from rcl_interfaces.msg import ParameterDescriptor
 
+        from vla.real_robot.ros_parameters import OPTION_DESCRIPTIONS, SERVE_ROS_DESCRIPTIONS, config_description
+
+        def declare(name: str, value, description: str, how_to_change: str) -> None:
+            self.declare_parameter(name, value, ParameterDescriptor(
+                description=description, read_only=True, additional_constraints=f"read-only: {how_to_change}"))
+
         for name, value in _flatten(dataclasses.asdict(self.config)):
-            descriptor = ParameterDescriptor(description=f"robot config {name} (read-only: edit the robot YAML "
-                                                         "and restart the node)", read_only=True)
-            self.declare_parameter(name, value, descriptor)
+            declare(name, value, config_description(name) or f"robot config key {name} (not described yet)",
+                    "edit the robot config YAML and restart the node")
+        options = {key: getattr(self.options, key) for key in OPTION_DESCRIPTIONS if hasattr(self.options, key)}
+        if hasattr(self.bridge, "policy_rate_hz"):
+            options["policy_rate_hz"] = float(self.bridge.policy_rate_hz)
+        for name, value in _flatten(options):
+            declare(f"node.{name}", value, OPTION_DESCRIPTIONS[name], "restart the node with another value")
+        arguments = {key: value for key, value in self.options.serve_ros_arguments.items()
+                     if key in SERVE_ROS_DESCRIPTIONS}
+        for name, value in _flatten(arguments):
+            declare(f"serve_ros.{name}", value, SERVE_ROS_DESCRIPTIONS[name],
+                    "restart `vla serve-ros` with another flag")
 
     # ------------------------------------------------------------ status
     def status(self, window: int = 500) -> dict:

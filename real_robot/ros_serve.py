@@ -135,7 +135,10 @@ def serve_ros(policy: str, robot: str, action_space: str = "end_effector_delta",
         else:
             model = load_policy(policy, device)
         check_policy_fits(config, bridge, policy_shape(model))
-        options = PolicyNodeOptions(realtime_priority=realtime_priority, use_sim_time=use_sim_time)
+        arguments = {"policy": policy, "robot": str(robot), "action_space": action_space, "device": device,
+                     "enable_on_start": enable_on_start, "inference_process": inference_process}
+        options = PolicyNodeOptions(realtime_priority=realtime_priority, use_sim_time=use_sim_time,
+                                    serve_ros_arguments=arguments)
         _run_node(rclpy, config, model, remote, kinematics, bridge, options, enable_on_start, stop)
     finally:
         if child is not None:  # whatever failed above, the inference process does not outlive the node

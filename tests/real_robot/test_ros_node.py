@@ -275,8 +275,19 @@ def test_rosout_handler_also_goes_on_a_safety_logger_outside_the_package_tree():
         quiet.propagate = True
 
 
+def _service(node, srv_type, name: str, request, timeout_s: float = 5.0):
+    client = node.create_client(srv_type, name)
+    try:
+        assert client.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
+        future = client.call_async(request)
+        wait_for(future.done, timeout_s, f"reply from {name}")
+        return future.result()
+    finally:
+        node.destroy_client(client)
+
+
 def test_robot_config_is_visible_as_read_only_parameters(loop):
-    from rcl_interfaces.msg import SetParametersResult  # noqa: F401  (the message set_parameters returns)
+    from rcl_interfaces.srv import DescribeParameters, ListParameters
     from rclpy.parameter import Parameter
 
     driver, node, policy = loop
@@ -288,6 +299,87 @@ def test_robot_config_is_visible_as_read_only_parameters(loop):
     result = node.set_parameters([Parameter("joint_velocity_max", value=[100.0] * 7)])[0]
     assert not result.successful and "read-only" in result.reason
     assert node.safety.limits.velocity_max.max() < 100.0
+    # The node's operational options too, read-only.
+    assert node.get_parameter("node.ensemble_decay").value == node.options.ensemble_decay
+    assert node.get_parameter("node.status_rate_hz").value == node.options.status_rate_hz
+    assert node.get_parameter("node.min_inference_interval_s").value == node.options.min_inference_interval_s
+    assert node.get_parameter("node.temporal_ensembling").value is node.options.temporal_ensembling
+    assert node.get_parameter("node.policy_rate_hz").value == 20.0
+    assert not node.set_parameters([Parameter("node.ensemble_decay", value=0.5)])[0].successful
+    assert node.executor_buffer.ensemble_decay == node.options.ensemble_decay
+
+    # What `ros2 param describe` sees, over DDS: a description of its own for every parameter.
+    names = _service(driver, ListParameters, "/vla_policy/list_parameters", ListParameters.Request()).result.names
+    assert {"joint_velocity_max", "cameras.agentview.topic", "node.ensemble_decay", "node.status_rate_hz",
+            "node.min_inference_interval_s", "node.executor", "node.realtime_priority"} <= set(names)
+    ours = [n for n in names if n not in ("use_sim_time", "start_type_description_service")]  # rclpy's own
+    described = _service(driver, DescribeParameters, "/vla_policy/describe_parameters",
+                         DescribeParameters.Request(names=ours)).descriptors
+    by_name = {d.name: d for d in described}
+    assert set(by_name) == set(ours)
+    for name, d in by_name.items():
+        assert d.read_only, name
+        assert len(d.description) > 30 and "not described" not in d.description, (name, d.description)
+        assert "read-only" in d.additional_constraints, (name, d.additional_constraints)
+    texts = [d.description for d in by_name.values()]
+    assert len(set(texts)) == len(texts), "two parameters share a description"
+    assert "rad/s" in by_name["joint_velocity_max"].description
+    assert "rad/s^2" in by_name["joint_acceleration_max"].description
+    assert "'agentview'" in by_name["cameras.agentview.topic"].description
+    assert "exp(-ensemble_decay" in by_name["node.ensemble_decay"].description
+    assert "~/status" in by_name["node.status_rate_hz"].description
+
+
+def test_serve_ros_flags_are_read_only_parameters(tmp_path):
+    from vla.real_robot.ros_node import PolicyNodeOptions
+
+    flags = {"policy": "ws://gpu-host:8000", "robot": "configs/robot/panda.yaml", "action_space": "joint",
+             "device": "cpu", "enable_on_start": False, "inference_process": True, "not_a_flag": 1}
+    with running_loop(tmp_path, OffsetPolicy(), options=PolicyNodeOptions(serve_ros_arguments=flags)) as (_, node):
+        assert node.get_parameter("serve_ros.policy").value == "ws://gpu-host:8000"
+        assert node.get_parameter("serve_ros.action_space").value == "joint"
+        assert node.get_parameter("serve_ros.inference_process").value is True
+        assert not node.has_parameter("serve_ros.not_a_flag")
+        assert node.describe_parameter("serve_ros.robot").read_only
+        assert "robot config YAML" in node.describe_parameter("serve_ros.robot").description
+
+
+def test_every_config_field_option_and_serve_ros_flag_has_a_parameter_description():
+    """A robot config key, node option or serve-ros flag added without a description fails here,
+    not at the operator's `ros2 param describe`."""
+    import dataclasses
+    import typing
+
+    from vla.config import ServeRosConfig
+    from vla.real_robot import robot_config
+    from vla.real_robot.ros_node import PolicyNodeOptions
+    from vla.real_robot.ros_parameters import (CONFIG_DESCRIPTIONS, OPTION_DESCRIPTIONS, SERVE_ROS_DESCRIPTIONS,
+                                               config_description)
+
+    def leaves(cls, prefix=""):
+        hints = typing.get_type_hints(cls, vars(robot_config))
+        for f in dataclasses.fields(cls):
+            kind = hints[f.name]
+            inner = [a for a in typing.get_args(kind) if dataclasses.is_dataclass(a)]
+            if f.name == "cameras":
+                yield from leaves(robot_config.CameraConfig, f"{prefix}cameras.agentview.")
+            elif dataclasses.is_dataclass(kind) or inner:
+                yield from leaves(inner[0] if inner else kind, f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}"
+
+    config_keys = list(leaves(robot_config.RobotConfig))
+    missing = [k for k in config_keys if config_description(k) is None]
+    assert not missing, f"robot config keys without a parameter description: {missing}"
+    unused = set(CONFIG_DESCRIPTIONS) - {k.replace("cameras.agentview.", "cameras.{camera}.") for k in config_keys}
+    assert not unused, f"descriptions of no config key: {unused}"
+    not_parameters = {"node_name", "use_sim_time", "serve_ros_arguments"}  # the node's name, ROS's own, the flags
+    options = {f.name for f in dataclasses.fields(PolicyNodeOptions)} - not_parameters
+    assert options <= set(OPTION_DESCRIPTIONS), options - set(OPTION_DESCRIPTIONS)
+    # domain_id picks the DDS domain; realtime_priority, use_sim_time and policy_rate_hz are node.* / ROS's own.
+    flags = {f.name for f in dataclasses.fields(ServeRosConfig)} - {"domain_id", "realtime_priority", "use_sim_time",
+                                                                      "policy_rate_hz"}
+    assert flags == set(SERVE_ROS_DESCRIPTIONS), flags ^ set(SERVE_ROS_DESCRIPTIONS)
 
 
 def test_use_sim_time_takes_stamps_from_the_simulated_clock(tmp_path):
