@@ -25,7 +25,10 @@ it. Exception: a following-error or implausible-joint-state latch sends nothing 
 because ramping down commands the arm is not following would pull it toward them.
 Motion restarts from the *measured* pose at rest (re-anchoring): after a hold came to rest
 the measured pose must be within the following tolerance of the last command, otherwise
-it latches; after enable/resume (an operator's act) it re-anchors unconditionally.
+it latches; after enable/resume (an operator's act) it re-anchors unconditionally. The
+re-anchor is committed only with a step that goes out: a first step from rest that the
+workspace check refuses sends nothing (the hold point does not follow a pushed arm, and
+the last command sent stays the following-error reference).
 Each intervention is counted per kind and logged, rate-limited.
 """
 
@@ -287,21 +290,34 @@ class SafetyLayer:
                               f"observation age {now - self._obs_stamp:.3f} s beyond {lim.max_observation_age_s} s",
                               now)
         if self._anchor_requested or self._last_positions is None:
-            self._anchor(now)
+            anchor = True
         elif self._following_error_latched():
             return self._issue(None, None, True, [Intervention.FOLLOWING_ERROR])
-        elif self._resting:
-            self._anchor(now)  # continuous with where the arm is, not with where it was told to be
+        else:
+            anchor = self._resting  # continuous with where the arm is, not with where it was told to be
 
         reasons: list[Intervention] = []
-        q_prev, v_prev, dt = self._last_positions, self._last_velocities, lim.control_period_s
+        dt = lim.control_period_s
+        if anchor:  # from the measured pose at rest; committed only if the step goes out
+            q_prev, v_prev = self._obs_positions.copy(), np.zeros(lim.num_joints)
+        else:
+            q_prev, v_prev = self._last_positions, self._last_velocities
         desired_v = self._desired_velocity(target, q_prev, dt, reasons)
         v = self._limit_velocity(desired_v, q_prev, v_prev, reasons)
         q = self._step(q_prev, v)
         v = (q - q_prev) / dt
         if self.forward_kinematics is not None and not self._step_keeps_workspace(q_prev, q, v):
-            return self._hold(Intervention.WORKSPACE,
-                              "step or its braking path would leave the end-effector workspace box", now, reasons)
+            message = "step or its braking path would leave the end-effector workspace box"
+            if anchor:
+                # Still at rest: send nothing, as a hold at rest does. Committing the anchor would
+                # send the measured pose every tick, so the hold point would follow an arm that is
+                # pushed or sags, and the history of what was really sent (the following-error
+                # reference) would be lost.
+                self._note(reasons, Intervention.WORKSPACE, message)
+                return self._issue(None, None, True, reasons)
+            return self._hold(Intervention.WORKSPACE, message, now, reasons)
+        if anchor:
+            self._anchor(now)
         return self._send(q, v, False, reasons, now)
 
     def _fresh(self, now: float) -> bool:

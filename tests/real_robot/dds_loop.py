@@ -215,12 +215,14 @@ def running_loop(tmp_path: Path, policy, output_mode: str = "joint_trajectory", 
             spinner.join(2.0)
 
 
-def enable_and_move(driver: Driver, node: PolicyNode) -> None:
+def enable_and_move(driver: Driver, node: PolicyNode, commands: int = 20) -> None:
+    """Send the instruction, enable motion, wait for more than `commands` commands (fewer when the
+    motion soon stops at a hold: a hold at rest sends nothing)."""
     for _ in range(3):  # the first instruction may go out before discovery completes
         driver.instruction_pub.publish(String(data="lift the cube"))
         time.sleep(0.1)
     assert call(driver, "/vla_policy/enable_motion").success
-    wait_for(lambda: len(driver.commands_since(0.0)) > 20, 8.0, "commands after enabling motion")
+    wait_for(lambda: len(driver.commands_since(0.0)) > commands, 8.0, "commands after enabling motion")
 
 
 def assert_within_limits(config, commands: list[np.ndarray]) -> None:

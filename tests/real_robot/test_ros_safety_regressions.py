@@ -338,10 +338,83 @@ def test_joint_policy_gets_the_workspace_check_on_its_links(tmp_path):
         assert fk(HOME).shape == (2, 3)
         np.testing.assert_allclose(fk(HOME)[0], kinematics.position_in_base(HOME), atol=1e-9)
         assert fk(HOME + elbow_up)[1][2] > 0.75 > fk(HOME + elbow_up)[0][2]  # the link leaves, the tool does not
-        enable_and_move(driver, node)
+        enable_and_move(driver, node, commands=5)  # the arm soon stops at the box, then sends nothing
         wait_for(lambda: node.safety.counts["workspace"] > 0, 5.0, f"a workspace hold, counts {node.safety.counts}")
         time.sleep(0.5)
         points = np.stack([fk(q) for q in driver.commands_since(0.0)])
         assert np.all(points <= np.array(workspace["max"]) + 1e-9), points[..., 2].max(axis=0)
         assert points[:, 1, 2].max() > 0.7, "the arm did not get near the box's top"
         assert_within_limits(node.config, driver.commands_since(0.0))
+
+
+MOVED = np.array([0.05, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # the arm moved by hand (or sagged) 0.05 rad on joint 1
+
+
+def wait_at_rest(driver, quiet_s: float = 0.3, timeout_s: float = 5.0) -> None:
+    """Until no command moved the arm for `quiet_s` (a hold that braked to rest sends nothing more)."""
+    def rested():
+        recent = driver.commands_since(time.monotonic() - quiet_s)
+        return all(np.array_equal(q, driver.q) for q in recent)
+
+    wait_for(rested, timeout_s, f"no motion commanded for {quiet_s} s")
+
+
+def assert_continuous_from(driver, node, since: float, measured: np.ndarray) -> None:
+    """The first command after `since` starts at the measured pose (one period of acceleration from
+    rest at most), and no command since asked the arm for more than its velocity limit."""
+    after = driver.commands_since(since)
+    assert np.all(np.abs(after[0] - measured) <= start_of_rest_bound(node)), after[0] - measured
+    assert np.all(driver.max_step_speed(since) <= speed_limit(node)), driver.max_step_speed(since)
+    assert_within_limits(node.config, after)
+
+
+def test_arm_moved_during_a_stale_hold_restarts_from_the_measured_pose(tmp_path):
+    """Continuity: the arm moves 0.05 rad (within the following tolerance) while the joint states are
+    stale; when they return, motion restarts by itself from where the arm is, not from the hold."""
+    with running_loop(tmp_path, TargetPolicy()) as (driver, node):
+        enable_and_move(driver, node)
+        wait_moving_fast(driver, node)
+        driver.publishing = False
+        wait_for(lambda: node.safety.counts["stale_observation"] > 3, 5.0, "a stale-observation hold")
+        wait_at_rest(driver)
+        moved = driver.q + MOVED
+        driver.teleport(moved)
+        back = time.monotonic()
+        driver.publishing = True
+        wait_for(lambda: len(driver.commands_since(back)) > 10, 5.0, "motion after the sensors came back")
+        assert latch(node) is None, node.safety.counts
+        assert_continuous_from(driver, node, back, moved)
+
+
+def test_arm_moved_during_a_workspace_hold_restarts_from_the_measured_pose(tmp_path):
+    """Continuity: the policy pushes link 7 out of the box (a workspace hold), the arm is moved 0.05
+    rad meanwhile; the hold sends nothing once at rest (the arm is not pulled back), and when the
+    policy turns back into the box motion restarts from the measured pose."""
+    from vla.real_robot.ros_kinematics import panda_kinematics
+    from vla.real_robot.ros_serve import workspace_check
+    from vla.real_robot.safety import SafetyLayer
+
+    kinematics = panda_kinematics()
+    workspace = {"min": [0.15, -0.5, 0.02], "max": [0.8, 0.5, 0.75], "links": ["robot0_link7"]}
+
+    def make_safety(config):
+        return SafetyLayer(config, forward_kinematics=workspace_check(config, kinematics))
+
+    policy = TargetPolicy(offset=np.array([0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0]))  # elbow up: link 7 leaves
+    with running_loop(tmp_path, policy, make_safety=make_safety, workspace=workspace) as (driver, node):
+        enable_and_move(driver, node, commands=5)  # the arm soon stops at the box, then sends nothing
+        wait_for(lambda: node.safety.counts["workspace"] > 0, 5.0, f"a workspace hold, counts {node.safety.counts}")
+        wait_at_rest(driver)
+        rested = time.monotonic()
+        time.sleep(0.3)
+        assert driver.commands_since(rested) == [], "a workspace hold at rest kept sending"
+        moved = driver.q + MOVED
+        driver.teleport(moved)
+        pushed = time.monotonic()
+        time.sleep(0.4)  # the policy still pushes out of the box
+        assert driver.commands_since(pushed) == [], "the moved arm was commanded during the workspace hold"
+        np.testing.assert_array_equal(driver.q, moved)
+        policy.row[:7] = HOME  # back down, into the box
+        wait_for(lambda: len(driver.commands_since(pushed)) > 10, 5.0, "motion after the policy turned back")
+        assert latch(node) is None, node.safety.counts
+        assert_continuous_from(driver, node, pushed, moved)

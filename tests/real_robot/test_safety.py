@@ -127,6 +127,9 @@ def test_workspace_box_never_left():
         if rng.random() < 0.1:
             target = rng.uniform(-3, 3, size=7)
         cmd = layer.filter(target, now)
+        if cmd.positions is None:  # a hold at rest: nothing sent, the arm stays where it is
+            assert cmd.holding, step
+            continue
         p = toy_fk(cmd.positions)
         assert np.all(p >= lo - TOL) and np.all(p <= hi + TOL), step
     assert layer.counts["workspace"] > 10
@@ -148,7 +151,8 @@ def test_workspace_allows_moving_back_from_outside_and_holds_on_fk_failure():
 
     layer = running_layer(fk=broken_fk)
     cmd = layer.filter(HOME + 0.1, now=0.0)
-    assert cmd.holding and np.array_equal(cmd.positions, HOME)
+    # At rest: nothing is sent (the controller keeps its point), as any hold at rest.
+    assert cmd.holding and cmd.positions is None and Intervention.WORKSPACE in cmd.interventions
 
 
 def follow(layer: SafetyLayer, cmd, now: float) -> None:
@@ -326,3 +330,28 @@ def test_interventions_are_counted_every_time_but_logged_rate_limited(caplog):
     lines = [r.getMessage() for r in caplog.records if "non_finite" in r.getMessage()]
     assert layer.counts["non_finite"] == 101
     assert len(lines) == 2 and "99 more suppressed" in lines[1]
+
+
+def test_a_workspace_hold_at_rest_sends_nothing_and_latches_on_a_push_beyond_the_tolerance():
+    """At rest in a workspace hold (the policy keeps pushing out), nothing is sent: the hold point
+    does not follow the measured arm, and the last command sent stays the following reference."""
+    fk = lambda q: toy_fk(q) + np.array([0.34, 0.0, 0.0])  # HOME at x = 0.79, just inside the box  # noqa: E731
+    assert LIMITS.workspace_max[0] - 0.02 < fk(HOME)[0] < LIMITS.workspace_max[0]
+    layer = running_layer(fk=fk)
+    out = HOME + np.array([0.5, 0, 0, 0, 0, 0, 0])  # +x: out of the box
+    sent, now = [], 0.0
+    for i in range(40):  # toward the box's face, then a hold that brakes to rest
+        now = i * DT
+        cmd = layer.filter(out, now)
+        follow(layer, cmd, now)
+        sent.append(cmd.positions)
+    assert layer.counts["workspace"] > 0 and all(q is None for q in sent[-10:]), "kept sending at rest"
+    rest = layer.last_commanded
+    for i, push in enumerate(np.linspace(0.0, 0.2, 12)):  # pushed by hand along joint 2
+        now += DT
+        layer.observe(rest + np.array([0, push, 0, 0, 0, 0, 0]), stamp=now)
+        cmd = layer.filter(out, now)
+        assert cmd.positions is None, f"commanded the pushed arm at {push:.3f} rad"
+        if push > LIMITS.max_following_error_rad + 0.02:
+            break
+    assert layer.latch == "following_error", layer.counts
