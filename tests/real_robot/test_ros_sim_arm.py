@@ -107,3 +107,58 @@ def test_policy_drives_the_sim_arm_through_the_kinematics_bridge(tmp_path):
         if operator is not None:
             operator.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_sim_arm_drops_and_counts_a_trajectory_the_controller_would_refuse(tmp_path):
+    """A stamped JointTrajectory whose (last) point has non-zero velocities is one a default
+    joint_trajectory_controller refuses (allow_nonzero_velocity_at_trajectory_end: false): the sim
+    arm drops it, counts it under jtc_rejected and does not move; the same point without velocities
+    is accepted and followed."""
+    from trajectory_msgs.msg import JointTrajectory
+
+    from vla.real_robot.ros_messages import joint_trajectory_msg
+
+    prepare_ros_environment(localhost_only=True)
+    config = load_robot_config(PANDA)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=random.randint(100, 200))
+    arm = sender = None
+    try:
+        arm = SimArmNode(config, context=context).start()
+        sender = Node("trajectory_sender", context=context)
+        publisher = sender.create_publisher(JointTrajectory, config.topics.joint_trajectory, COMMAND_QOS)
+        q0 = arm.joint_positions
+        target = q0 + np.array([0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+        velocities = np.array([0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+
+        def send(with_velocities: bool) -> None:
+            # Stamped now and due 0.5 s later: on time, so the velocities alone decide.
+            publisher.publish(joint_trajectory_msg(config.joint_names, target,
+                                                   velocities if with_velocities else None, 0.5, time.time()))
+
+        def rejected() -> int:
+            return arm.rejected.get("jtc_rejected", 0)
+
+        def keep_sending_until(with_velocities: bool, done) -> bool:  # discovery may drop the first ones
+            send(with_velocities)
+            time.sleep(0.05)
+            return done()
+
+        wait_for(lambda: keep_sending_until(True, lambda: rejected() >= 1), 10.0,
+                 f"a jtc_rejected count, rejected {arm.rejected}")
+        time.sleep(0.3)  # any accepted command would have moved the arm by now
+        assert arm.commands_received == 0, "a trajectory with non-zero end velocity was followed"
+        assert set(arm.rejected) == {"jtc_rejected"}, arm.rejected
+        np.testing.assert_allclose(arm.joint_positions, q0, atol=1e-9)
+        assert len(arm.command_transport_s) >= 1  # stamped: its transport time was measured before the check
+        n = rejected()
+        wait_for(lambda: keep_sending_until(False, lambda: arm.commands_received >= 1), 10.0,
+                 "the positions-only trajectory accepted")
+        assert rejected() == n, "a positions-only trajectory was refused"
+        wait_for(lambda: abs(arm.joint_positions[0] - target[0]) < 1e-3, 5.0, "the arm at the accepted target")
+    finally:
+        if arm is not None:
+            arm.close()
+        if sender is not None:
+            sender.destroy_node()
+        rclpy.shutdown(context=context)
