@@ -163,7 +163,7 @@ def main() -> None:
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--algo", choices=["grpo", "ppo", "filtered_bc"], required=True)
+    parser.add_argument("--algo", choices=["grpo", "ppo", "filtered_bc", "srpo"], required=True)
     parser.add_argument("--policy", required=True, help="supervised policy checkpoint directory")
     parser.add_argument("--config", help="RL config file (default: configs/rl/lift_<algo>.yaml)")
     parser.add_argument("--iterations", type=int, default=30)
