@@ -215,6 +215,7 @@ class PolicyNode(Node):
         # Held from a control tick's filter to its publish, and by the e-stop and disable services
         # around their state change (module docstring).
         self._command_lock = threading.Lock()
+        self._closed = False
         rt = self.options.realtime_priority
         priorities = {"control": rt, "spin": max(rt - 1, 1), "safety": max(rt - 1, 1)} if rt > 0 else {}
         self.threads = NodeThreads(self, self.options.node_name, self.rlog, self.options.executor, priorities)
@@ -266,6 +267,10 @@ class PolicyNode(Node):
         return self
 
     def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the threads, then destroy both nodes; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         self._new_observation.set()  # wake the inference thread so it sees the stop
         self.threads.stop(timeout_s)  # joins the safety loop too
         self._safety_executor.shutdown(timeout_sec=timeout_s)

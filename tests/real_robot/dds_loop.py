@@ -243,3 +243,42 @@ def assert_still(driver: Driver, since: float, what: str) -> None:
     same point)."""
     held = driver.commands_since(since)
     assert all(np.array_equal(held[0], q) for q in held), f"the arm moved {what}"
+
+
+def speed_limit(node) -> np.ndarray:
+    return np.array(node.config.joint_velocity_max) * (1 + 1e-6) + 1e-6
+
+
+def start_of_rest_bound(node) -> np.ndarray:
+    """How far the first command may lie from the pose it starts at rest from: one period at full acceleration."""
+    dt = node.config.control_period_s
+    return np.array(node.config.joint_acceleration_max) * dt * dt + 1e-6
+
+
+def wait_moving_fast(driver, node, speed: float = 1.0) -> None:
+    """Until joint 1 moves faster than `speed` rad/s (so that a stop must brake)."""
+    dt = node.config.control_period_s
+
+    def fast():
+        c = driver.commands_since(time.monotonic() - 0.1)
+        return len(c) > 1 and abs(c[-1][0] - c[-2][0]) / dt > speed
+
+    wait_for(fast, 5.0, f"joint 1 moving faster than {speed} rad/s")
+
+
+def wait_at_rest(driver, quiet_s: float = 0.3, timeout_s: float = 5.0) -> None:
+    """Until no command moved the arm for `quiet_s` (a hold that braked to rest sends nothing more)."""
+    def rested():
+        recent = driver.commands_since(time.monotonic() - quiet_s)
+        return all(np.array_equal(q, driver.q) for q in recent)
+
+    wait_for(rested, timeout_s, f"no motion commanded for {quiet_s} s")
+
+
+def assert_continuous_from(driver, node, since: float, measured: np.ndarray) -> None:
+    """The first command after `since` starts at the measured pose (one period of acceleration from
+    rest at most), and no command since asked the arm for more than its velocity limit."""
+    after = driver.commands_since(since)
+    assert np.all(np.abs(after[0] - measured) <= start_of_rest_bound(node)), after[0] - measured
+    assert np.all(driver.max_step_speed(since) <= speed_limit(node)), driver.max_step_speed(since)
+    assert_within_limits(node.config, after)

@@ -18,7 +18,8 @@ try:
 except ImportError as exc:  # the [ros] extra is optional
     pytest.skip(f"rclpy is not importable, install the [ros] extra: {exc}", allow_module_level=True)
 
-from dds_loop import HOME, assert_within_limits, call, enable_and_move, running_loop, wait_for  # noqa: E402
+from dds_loop import (HOME, assert_continuous_from, assert_within_limits, call, enable_and_move,  # noqa: E402
+                      running_loop, speed_limit, start_of_rest_bound, wait_at_rest, wait_for, wait_moving_fast)
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
@@ -41,27 +42,6 @@ class TargetPolicy:
 
 def latch(node) -> str | None:
     return getattr(node.safety, "latch", "(no latch attribute)")
-
-
-def speed_limit(node) -> np.ndarray:
-    return np.array(node.config.joint_velocity_max) * (1 + 1e-6) + 1e-6
-
-
-def start_of_rest_bound(node) -> np.ndarray:
-    """How far the first command may lie from the pose it starts at rest from: one period at full acceleration."""
-    dt = node.config.control_period_s
-    return np.array(node.config.joint_acceleration_max) * dt * dt + 1e-6
-
-
-def wait_moving_fast(driver, node, speed: float = 1.0) -> None:
-    """Until joint 1 moves faster than `speed` rad/s (so that a stop must brake)."""
-    dt = node.config.control_period_s
-
-    def fast():
-        c = driver.commands_since(time.monotonic() - 0.1)
-        return len(c) > 1 and abs(c[-1][0] - c[-2][0]) / dt > speed
-
-    wait_for(fast, 5.0, f"joint 1 moving faster than {speed} rad/s")
 
 
 def resume_when_accepted(driver, timeout_s: float = 6.0) -> None:
@@ -348,24 +328,6 @@ def test_joint_policy_gets_the_workspace_check_on_its_links(tmp_path):
 
 
 MOVED = np.array([0.05, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # the arm moved by hand (or sagged) 0.05 rad on joint 1
-
-
-def wait_at_rest(driver, quiet_s: float = 0.3, timeout_s: float = 5.0) -> None:
-    """Until no command moved the arm for `quiet_s` (a hold that braked to rest sends nothing more)."""
-    def rested():
-        recent = driver.commands_since(time.monotonic() - quiet_s)
-        return all(np.array_equal(q, driver.q) for q in recent)
-
-    wait_for(rested, timeout_s, f"no motion commanded for {quiet_s} s")
-
-
-def assert_continuous_from(driver, node, since: float, measured: np.ndarray) -> None:
-    """The first command after `since` starts at the measured pose (one period of acceleration from
-    rest at most), and no command since asked the arm for more than its velocity limit."""
-    after = driver.commands_since(since)
-    assert np.all(np.abs(after[0] - measured) <= start_of_rest_bound(node)), after[0] - measured
-    assert np.all(driver.max_step_speed(since) <= speed_limit(node)), driver.max_step_speed(since)
-    assert_within_limits(node.config, after)
 
 
 def test_arm_moved_during_a_stale_hold_restarts_from_the_measured_pose(tmp_path):
