@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from tests.policy.helpers import make_policy
 from tests.rl.fake_env import FakeVectorEnv
 from vla.config import RLConfig
-from vla.rl.distributed import broadcast_parameters, data_parallel, shard
+from vla.rl.distributed import broadcast_parameters, data_parallel, minibatch_mean, shard, split_of
 from vla.rl.grpo import grpo_update
 from vla.rl.rollout import RolloutEngine, SamplingSpec
 from vla.rl.update import UpdateContext
@@ -55,6 +55,8 @@ def worker(rank, init_file, out_dir):
         assert data_parallel() == (rank, WORLD)
         part, weight = shard(torch.arange(9), 1.0)  # each process computes its share only
         assert part.tolist() == ([0, 1, 2, 3, 4] if rank == 0 else [5, 6, 7, 8]) and weight == part.numel() / 9
+        assert split_of(part.numel()) == ((0, 9) if rank == 0 else (5, 9))  # per-decision draws: the whole 9
+        assert minibatch_mean(float(rank + 1)) == pytest.approx(5 / 9 * 1 + 4 / 9 * 2)  # share-weighted, same on both
         policy, rollouts, cfg = setup()
         broadcast_parameters(list(policy.parameters()))
         grads = []
@@ -89,3 +91,4 @@ def test_a_single_process_update_is_not_sharded():
     assert data_parallel() is None
     idx = torch.arange(5)
     assert shard(idx, 0.5) == (idx, 0.5)
+    assert split_of(5) == (0, 5) and minibatch_mean(0.25) == 0.25

@@ -13,14 +13,28 @@ RL losses call the policy's own methods (encode, velocity) instead; summing the 
 step is the same reduction without that constraint, and the algorithms (grpo.py, ppo.py, ...) do not
 change at all: update.py's epoch_minibatches and optimizer_step call this module.
 
-Exact for losses that are means over a minibatch's decisions (all of the RL core's); statistics that
-decide control flow per minibatch (``target_kl``) are per process, so keep target_kl at 0 there.
+Exact for losses that are means over a minibatch's decisions (all of the RL core's). The two per-minibatch
+quantities that are not such means are made rank-independent here: the ``target_kl`` stop compares the
+minibatch's approximate KL summed over the shares (``minibatch_mean``), so every process stops at the same
+minibatch, and the velocity anchor draws its random denoising steps for the whole minibatch and keeps its
+share's (``split_of``), so the run's generator advances alike everywhere.
+
+``vla rl`` under torchrun (``join_from_env``): rank 0 collects the rollouts (its env workers, local or Ray)
+and sends them with the generator's state to the other ranks (``broadcast_from_main``); every rank then runs
+the unchanged update on its shares, and only rank 0 writes (``is_main``). See docs/SCALING.md.
 """
 
 from __future__ import annotations
 
+import io
+import os
+
 import torch
 import torch.distributed as dist
+
+# (offset, count, total) of the share of a minibatch that shard() handed out last: the update's per-minibatch
+# code runs between two shard() calls (epoch_minibatches is a generator), so it describes the current minibatch.
+_split: tuple[int, int, int] | None = None
 
 
 def data_parallel() -> tuple[int, int] | None:
@@ -36,14 +50,39 @@ def shard(idx: torch.Tensor, weight: float) -> tuple[torch.Tensor, float]:
     A minibatch smaller than the process count is not split: every process computes all of it,
     each with 1 / world of the weight, so the sum is the same.
     """
+    global _split
     group = data_parallel()
     if group is None:
         return idx, weight
     rank, world = group
     if idx.numel() < world:
+        _split = (0, idx.numel(), idx.numel())
         return idx, weight / world
-    part = idx.tensor_split(world)[rank]
+    parts = idx.tensor_split(world)
+    part = parts[rank]
+    _split = (sum(p.numel() for p in parts[:rank]), part.numel(), idx.numel())
     return part, weight * part.numel() / idx.numel()
+
+
+def split_of(n: int) -> tuple[int, int]:
+    """(offset, total): where this process's n decisions sit in the whole current minibatch of total
+    decisions; (0, n) alone. A draw of one random number per decision draws total and keeps [offset, offset+n)."""
+    if data_parallel() is None or _split is None or _split[1] != n:
+        return 0, n
+    return _split[0], _split[2]
+
+
+def minibatch_mean(value: float) -> float:
+    """The whole current minibatch's mean of a per-decision statistic of which this process has the mean
+    over its share (the share-weighted sum over processes; every process gets the same number)."""
+    if data_parallel() is None or _split is None:
+        return value
+    offset, count, total = _split
+    world = dist.get_world_size()
+    weight = 1.0 / world if count == total else count / total  # an unsplit minibatch: every process has all of it
+    t = torch.tensor([value * weight], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t)
 
 
 def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
@@ -74,3 +113,63 @@ def broadcast_parameters(params: list[torch.nn.Parameter], src: int = 0) -> None
     with torch.no_grad():
         for p in params:
             dist.broadcast(p.data, src)
+
+
+def join_from_env(device: str) -> tuple[str, bool]:
+    """Join the torch.distributed process group torchrun describes (WORLD_SIZE > 1 in the environment).
+
+    CPU: gloo. CUDA: NCCL for the CUDA tensors (gradients) and gloo for the CPU ones (flags, rollouts), and
+    the device becomes cuda:LOCAL_RANK, one GPU per process. Returns (device, joined): joined is True when
+    this call initialised the group (leave() it at the end); an already initialised group is used as it is."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not dist.is_available():
+        return device, False
+    cuda = device.startswith("cuda")
+    if cuda:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    if dist.is_initialized():
+        return device, False
+    dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+    return device, True
+
+
+def leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main() -> bool:
+    """True on rank 0, and in a single process: the process that writes checkpoints, logs and the summary."""
+    group = data_parallel()
+    return group is None or group[0] == 0
+
+
+def broadcast_from_main(obj, device: str | torch.device):
+    """Rank 0's obj on every rank (serialised with torch.save; tensors land on `device`). Alone: obj."""
+    if data_parallel() is None:
+        return obj
+    payload = [None]
+    if is_main():
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        payload = [buffer.getvalue()]
+    dist.broadcast_object_list(payload, src=0)
+    if is_main():
+        return obj
+    return torch.load(io.BytesIO(payload[0]), map_location=device, weights_only=False)
+
+
+def mean_over_ranks(stats: dict) -> dict:
+    """Each float statistic averaged over the processes (each computed its own shares of the minibatches);
+    keys that not every process has are kept as this process's. Alone: stats."""
+    if data_parallel() is None:
+        return stats
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, stats)
+    out = dict(stats)
+    for key, value in stats.items():
+        values = [g.get(key) for g in gathered]
+        if isinstance(value, float) and all(isinstance(v, float) for v in values):
+            out[key] = sum(values) / len(values)
+    return out

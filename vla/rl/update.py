@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vla.policy.sampling import NoiseHead, chain_log_prob, times_of_steps
-from vla.rl.distributed import all_reduce_gradients, shard
+from vla.rl.distributed import all_reduce_gradients, minibatch_mean, shard, split_of
 from vla.rl.flow_surrogate import FlowSurrogate
 from vla.rl.losses import check_finite, policy_loss
 from vla.rl.rollout import Rollouts, SamplingSpec
@@ -148,7 +148,8 @@ def velocity_anchor(policy, ref_policy, chains: torch.Tensor, encoded: tuple, re
     An unbiased one-step estimate of the flow-matching distance keeps the whole velocity field near
     the reference for one extra velocity evaluation per decision."""
     b, k_steps = chains.shape[0], chains.shape[1] - 1
-    steps = torch.randint(0, k_steps, (b,), generator=generator).to(chains.device)
+    offset, total = split_of(b)  # data-parallel: draw the whole minibatch's steps, keep this share's
+    steps = torch.randint(0, k_steps, (total,), generator=generator)[offset:offset + b].to(chains.device)
     x = chains[torch.arange(b, device=chains.device), steps]
     t = times_of_steps(steps, k_steps)
     v = policy.velocity(*encoded, x, t)
@@ -231,7 +232,8 @@ def kl_exceeded(loss_stats: dict[str, float], target_kl: float) -> bool:
     Checked before each optimizer step: with a few hundred decisions per iteration the
     gradient is noisy and Adam turns noise into full-size steps, so without a bound one
     iteration could move the policy far from the one that collected the data."""
-    return target_kl > 0 and loss_stats["approx_kl"] > target_kl
+    # data-parallel: the whole minibatch's KL (the same number on every process, so all stop together)
+    return target_kl > 0 and minibatch_mean(loss_stats["approx_kl"]) > target_kl
 
 
 def update_summary(rows: list[dict[str, float]], stopped_early: bool) -> dict[str, float]:
