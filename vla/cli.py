@@ -50,6 +50,11 @@ def _rl(cfg) -> None:
     from vla.policy.steered.spaces import SPACES
 
     if cfg.algo in SPACES:  # off-policy steering of the frozen policy
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from vla.config import ConfigError
+
+            raise ConfigError(f"--algo {cfg.algo}: the off-policy steering learners do not run data-parallel; "
+                              "run them as one process (without torchrun)")
         from vla.rl.steering.trainer import train_steering
 
         train_steering(cfg)

@@ -14,6 +14,7 @@ weights change; the last good checkpoint stays as it was.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +34,7 @@ from vla.policy.finetune import apply_finetune_options
 from vla.policy.registry import load_policy
 from vla.policy.sampling import MODES, SDE_MODES, NoiseHead
 from vla.rl.advantages import STD_SCOPES
+from vla.rl import distributed
 from vla.rl.backend import validate_backend, vec_env_factory
 from vla.rl.filtered_bc import DemoFrames, SuccessBuffer, filtered_bc_update
 from vla.rl.flow_surrogate import build_flow_surrogate
@@ -189,8 +191,21 @@ def _evaluate(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0, pr
 
 
 def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory | None = None) -> dict:
-    """Run (or resume) RL post-training; returns a summary dict (also written to rl_summary.json)."""
+    """Run (or resume) RL post-training; returns a summary dict (also written to rl_summary.json).
+
+    Under torchrun (WORLD_SIZE > 1) every process joins the process group and the update is data-parallel:
+    rank 0 collects the rollouts and broadcasts them, each rank computes its shares of every minibatch and
+    the gradients are summed (vla/rl/distributed.py); only rank 0 writes. Other ranks return {}."""
     validate(cfg)
+    cfg.device, joined = distributed.join_from_env(cfg.device)
+    try:
+        return _train_rl(cfg, progress, make_vec_env)
+    finally:
+        if joined:
+            distributed.leave()
+
+
+def _train_rl(cfg: RLConfig, progress: bool, make_vec_env: VecEnvFactory | None) -> dict:
     update_fn, needs_value = ALGORITHMS[cfg.algo]
     resolve_threads(cfg.num_threads)
     out = Path(cfg.output_dir)
@@ -200,7 +215,9 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     if not cfg.resume and last.is_dir() and not cfg.overwrite:
         raise ConfigError(f"{out} already holds an RL run ({last}); pass --resume=true to continue it, "
                           "--overwrite=true to replace it, or choose another --output_dir")
-    if not cfg.resume:
+    main = distributed.is_main()  # the one process that writes (every process when alone)
+    progress = progress and main
+    if not cfg.resume and main:
         claim_output_dir(out, cfg.overwrite, resumable=True)
     if cfg.resume:
         saved_algo = read_training_state(last).get("algo")
@@ -231,7 +248,8 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
     progress_reward, frame_camera = None, None
     if cfg.algo == "srpo":  # its frames' camera joins the env; its frozen encoder loads
         env_kwargs, frame_camera, progress_reward = prepare_srpo(cfg, policy, env_kwargs)
-    write_resolved_config(cfg, out)
+    if main:
+        write_resolved_config(cfg, out)
     noise_head, value_head = _make_heads(cfg, policy, source, needs_value)
     ref_policy = None
     if cfg.kl_coef > 0 or cfg.anchor_coef > 0:
@@ -259,6 +277,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
         state = restore_training_state(last, optimizer, scheduler, generator)
         start, history = state["iteration"], state["history"]
         print(f"resuming {cfg.algo} from {last} after iteration {start}")
+    distributed.broadcast_parameters(params)  # data-parallel: rank 0's weights everywhere (they already agree)
     n_params = sum(p.numel() for p in params)
     print(f"{cfg.algo.upper()} on {cfg.env.task}: {cfg.n_groups} groups x {cfg.group_size} rollouts per iteration, "
           f"{cfg.iterations} iterations, {n_params / 1e6:.2f}M trainable parameters, sampling "
@@ -266,22 +285,30 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
 
     sampling = SamplingSpec(cfg.sampling.mode, cfg.sampling.sde_mode, cfg.sampling.noise_level,
                             cfg.sampling.mixed_steps)
-    writer = SummaryWriter(str(out / "tb"), purge_step=start)
+    writer = SummaryWriter(str(out / "tb"), purge_step=start) if main else None
     env_steps = int(history[-1]["env_steps"]) if history else 0
     summary: dict = {}
     factory = make_vec_env or vec_env_factory(cfg)
     stopped_early = False
     saved_at = start  # iterations covered by the checkpoint on disk (0: none)
     try:
-        with factory(cfg.n_envs, env_kwargs) as vec_env:
-            engine = RolloutEngine(policy, vec_env, sampling, noise_head, value_head, frame_camera=frame_camera)
+        # data-parallel: only rank 0 runs envs and collects; the other ranks receive its rollouts
+        with factory(cfg.n_envs, env_kwargs) if main else contextlib.nullcontext() as vec_env:
+            engine = RolloutEngine(policy, vec_env, sampling, noise_head, value_head, frame_camera=frame_camera) \
+                if main else None
             bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=f"rl {cfg.algo}",
                        disable=not progress, dynamic_ncols=True)
             for it in bar:
                 # -- rollouts
                 t0 = time.perf_counter()
                 policy.eval()
-                rollouts = engine.collect(group_seeds(cfg, it), cfg.group_size, generator, policy_version=it)
+                rollouts = None
+                if main:
+                    rollouts = engine.collect(group_seeds(cfg, it), cfg.group_size, generator, policy_version=it)
+                # the generator travels too: every rank then draws the update's shuffles as rank 0 does
+                rollouts, generator_state = distributed.broadcast_from_main(
+                    None if rollouts is None else (rollouts, generator.get_state()), cfg.device)
+                generator.set_state(generator_state)
                 rollout_s = time.perf_counter() - t0
                 staleness = staleness_stats(rollouts.trajectories, it, cfg.max_staleness)  # `it` updates so far
                 env_steps += rollouts.env_steps
@@ -297,7 +324,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                                                               rollouts.row_log_probs.shape[1], generator)
                     ctx.timings["logprob_s"] += time.perf_counter() - t1
                 try:
-                    stats = update_fn(ctx, rollouts, cfg)
+                    stats = distributed.mean_over_ranks(update_fn(ctx, rollouts, cfg))  # data-parallel: over shares
                 except NonFiniteError as exc:
                     kept = (f"the last good checkpoint is {last} (after iteration {saved_at})" if saved_at
                             else "no checkpoint had been written yet")
@@ -308,14 +335,15 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                     scheduler.step()
                 record = {"iteration": it, "env_steps": env_steps, "lr": lr, **_rollout_stats(rollouts), **staleness,
                           "rollout_s": rollout_s, **ctx.timings, **stats}
-                if cfg.eval.every and (it + 1) % cfg.eval.every == 0 and it + 1 < cfg.iterations:
+                if main and cfg.eval.every and (it + 1) % cfg.eval.every == 0 and it + 1 < cfg.iterations:
                     episodes, _ = _evaluate(policy, vec_env, cfg.eval.n_episodes_periodic, cfg.eval.seed)
                     record["eval_success_rate"] = float(np.mean([e.success for e in episodes]))
                 record["iteration_s"] = time.perf_counter() - t0
                 history.append(record)
-                _log(writer, record, it)
-                write_json_atomic(out / "history.json", {"algo": cfg.algo, "history": history})
-                plot_success(history, out / "success.png", title=f"{cfg.algo.upper()} on {cfg.env.task}")
+                if main:
+                    _log(writer, record, it)
+                    write_json_atomic(out / "history.json", {"algo": cfg.algo, "history": history})
+                    plot_success(history, out / "success.png", title=f"{cfg.algo.upper()} on {cfg.env.task}")
                 if cfg.algo == "filtered_bc":  # no ratio, KL or entropy: what it kept and its loss
                     bar.set_postfix(success=f"{record['success_rate']:.2f}",
                                     kept=int(record.get("kept_decisions", 0)), loss=f"{record.get('policy_loss', 0):.3f}")
@@ -325,7 +353,7 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                                     entropy=f"{record['entropy']:.1f}")
                 finished = it + 1 == cfg.iterations
                 stop_now = cfg.stop_after and it + 1 - start >= cfg.stop_after and not finished
-                if finished or stop_now or (cfg.save_every and (it + 1) % cfg.save_every == 0):
+                if main and (finished or stop_now or (cfg.save_every and (it + 1) % cfg.save_every == 0)):
                     save_training_checkpoint(last, policy, optimizer, scheduler, generator, it + 1, history,
                                              extra={"algo": cfg.algo},
                                              write_beside_policy=lambda d: save_heads(d, noise_head, value_head),
@@ -336,10 +364,11 @@ def train_rl(cfg: RLConfig, progress: bool = True, make_vec_env: VecEnvFactory |
                     print(f"stopping after {it + 1 - start} iterations (--stop_after); resume with --resume=true")
                     break
             bar.close()
-            if not stopped_early:
+            if not stopped_early and main:
                 summary = _finish(cfg, out, policy, noise_head, value_head, vec_env, history, progress)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     return summary
 
 
