@@ -9,6 +9,11 @@ lerobot's own writer (use_videos=True, its default AV1 encoding). `read` opens a
 lerobot's LeRobotDataset and its pyav video backend (torchcodec needs a system FFmpeg) and saves
 every frame's camera (uint8 [N, H, W, 3]) and state to OUT.npz. Each prints one JSON line.
 Imports nothing from vla.
+
+lerobot 0.4.4's pyav backend decodes through `torchvision.io.VideoReader`, which torchvision removed
+after 0.25 (lerobot pins torchvision < 0.26). In a lerobot venv built on this machine's torch 2.14.1 +
+torchvision 0.29.1 (scripts/check_lerobot_compat.sh), `read` installs torchvision 0.25's own pyav-backend
+VideoReader (the same calls, copied below) before lerobot decodes; with torchvision <= 0.25 it changes nothing.
 """
 
 from __future__ import annotations
@@ -48,8 +53,60 @@ def write(root: Path, frames_path: Path) -> dict:
     return {"written": i}
 
 
+class _PyAVVideoReader:
+    """torchvision 0.25's `torchvision.io.VideoReader`, pyav backend, video streams only: the seek and
+    iteration lerobot's decode_video_frames_torchvision uses (torchvision/io/video_reader.py, BSD-3)."""
+
+    def __init__(self, src: str, stream: str = "video", num_threads: int = 0) -> None:
+        import av
+
+        self.container = av.open(src, metadata_errors="ignore")
+        stream_type = stream.split(":")[0]
+        stream_id = 0 if len(stream.split(":")) == 1 else int(stream.split(":")[1])
+        if stream_type != "video":
+            raise ValueError("this stand-in reads video streams only")
+        self.pyav_stream = {stream_type: stream_id}
+        self._c = self.container.decode(**self.pyav_stream)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        import av
+        import torch
+
+        try:
+            frame = next(self._c)
+            pts = float(frame.pts * frame.time_base)
+            frame = torch.as_tensor(frame.to_rgb().to_ndarray()).permute(2, 0, 1)
+        except av.error.EOFError:
+            raise StopIteration from None
+        if frame.numel() == 0:
+            raise StopIteration
+        return {"data": frame, "pts": pts}
+
+    def seek(self, time_s: float, keyframes_only: bool = False) -> "_PyAVVideoReader":
+        time_s = max(time_s, 0)
+        stream = self.container.streams.get(**self.pyav_stream)[0]
+        self.container.seek(int(round(time_s / stream.time_base)), backward=True, any_frame=False, stream=stream)
+        self._c = self.container.decode(**self.pyav_stream)
+        return self
+
+
+def _ensure_video_reader() -> bool:
+    """Install the stand-in when torchvision has no VideoReader (torchvision > 0.25); True if installed."""
+    import torchvision.io
+
+    if hasattr(torchvision.io, "VideoReader"):
+        return False
+    torchvision.io.VideoReader = _PyAVVideoReader
+    return True
+
+
 def read(root: Path, out: Path) -> dict:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    shimmed = _ensure_video_reader()
 
     ds = LeRobotDataset("local/vla_video_compat", root=root, video_backend="pyav")
     cameras, states = [], []
@@ -59,7 +116,7 @@ def read(root: Path, out: Path) -> dict:
         cameras.append((item[CAMERA].numpy() * 255.0).round().astype(np.uint8).transpose(1, 2, 0))
         states.append(item["observation.state"].numpy())
     np.savez(out, camera=np.stack(cameras), state=np.stack(states))
-    return {"read": ds.num_frames, "video_keys": list(ds.meta.video_keys)}
+    return {"read": ds.num_frames, "video_keys": list(ds.meta.video_keys), "video_reader_shim": shimmed}
 
 
 def main(argv: list[str]) -> int:
