@@ -80,6 +80,8 @@ def _comparable_steps(path) -> list:
     for step in steps:
         cfg = step.get("config", {})
         cfg.pop("eps", None)  # eps 0 with eps folded into the statistics (lerobot_processors.py)
+        if step["registry_name"] == "pi05_prepare_state_tokenizer_processor_step":
+            cfg.pop("max_state_dim", None)  # ours names it; lerobot 0.4.4 saves {} and reloads 32 (lerobot_processors.py)
         if "features" in cfg:
             cfg["features"] = _visual_shapes_dropped(cfg["features"])
     return steps
@@ -99,6 +101,10 @@ def test_files_are_the_ones_lerobot_writes(kind, tmp_path):
                 assert keys == {f"{f}.{s}" for f in ("observation.state", "action") for s in needs[mode]}
     config, ref_config = (json.loads((d / "config.json").read_text()) for d in (out, ref))
     assert set(config) <= set(ref_config), "only fields lerobot's config class declares (draccus refuses others)"
+    if kind == "pi05":  # the state prompt pads to the policy's max_state_dim once lerobot reloads it, not to 32
+        steps = json.loads((out / "policy_preprocessor.json").read_text())["steps"]
+        prompt = next(s for s in steps if s["registry_name"] == "pi05_prepare_state_tokenizer_processor_step")
+        assert prompt["config"] == {"max_state_dim": config["max_state_dim"]} and config["max_state_dim"] != 32
     config["input_features"] = _visual_shapes_dropped(config["input_features"])
     ref_config["input_features"] = _visual_shapes_dropped(ref_config["input_features"])
     assert {k: ref_config[k] for k in config} == config

@@ -112,7 +112,7 @@ def export_lerobot(policy_dir, output, overwrite: bool = False, custom_sizes: bo
                   str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=4))
         write_processors(tmp, lerobot_kind, features, config["normalization_mapping"], stats, c.max_language_tokens,
-                         tokenizer_name)
+                         tokenizer_name, config["max_state_dim"])
         if c.tokenizer_path and Path(c.tokenizer_path).is_dir():
             shutil.copytree(c.tokenizer_path, tmp / "tokenizer")
 

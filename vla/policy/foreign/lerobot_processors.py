@@ -64,8 +64,14 @@ def state_file(pipeline: str, index: int, registry: str) -> str:
     return f"{pipeline}_step_{index}_{registry}.safetensors"
 
 
-def preprocessor_steps(kind: str, features: dict, modes: dict, max_tokens: int, tokenizer_name: str) -> list[dict]:
-    """policy_preprocessor.json's steps for kind (pi0, pi05, smolvla), as lerobot's factories order them."""
+def preprocessor_steps(kind: str, features: dict, modes: dict, max_tokens: int, tokenizer_name: str,
+                       max_state_dim: int = 32) -> list[dict]:
+    """policy_preprocessor.json's steps for kind (pi0, pi05, smolvla), as lerobot's factories order them.
+
+    One deliberate difference from lerobot 0.4.4's own save_pretrained: pi0.5's state-prompt step is
+    written with its max_state_dim. lerobot saves that step's config as {}, so its from_pretrained
+    rebuilds it with the default 32 and pads the prompt's state to 32 bins whatever the policy's
+    max_state_dim (the step lerobot trained with used config.max_state_dim); the step accepts the field."""
     padding = "longest" if kind == "smolvla" else "max_length"  # SmolVLA's pad_language_to default
     tokenizer = {"registry_name": "tokenizer_processor",
                  "config": {"max_length": max_tokens, "task_key": "task", "padding_side": "right", "padding": padding,
@@ -75,7 +81,8 @@ def preprocessor_steps(kind: str, features: dict, modes: dict, max_tokens: int, 
             {"registry_name": "to_batch_processor", "config": {}}]
     if kind == "pi05":  # normalise first: the prompt carries the discretised normalised state
         norm = _normalizer_step(NORMALIZER, features, modes, state_file(PREPROCESSOR, 2, NORMALIZER))
-        return head + [norm, {"registry_name": "pi05_prepare_state_tokenizer_processor_step", "config": {}},
+        return head + [norm, {"registry_name": "pi05_prepare_state_tokenizer_processor_step",
+                               "config": {"max_state_dim": max_state_dim}},
                        tokenizer, device]
     newline = {"registry_name": f"{'smolvla' if kind == 'smolvla' else 'pi0'}_new_line_processor", "config": {}}
     norm = _normalizer_step(NORMALIZER, features, modes, state_file(PREPROCESSOR, 5, NORMALIZER))
@@ -83,10 +90,10 @@ def preprocessor_steps(kind: str, features: dict, modes: dict, max_tokens: int, 
 
 
 def write_processors(directory: Path, kind: str, features: dict, modes: dict, stats: dict[str, torch.Tensor],
-                     max_tokens: int, tokenizer_name: str) -> None:
+                     max_tokens: int, tokenizer_name: str, max_state_dim: int = 32) -> None:
     """Both pipeline files and their statistics into directory; features are config.json's input and
     output features together (the normaliser lists them all, the unnormaliser the action)."""
-    pre = preprocessor_steps(kind, features, modes, max_tokens, tokenizer_name)
+    pre = preprocessor_steps(kind, features, modes, max_tokens, tokenizer_name, max_state_dim)
     post = [_normalizer_step(UNNORMALIZER, {ACTION: features[ACTION]}, modes, state_file(POSTPROCESSOR, 0, UNNORMALIZER)),
             {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}}]
     for name, steps in ((PREPROCESSOR, pre), (POSTPROCESSOR, post)):
