@@ -4,7 +4,8 @@
     python scripts/lerobot_video_compat.py read ROOT OUT.npz       # lerobot reads one (pyav backend)
 
 FRAMES.npz (from tests/data/test_lerobot_compat_video.py) holds `camera` uint8 [N, H, W, 3],
-`state` float32 [N, 2], `lengths` int [E] and `fps`: `write` records them as E episodes with
+`state` float32 [N, 2], optionally `action` float32 [N, 2] (the state when absent), `lengths` int [E]
+and `fps`: `write` records them as E episodes with
 lerobot's own writer (use_videos=True, its default AV1 encoding). `read` opens a dataset with
 lerobot's LeRobotDataset and its pyav video backend (torchcodec needs a system FFmpeg) and saves
 every frame's camera (uint8 [N, H, W, 3]) and state to OUT.npz. Each prints one JSON line.
@@ -35,6 +36,7 @@ def write(root: Path, frames_path: Path) -> dict:
 
     with np.load(frames_path, allow_pickle=False) as npz:
         camera, state, lengths, fps = npz["camera"], npz["state"], npz["lengths"], int(npz["fps"])
+        action = npz["action"] if "action" in npz.files else state
     features = {
         CAMERA: {"dtype": "video", "shape": tuple(camera.shape[1:]), "names": ["height", "width", "channels"]},
         "observation.state": {"dtype": "float32", "shape": (2,), "names": ["x", "y"]},
@@ -45,7 +47,7 @@ def write(root: Path, frames_path: Path) -> dict:
     i = 0
     for length in lengths.tolist():
         for _ in range(length):
-            ds.add_frame({CAMERA: camera[i], "observation.state": state[i], "action": state[i],
+            ds.add_frame({CAMERA: camera[i], "observation.state": state[i], "action": action[i],
                           "task": "stack the cubes"})
             i += 1
         ds.save_episode()
