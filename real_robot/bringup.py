@@ -82,13 +82,23 @@ def run_bringup(config: Any, stop: threading.Event | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = stop or threading.Event()
     signals: list[int] = []
+    previous_handlers = {}
     if threading.current_thread() is threading.main_thread():
         def on_signal(signum, _frame):
             signals.append(signum)
             stop.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, on_signal)
+            previous_handlers[sig] = signal.signal(sig, on_signal)
+    try:
+        return _supervise(commands, config, stop, signals)
+    finally:
+        # Called in-process (tests, a user's script), the caller's own Ctrl-C handling comes back.
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+
+
+def _supervise(commands: dict[str, list[str]], config: Any, stop: threading.Event, signals: list[int]) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the children's lines reach the terminal as written
     children: dict[str, subprocess.Popen] = {}
     try:

@@ -538,6 +538,10 @@ class RLConfig:
     stop_after: int = 0
     # Torch device of the learner and the rollout policy (cpu, cuda, ...); env workers stay on the CPU.
     device: str = "cpu"
+    # Under torchrun: shard the learner's policy, heads, gradients and AdamW states over the processes with
+    # PyTorch FSDP2 (one unit per transformer block), for policies whose replica per process does not fit
+    # (pi0-size). Off: every process holds the whole policy and the gradients are summed (docs/SCALING.md).
+    fsdp: bool = False
     # Torch intra-op threads in the learner; 0 = half the cores (see resolve_threads). One by default:
     # the env workers need the other cores, and OpenMP threads competing with them made CPU updates 10x
     # slower on a 2-core machine.

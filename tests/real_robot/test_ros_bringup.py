@@ -243,3 +243,28 @@ def test_launch_file_starts_both_with_flags_the_commands_accept(monkeypatch):
         assert flags["robot"] == "<robot>"
         assert type(process.kwargs["on_exit"]).__name__ == "Shutdown"
     assert Path(ROOT / declared["robot"]).is_file()
+
+
+def test_in_process_bringup_gives_the_callers_signal_handlers_back(tmp_path):
+    """A script or test that calls run_bringup itself keeps its own Ctrl-C handling afterwards."""
+    from vla.config import RosBringupConfig, parse_config
+    from vla.real_robot.bringup import run_bringup
+
+    not_a_checkpoint = tmp_path / "empty"
+    not_a_checkpoint.mkdir()
+    config = parse_config(RosBringupConfig, [f"--robot={robot_yaml(tmp_path)}", f"--node.policy={not_a_checkpoint}",
+                                             f"--domain_id={random.randint(100, 200)}"])
+
+    def callers_handler(signum, frame):  # pragma: no cover - never delivered
+        raise AssertionError("not called")
+
+    before = {sig: signal.signal(sig, callers_handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop = threading.Event()
+        stop.set()  # stop at once: starts both children, then stops them
+        run_bringup(config, stop)
+        assert signal.getsignal(signal.SIGINT) is callers_handler
+        assert signal.getsignal(signal.SIGTERM) is callers_handler
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

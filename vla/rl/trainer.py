@@ -38,6 +38,7 @@ from vla.rl import distributed
 from vla.rl.backend import validate_backend, vec_env_factory
 from vla.rl.filtered_bc import DemoFrames, SuccessBuffer, filtered_bc_update
 from vla.rl.flow_surrogate import build_flow_surrogate
+from vla.rl.fsdp import FSDPLearner, FullStateOptimizer, validate_fsdp
 from vla.rl.grpo import grpo_update
 from vla.rl.heads import NOISE_HEAD, VALUE_HEAD, ValueHead, has_head, load_head, save_head
 from vla.rl.lapo import check_lapo_policy, lapo_update, validate_lapo
@@ -127,6 +128,7 @@ def validate(cfg: RLConfig) -> None:
     if cfg.dual_clip and cfg.dual_clip <= 1:
         raise ConfigError(f"--dual_clip must be > 1 (or 0 = off), got {cfg.dual_clip}")
     validate_backend(cfg)
+    validate_fsdp(cfg)
 
 
 def group_seeds(cfg: RLConfig, iteration: int) -> list[int]:
@@ -251,10 +253,16 @@ def _train_rl(cfg: RLConfig, progress: bool, make_vec_env: VecEnvFactory | None)
     if main:
         write_resolved_config(cfg, out)
     noise_head, value_head = _make_heads(cfg, policy, source, needs_value)
+    # the update's modules; with --fsdp these are sharded and policy, noise_head, value_head become rank 0's full
+    # copies, which collect, evaluate and are saved (vla/rl/fsdp.py)
+    fsdp = FSDPLearner(policy, noise_head, value_head, cfg.device) if cfg.fsdp else None
+    train_policy, train_noise_head, train_value_head = policy, noise_head, value_head
+    if fsdp is not None:
+        policy, noise_head, value_head = fsdp.rollout_modules()
     ref_policy = None
     if cfg.kl_coef > 0 or cfg.anchor_coef > 0:
         ref_policy = load_policy(cfg.policy, map_location=cfg.device).requires_grad_(False)
-    optimizer, scheduler, params = _optimizer(cfg, policy, noise_head, value_head)
+    optimizer, scheduler, params = _optimizer(cfg, train_policy, train_noise_head, train_value_head)
     try:
         demos = DemoFrames(cfg.demos, policy) if cfg.demos else None
     except ValueError as exc:  # DatasetError names the path and what is wrong with it
@@ -274,7 +282,8 @@ def _train_rl(cfg: RLConfig, progress: bool, make_vec_env: VecEnvFactory | None)
                 raise ConfigError(f"--resume with --success_buffer: {exc}; resume with --success_buffer=0") from exc
             except ValueError as exc:
                 raise ConfigError(f"--resume: {exc}") from exc
-        state = restore_training_state(last, optimizer, scheduler, generator)
+        state = restore_training_state(last, optimizer if fsdp is None else FullStateOptimizer(optimizer), scheduler,
+                                       generator)
         start, history = state["iteration"], state["history"]
         print(f"resuming {cfg.algo} from {last} after iteration {start}")
     distributed.broadcast_parameters(params)  # data-parallel: rank 0's weights everywhere (they already agree)
@@ -313,14 +322,15 @@ def _train_rl(cfg: RLConfig, progress: bool, make_vec_env: VecEnvFactory | None)
                 staleness = staleness_stats(rollouts.trajectories, it, cfg.max_staleness)  # `it` updates so far
                 env_steps += rollouts.env_steps
                 # -- update
-                policy.train()
-                ctx = UpdateContext(policy, optimizer, params, sampling, it, generator, noise_head, value_head,
+                train_policy.train()
+                ctx = UpdateContext(train_policy, optimizer, params, sampling, it, generator, train_noise_head,
+                                    train_value_head,
                                     ref_policy, logprob_level=cfg.logprob_level, kl_to_ref=cfg.kl_coef > 0,
                                     anchor=cfg.anchor_coef > 0, project_out_blind=cfg.project_out_blind,
                                     demos=demos, success_buffer=buffer, progress_reward=progress_reward)
                 if cfg.surrogate == "fpo":  # scored at the rollout weights, before any optimizer step
                     t1 = time.perf_counter()
-                    ctx.flow_surrogate = build_flow_surrogate(policy, rollouts, cfg.fpo_samples,
+                    ctx.flow_surrogate = build_flow_surrogate(train_policy, rollouts, cfg.fpo_samples,
                                                               rollouts.row_log_probs.shape[1], generator)
                     ctx.timings["logprob_s"] += time.perf_counter() - t1
                 try:
@@ -329,6 +339,8 @@ def _train_rl(cfg: RLConfig, progress: bool, make_vec_env: VecEnvFactory | None)
                     kept = (f"the last good checkpoint is {last} (after iteration {saved_at})" if saved_at
                             else "no checkpoint had been written yet")
                     raise NonFiniteError(f"{exc}. Training stopped without saving; {kept}") from exc
+                if fsdp is not None:  # every rank gathers the new weights; rank 0's full copies get them
+                    fsdp.sync_rollout_copy()
                 lr = scheduler.get_last_lr()[0]
                 with warnings.catch_warnings():  # a skipped update (no optimizer step) still advances the schedule
                     warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
@@ -353,8 +365,10 @@ def _train_rl(cfg: RLConfig, progress: bool, make_vec_env: VecEnvFactory | None)
                                     entropy=f"{record['entropy']:.1f}")
                 finished = it + 1 == cfg.iterations
                 stop_now = cfg.stop_after and it + 1 - start >= cfg.stop_after and not finished
-                if main and (finished or stop_now or (cfg.save_every and (it + 1) % cfg.save_every == 0)):
-                    save_training_checkpoint(last, policy, optimizer, scheduler, generator, it + 1, history,
+                save_now = finished or stop_now or (cfg.save_every and (it + 1) % cfg.save_every == 0)
+                saved_optimizer = optimizer if fsdp is None or not save_now else fsdp.gathered_optimizer(optimizer)
+                if main and save_now:
+                    save_training_checkpoint(last, policy, saved_optimizer, scheduler, generator, it + 1, history,
                                              extra={"algo": cfg.algo},
                                              write_beside_policy=lambda d: save_heads(d, noise_head, value_head),
                                              write_extra=None if buffer is None else buffer.save)
@@ -369,6 +383,7 @@ def _train_rl(cfg: RLConfig, progress: bool, make_vec_env: VecEnvFactory | None)
     finally:
         if writer is not None:
             writer.close()
+        distributed.use_fsdp(None)
     return summary
 
 
