@@ -32,6 +32,9 @@ import os
 import torch
 import torch.distributed as dist
 
+# The FSDP learner (vla/rl/fsdp.py) when the policy is sharded: its units reduce-scatter their own gradients.
+_fsdp_learner = None
+
 # (offset, count, total) of the share of a minibatch that shard() handed out last: the update's per-minibatch
 # code runs between two shard() calls (epoch_minibatches is a generator), so it describes the current minibatch.
 _split: tuple[int, int, int] | None = None
@@ -85,10 +88,28 @@ def minibatch_mean(value: float) -> float:
     return float(t)
 
 
+def use_fsdp(learner) -> None:
+    """Register the FSDP learner (vla/rl/fsdp.py; None: none): its sharded parameters' gradients are summed by
+    FSDP's reduce-scatter in the backward, and before_backward switches that off within an accumulation."""
+    global _fsdp_learner
+    _fsdp_learner = learner
+
+
+def before_backward(last: bool) -> None:
+    """Called before each minibatch's backward; last: the last minibatch of its optimizer step. Under FSDP,
+    only that backward reduce-scatters (the others accumulate locally, FSDP's no_sync); otherwise nothing."""
+    if _fsdp_learner is not None:
+        _fsdp_learner.gradient_sync(last)
+
+
 def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Sum the gradients of ``params`` over the processes (one flat buffer: one message per step)."""
+    """Sum the gradients of ``params`` over the processes (one flat buffer: one message per step).
+    FSDP-sharded parameters (DTensors) are left out: their backward already summed them."""
     if data_parallel() is None:
         return
+    if _fsdp_learner is not None:
+        from torch.distributed.tensor import DTensor
+        params = [p for p in params if not isinstance(p, DTensor)]
     # A parameter no process touched keeps grad None, as it would alone (the optimizer then skips it,
     # where a zero gradient would still decay it and move its Adam moments).
     used = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
@@ -110,9 +131,11 @@ def broadcast_parameters(params: list[torch.nn.Parameter], src: int = 0) -> None
     """Give every process rank ``src``'s weights (once, at start; the steps then keep them equal)."""
     if data_parallel() is None:
         return
+    from torch.distributed.tensor import DTensor
     with torch.no_grad():
         for p in params:
-            dist.broadcast(p.data, src)
+            if not isinstance(p, DTensor):  # FSDP shards are each process's own
+                dist.broadcast(p.data, src)
 
 
 def join_from_env(device: str) -> tuple[str, bool]:

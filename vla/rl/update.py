@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vla.policy.sampling import NoiseHead, chain_log_prob, times_of_steps
-from vla.rl.distributed import all_reduce_gradients, minibatch_mean, shard, split_of
+from vla.rl.distributed import all_reduce_gradients, before_backward, minibatch_mean, shard, split_of
 from vla.rl.flow_surrogate import FlowSurrogate
 from vla.rl.losses import check_finite, policy_loss
 from vla.rl.rollout import Rollouts, SamplingSpec
@@ -207,6 +207,7 @@ def optimizer_step(ctx: UpdateContext, loss: torch.Tensor, grad_clip: float, mb:
     check_finite("loss", loss.detach(), ctx.iteration, mb.where)
     if mb.first:
         ctx.optimizer.zero_grad(set_to_none=True)
+    before_backward(mb.last)  # FSDP: reduce-scatter only in the step's last backward
     (loss * mb.weight).backward()
     stats = {}
     if mb.last:
