@@ -22,9 +22,15 @@ from .vector_env import _on_each, _SlotError
 
 
 class EnvWorker:
+    @staticmethod
+    def extra_fingerprint() -> dict[str, str]:
+        """What else than code_version.py's fingerprint must match between the driver and this kind of
+        worker (a subclass that runs more code adds it: vla/rl/ray_rollout.py)."""
+        return {}
+
     def __init__(self, env_kwargs: dict[str, Any], n_envs: int) -> None:
         os.environ.setdefault("MUJOCO_GL", "egl")  # a cluster node's worker may not inherit the driver's env
-        self.fingerprint = code_fingerprint()
+        self.fingerprint = {**code_fingerprint(), **self.extra_fingerprint()}
         self.envs: list[Any] = []
         self.start_error: tuple[int, str] | None = None
         self.fault_sleep_s = 0.0

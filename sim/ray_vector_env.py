@@ -64,6 +64,8 @@ class RayVectorEnv:
         max_restarts: int = 10,
         scheduling: str = "DEFAULT",
         resources: dict[str, float] | None = None,
+        gpus_per_worker: float = 0.0,
+        worker_cls: type = EnvWorker,
     ) -> None:
         for name, value in (("num_envs", num_envs), ("envs_per_worker", envs_per_worker)):
             if int(value) != value or value < 1:
@@ -77,6 +79,8 @@ class RayVectorEnv:
             raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}, got {scheduling!r}")
         if not cpus_per_worker >= 0:
             raise ValueError(f"cpus_per_worker must be >= 0, got {cpus_per_worker!r}")
+        if not gpus_per_worker >= 0:
+            raise ValueError(f"gpus_per_worker must be >= 0, got {gpus_per_worker!r}")
         resources = dict(resources or {})
         bad = {k: v for k, v in resources.items() if not isinstance(k, str) or not v > 0}
         if bad:
@@ -103,15 +107,15 @@ class RayVectorEnv:
         self._actors: list[Any] = []
         self._ray = import_ray()
         self._disconnect = connect(address)
-        self._fingerprint = code_fingerprint()
+        self._fingerprint = {**code_fingerprint(), **worker_cls.extra_fingerprint()}
         # Why worker w's episodes were lost (None: not lost); cleared by reset.
         self._lost: list[str | None] = [None] * self.num_workers
         self._last_obs: list[dict[str, Any] | None] = [None] * self.num_envs
         # Each env's episode so far, to replay it on a new worker: (seed, options) and the chunks sent.
         self._episode: list[tuple[tuple[int | None, dict | None], list[np.ndarray]] | None] = [None] * self.num_envs
         try:
-            actor_cls = self._ray.remote(EnvWorker).options(
-                num_cpus=cpus_per_worker, max_restarts=self.max_restarts, max_task_retries=0,
+            actor_cls = self._ray.remote(worker_cls).options(
+                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=self.max_restarts, max_task_retries=0,
                 scheduling_strategy=scheduling, resources=resources)
             self._actors = [actor_cls.remote(self.env_kwargs, len(envs)) for envs in self._envs_of]
             for w in range(self.num_workers):
@@ -238,6 +242,8 @@ class RayVectorEnv:
 
     def _call(self, workers: list[int], command: str, payloads: dict[int, Any]) -> dict[int, Any]:
         """Send ``command`` to ``workers`` at once; answers by worker, a WorkerLost for a lost one.
+
+        (Also the entry point of commands a subclass's worker adds: vla/rl/ray_rollout.py.)
 
         One deadline covers them all. A worker that does not answer in time is killed so that Ray
         restarts it; an env's own error is raised after every answer is in.

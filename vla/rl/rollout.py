@@ -112,17 +112,37 @@ class RolloutEngine:
         self.cameras = list(policy.config.cameras)
         self.frame_camera = frame_camera  # None: keep no frames (every method but SRPO)
 
-    @torch.no_grad()
     def collect(self, group_seeds: list[int], group_size: int, generator: torch.Generator,
                 progress=None, policy_version: int = 0) -> Rollouts:
         """len(group_seeds) groups of group_size rollouts; group g resets from group_seeds[g]. Each
         trajectory carries policy_version: the learner updates the policy had seen."""
-        if group_size < 1 or not group_seeds:
-            raise ValueError(f"need at least one group of at least one rollout, got {len(group_seeds)} x {group_size}")
+        return self.collect_plan(rollout_plan(group_seeds, group_size), generator, progress, policy_version)
+
+    def collect_plan(self, plan: list[tuple[int, int]], generator: torch.Generator, progress=None,
+                     policy_version: int = 0) -> Rollouts:
+        """Rollouts of the (group, reset seed) pairs of ``plan``, in that order (see decision_rounds)."""
+        rounds = self.decision_rounds(plan, generator, progress, policy_version)
+        while True:
+            try:
+                next(rounds)
+            except StopIteration as done:
+                return done.value
+
+    def decision_rounds(self, plan: list[tuple[int, int]], generator: torch.Generator, progress=None,
+                        policy_version: int = 0):
+        """The decision loop as a generator: it yields after every decision round (one batched policy
+        call and one step_chunk of the vector env) and returns the Rollouts of ``plan`` when done. The
+        driver runs it to the end in one go (collect); a Ray rollout worker advances it one round per
+        call, so that the driver's per-call watchdog covers a rollout that runs on a worker."""
+        if not plan:
+            raise ValueError("need at least one rollout in the plan")
+        return (yield from self._decision_rounds(plan, generator, progress, policy_version))
+
+    @torch.no_grad()  # on a generator, torch enters no_grad around each step only, not between them
+    def _decision_rounds(self, plan, generator, progress, policy_version):
         from vla.rl.heads import value_inputs
 
         policy, n_envs = self.policy, self.vec_env.num_envs
-        plan = [(g, s) for g, s in enumerate(group_seeds) for _ in range(group_size)]
         trajectories: list[Trajectory] = []
         store: dict[str, list] = {k: [] for k in ("obs", "chain", "mask", "logp", "row_logp", "value", "reward",
                                                   "env_reward", "done", "entropy", "std", "traj", "reasoning")}
@@ -151,6 +171,7 @@ class RolloutEngine:
                 actions = np.zeros((n_envs, self.n_exec, chunk.shape[-1]), dtype=np.float32)
                 actions[idx] = chunk.float().cpu().numpy()
                 outs = self.vec_env.step_chunk(actions, record=None, active=active)
+                yield
                 for j, k in enumerate(idx):
                     o, reward, terminated, truncated, info = outs[k]
                     traj = trajs[k]
@@ -212,6 +233,50 @@ class RolloutEngine:
             raise KeyError(f"frame_camera {self.frame_camera!r}: the env renders {sorted(images)}; "
                            "create it with that camera (vla/rl/srpo/setup.py adds it for SRPO)")
         traj.frames.append(np.array(images[self.frame_camera], copy=True))
+
+
+def rollout_plan(group_seeds: list[int], group_size: int) -> list[tuple[int, int]]:
+    """(group, reset seed) of every rollout, group by group: the order of the Rollouts' trajectories."""
+    if group_size < 1 or not group_seeds:
+        raise ValueError(f"need at least one group of at least one rollout, got {len(group_seeds)} x {group_size}")
+    return [(g, s) for g, s in enumerate(group_seeds) for _ in range(group_size)]
+
+
+def merge_rollouts(parts: list[tuple[list[int], Rollouts]]) -> Rollouts:
+    """One Rollouts from several collected apart (Ray rollout workers): ``parts`` holds, per part, the
+    plan position of each of its trajectories and its Rollouts. Trajectories come out in plan order,
+    renumbered, and each one's decisions contiguous, in their own order. Every part's observations
+    hold the same keys (the same policy's cameras)."""
+    order = sorted((pos, n, t) for n, (positions, part) in enumerate(parts)
+                   for pos, t in zip(positions, part.trajectories))
+    if not order:
+        raise ValueError("no trajectory to merge: every rollout was lost")
+    rows: list[tuple[int, int]] = []  # (part, decision) in the merged order
+    trajectories = []
+    for new_index, (_, n, t) in enumerate(order):
+        start = len(rows)
+        rows.extend((n, d) for d in t.decisions)
+        t.index, t.decisions = new_index, list(range(start, len(rows)))
+        trajectories.append(t)
+
+    def gather(get):  # [N, ...] in merged order from each part's tensor
+        pieces = [get(part) for _, part in parts]
+        return torch.stack([pieces[n][d] for n, d in rows]) if rows else torch.empty(0)
+
+    observations = {key: gather(lambda p, k=key: p.observations[k])
+                    for key in parts[order[0][1]][1].observations if key != "task"}
+    observations["task"] = [parts[n][1].observations["task"][d] for n, d in rows]
+    traj_ids = torch.tensor([t.index for t in trajectories for _ in t.decisions], dtype=torch.long)
+    reasoning = None
+    if parts[order[0][1]][1].reasoning is not None:
+        reasoning = {key: gather(lambda p, k=key: p.reasoning[k]) for key in parts[order[0][1]][1].reasoning}
+    return Rollouts(observations=observations, chains=gather(lambda p: p.chains),
+                    step_masks=gather(lambda p: p.step_masks), log_probs=gather(lambda p: p.log_probs),
+                    row_log_probs=gather(lambda p: p.row_log_probs), values=gather(lambda p: p.values),
+                    rewards=gather(lambda p: p.rewards), env_rewards=gather(lambda p: p.env_rewards),
+                    dones=gather(lambda p: p.dones), entropy=gather(lambda p: p.entropy),
+                    std_mean=gather(lambda p: p.std_mean), traj_ids=traj_ids, trajectories=trajectories,
+                    reasoning=reasoning)
 
 
 def _drop_lost_episodes(trajectories: list[Trajectory], store: dict[str, list]) -> list[Trajectory]:
