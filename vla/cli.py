@@ -55,6 +55,11 @@ def _rl(cfg) -> None:
 
             raise ConfigError(f"--algo {cfg.algo}: the off-policy steering learners do not run data-parallel; "
                               "run them as one process (without torchrun)")
+        if cfg.ray_inference != "driver":
+            from vla.config import ConfigError
+
+            raise ConfigError(f"--ray_inference {cfg.ray_inference}: the off-policy steering learners run their envs in "
+                              "local worker processes and sample in this process; leave --ray_inference at driver")
         from vla.rl.steering.trainer import train_steering
 
         train_steering(cfg)

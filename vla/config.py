@@ -427,6 +427,14 @@ class RLConfig:
     ray_resources: str = ""
     # backend=ray: how often Ray may restart one env worker (crashed, or killed when hung) before the run stops.
     ray_max_restarts: int = 10
+    # backend=ray: where the rollouts' policy runs. "driver": in the `vla rl` process, one batched call for all
+    # envs (the actors only step envs; same run as the local backend). "worker": every Ray actor holds a copy
+    # of the policy on its node's device (CUDA if it sees one) and samples its own envs' decisions; the
+    # weights are pushed to the actors after each update (docs/SCALING.md).
+    ray_inference: str = "driver"
+    # backend=ray: GPUs Ray reserves for each worker when it places it (fractions share a GPU), e.g. 0.25
+    # for four rollout workers per GPU with --ray_inference worker; 0 reserves none.
+    ray_gpus_per_worker: float = 0.0
     # Episodes of a lost (crashed or hung) env worker: "drop" them (never counted as failures) or, with
     # backend=ray, "replay" them on the restarted worker from their seed and actions (the run goes on
     # as if nothing happened).

@@ -35,7 +35,7 @@ from vla.policy.registry import load_policy
 from vla.policy.sampling import MODES, SDE_MODES, NoiseHead
 from vla.rl.advantages import STD_SCOPES
 from vla.rl import distributed
-from vla.rl.backend import validate_backend, vec_env_factory
+from vla.rl.backend import rollout_engine, validate_backend, vec_env_factory
 from vla.rl.filtered_bc import DemoFrames, SuccessBuffer, filtered_bc_update
 from vla.rl.flow_surrogate import build_flow_surrogate
 from vla.rl.fsdp import FSDPLearner, FullStateOptimizer, validate_fsdp
@@ -45,7 +45,7 @@ from vla.rl.lapo import check_lapo_policy, lapo_update, validate_lapo
 from vla.rl.losses import NonFiniteError
 from vla.rl.plots import plot_success
 from vla.rl.ppo import ppo_update
-from vla.rl.rollout import RolloutEngine, Rollouts, SamplingSpec
+from vla.rl.rollout import Rollouts, SamplingSpec
 from vla.rl.staleness import staleness_stats
 from vla.rl.srpo.setup import prepare_srpo, validate_srpo
 from vla.rl.srpo.srpo import srpo_update
@@ -303,8 +303,8 @@ def _train_rl(cfg: RLConfig, progress: bool, make_vec_env: VecEnvFactory | None)
     try:
         # data-parallel: only rank 0 runs envs and collects; the other ranks receive its rollouts
         with factory(cfg.n_envs, env_kwargs) if main else contextlib.nullcontext() as vec_env:
-            engine = RolloutEngine(policy, vec_env, sampling, noise_head, value_head, frame_camera=frame_camera) \
-                if main else None
+            engine = rollout_engine(cfg, policy, vec_env, sampling, noise_head, value_head, frame_camera,
+                                    version=start) if main else None
             bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=f"rl {cfg.algo}",
                        disable=not progress, dynamic_ncols=True)
             for it in bar:
@@ -345,8 +345,13 @@ def _train_rl(cfg: RLConfig, progress: bool, make_vec_env: VecEnvFactory | None)
                 with warnings.catch_warnings():  # a skipped update (no optimizer step) still advances the schedule
                     warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
                     scheduler.step()
+                push = {}
+                if main and cfg.ray_inference == "worker" and it + 1 < cfg.iterations:
+                    t1 = time.perf_counter()  # the rollout workers' copies: this update's weights, version it + 1
+                    engine.push_weights(it + 1)
+                    push["weight_push_s"] = time.perf_counter() - t1
                 record = {"iteration": it, "env_steps": env_steps, "lr": lr, **_rollout_stats(rollouts), **staleness,
-                          "rollout_s": rollout_s, **ctx.timings, **stats}
+                          "rollout_s": rollout_s, **push, **ctx.timings, **stats}
                 if main and cfg.eval.every and (it + 1) % cfg.eval.every == 0 and it + 1 < cfg.iterations:
                     episodes, _ = _evaluate(policy, vec_env, cfg.eval.n_episodes_periodic, cfg.eval.seed)
                     record["eval_success_rate"] = float(np.mean([e.success for e in episodes]))
