@@ -118,6 +118,18 @@ class PolicyClient:
         except WireFormatError as exc:
             raise RemotePolicyError(f"undecodable reply from {self.url}: {exc}") from exc
 
+    # The node may raise this client's threads to real-time priority: they wait on a socket, and the
+    # model's compute happens in another process (PolicyNode, realtime_priority).
+    runs_out_of_process = True
+
+    def io_thread_ids(self) -> list[int]:
+        """Native ids of the connection's own threads (websockets' receiver and keepalive), which hold
+        the GIL while they parse a frame. One opened later by a reconnect from a real-time thread
+        inherits its scheduling."""
+        connection = self._connection
+        threads = [getattr(connection, "recv_events_thread", None), getattr(connection, "keepalive_thread", None)]
+        return [t.native_id for t in threads if t is not None and t.is_alive() and t.native_id is not None]
+
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import mujoco
 import numpy as np
@@ -137,7 +138,7 @@ class JointActionBridge:
     def policy_state(self, q: np.ndarray, fingers: np.ndarray | None) -> np.ndarray:
         return np.asarray(q, dtype=np.float32)
 
-    def joint_chunk(self, chunk: np.ndarray, q0: np.ndarray) -> np.ndarray:
+    def joint_chunk(self, chunk: np.ndarray, q0: np.ndarray, pause: Callable[[], None] | None = None) -> np.ndarray:
         if chunk.ndim != 2 or chunk.shape[1] < self.num_joints:
             raise ValueError(f"joint policy chunk has shape {chunk.shape}, needs [H, >= {self.num_joints}]")
         return resample_waypoints(q0, chunk[:, :self.num_joints], self.policy_rate_hz, self.control_rate_hz)
@@ -162,7 +163,9 @@ class EndEffectorDeltaBridge:
         fingers = np.zeros(2) if fingers is None else fingers
         return np.concatenate([pos, matrix_to_rotvec(rot), fingers]).astype(np.float32)
 
-    def joint_chunk(self, chunk: np.ndarray, q0: np.ndarray) -> np.ndarray:
+    def joint_chunk(self, chunk: np.ndarray, q0: np.ndarray, pause: Callable[[], None] | None = None) -> np.ndarray:
+        """pause, when given, is called before each row's inverse kinematics (PolicyNode: wait while a
+        control tick is due, since every MuJoCo call releases and retakes the GIL)."""
         if chunk.ndim != 2 or chunk.shape[1] < 6:
             raise ValueError(f"end-effector policy chunk has shape {chunk.shape}, needs [H, >= 6]")
         deltas = np.clip(chunk[:, :6], -1.0, 1.0)
@@ -170,6 +173,8 @@ class EndEffectorDeltaBridge:
         q = np.array(q0, dtype=np.float64)
         waypoints = []
         for row in deltas:
+            if pause is not None:
+                pause()
             pos = pos + row[:3] * self.pos_scale
             rot = Rotation.from_rotvec(row[3:6] * self.rot_scale).as_matrix() @ rot
             q = self.kinematics.inverse(q, pos, rot)

@@ -11,13 +11,17 @@ Threads, so the control loop never waits on inference or on DDS:
   control loop's p99 jitter from 2-12 ms to 23-49 ms on the loaded 2-core machine (docs/DECISIONS.md);
 - the inference thread turns the latest complete observation into an action
   chunk, converts it to joint waypoints (ros_kinematics) and hands it to ChunkExecutor;
+  its GIL-cycling steps (batch packing, each row's inverse kinematics) wait while a control
+  tick is due (_yield_to_control), so the woken control thread finds the GIL free;
 - the control thread wakes at absolute deadlines (config control_rate_hz), takes
   ChunkExecutor.next_action, passes it through SafetyLayer.filter and publishes
   the SafeCommand as a JointTrajectory or Float64MultiArray (config output_mode);
   with a gripper in the config, the chunk's gripper column goes through GripperCommander
   and out as a Float64MultiArray of finger positions, only on ticks that are not holds.
 Thread start and stop are NodeThreads' (shared with the sim arm); realtime_priority puts
-the control and callback threads at SCHED_FIFO.
+the control and callback threads at SCHED_FIFO (and the inference thread, when inference runs
+in another process); without it the control thread asks for a short EEVDF time slice. start()
+freezes the objects alive then out of the garbage collector's reach (gc.freeze).
 
 Shared state: the sensor callbacks' latest messages sit under `_lock`; the safety layer and the
 chunk buffer lock themselves. `_command_lock` spans a control tick's filter-and-publish, and the
@@ -31,6 +35,7 @@ rate-limited log line per kind of fault.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import threading
@@ -56,7 +61,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from vla.real_robot.chunk_executor import ChunkExecutor  # noqa: E402
 from vla.real_robot.gripper import GripperCommander  # noqa: E402
-from vla.real_robot.node_threads import NodeThreads  # noqa: E402
+from vla.real_robot.node_threads import NodeThreads, set_threads_realtime  # noqa: E402
 from vla.real_robot.rate_limited_log import RateLimitedLog  # noqa: E402
 from vla.real_robot.robot_config import RobotConfig  # noqa: E402
 from vla.real_robot.ros_kinematics import resample_waypoints  # noqa: E402
@@ -140,9 +145,19 @@ class PolicyNodeOptions:
     # for the sensor callbacks; the operator's services always have a single-threaded one of their own.
     executor: str = "single_threaded"
     # SCHED_FIFO priority for the control thread, and one less for the callback thread (0: leave the
-    # scheduler alone). Needs CAP_SYS_NICE; without it one warning and normal priority. Inference
-    # stays at normal priority: it computes for long stretches and must not starve the machine.
+    # scheduler alone). Needs CAP_SYS_NICE; without it one warning and normal priority. Inference in
+    # this process stays at normal priority: it computes for long stretches and must not starve the
+    # machine. Inference out of process (a policy with runs_out_of_process, the PolicyClient) mostly
+    # waits on a socket: its thread and the client's then run two below the control thread.
     realtime_priority: int = 0
+    # Without realtime_priority: the control thread asks the kernel for this short a time slice (EEVDF,
+    # Linux 6.12+; node_threads.set_fair_slice), so it preempts a normal task when it wakes rather than
+    # wait out that task's slice. Normal priority and fair share kept; 0: the kernel's default.
+    control_slice_us: float = 200.0
+    # At start, collect once and move every object alive then (torch, rclpy, the model) out of the
+    # garbage collector's reach (gc.freeze): a full collection otherwise walks them all, 100-200 ms
+    # holding the GIL, and the control thread waits for it (docs/DECISIONS.md).
+    freeze_gc: bool = True
     # Publish the node's status (JSON in std_msgs/String on ~/status) this often (0: never).
     status_rate_hz: float = 1.0
     # Simulation: the node's clock is /clock (ROS's use_sim_time), so stamps in simulated time are fresh
@@ -215,10 +230,21 @@ class PolicyNode(Node):
         # Held from a control tick's filter to its publish, and by the e-stop and disable services
         # around their state change (module docstring).
         self._command_lock = threading.Lock()
+        # The control thread's next wake-up (perf_counter) and a count of finished ticks: the inference
+        # thread's GIL-heavy steps wait while a tick is due (_yield_to_control).
+        self._next_deadline = -float("inf")
+        self._ticks_done = 0
+        self._tick_finished = threading.Condition()
         self._closed = False
         rt = self.options.realtime_priority
         priorities = {"control": rt, "spin": max(rt - 1, 1), "safety": max(rt - 1, 1)} if rt > 0 else {}
-        self.threads = NodeThreads(self, self.options.node_name, self.rlog, self.options.executor, priorities)
+        if rt > 0 and getattr(policy, "runs_out_of_process", False):
+            # The inference thread then only packs, waits on a socket and converts the chunk: a few ms of
+            # GIL work per chunk. At normal priority, a loaded machine preempts it while it holds the GIL
+            # and the real-time control thread waits behind it (priority inversion; docs/DECISIONS.md).
+            priorities["inference"] = max(rt - 2, 1)
+        self.threads = NodeThreads(self, self.options.node_name, self.rlog, self.options.executor, priorities,
+                                   {"control": self.options.control_slice_us})
         self._stop = self.threads.stop_event
 
         sensors = MutuallyExclusiveCallbackGroup()
@@ -262,6 +288,9 @@ class PolicyNode(Node):
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "PolicyNode":
         """Spin callbacks, run inference and the control loop, each in its own daemon thread."""
+        if self.options.freeze_gc:
+            gc.collect()
+            gc.freeze()
         self.threads.start({"inference": self._inference_loop, "control": self._control_loop,
                             "safety": self._safety_loop})
         return self
@@ -461,6 +490,9 @@ class PolicyNode(Node):
         return {"images": images, "state": state, "task": instruction}, q, stamp
 
     def _inference_loop(self) -> None:
+        priority = self.threads.priorities.get("inference", 0)
+        if priority > 0 and hasattr(self.policy, "io_thread_ids"):
+            set_threads_realtime(self.policy.io_thread_ids(), priority, self.rlog, "policy_client")
         last = 0.0
         while not self._stop.is_set():
             if not self._new_observation.wait(timeout=0.1):
@@ -482,6 +514,7 @@ class PolicyNode(Node):
             observation, q, stamp = snapshot
             last = time.monotonic()
             try:
+                self._yield_to_control()
                 batch = self.batch_builder(observation, list(self.config.cameras))
                 start = time.perf_counter()
                 chunk = self.policy.predict_action_chunk(batch)
@@ -499,7 +532,7 @@ class PolicyNode(Node):
 
     def _control_chunk(self, chunk: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Policy chunk [H, A] -> rows at the control rate: joint targets, then the gripper action if any."""
-        joints = self.bridge.joint_chunk(chunk, q)
+        joints = self.bridge.joint_chunk(chunk, q, pause=self._yield_to_control)
         if self.gripper is None:
             return joints
         column = self.bridge.gripper_index
@@ -512,11 +545,32 @@ class PolicyNode(Node):
         return np.concatenate([joints, grip[: joints.shape[0]]], axis=1)
 
     # ------------------------------------------------------------ control
+    # The inference thread's steps (batch packing, each row's inverse kinematics) start only this long
+    # before the control thread's next wake-up, else they wait for that tick to finish.
+    YIELD_MARGIN_S = 0.003
+
+    def _yield_to_control(self) -> None:
+        """Wait while a control tick is due within YIELD_MARGIN_S (at most about one period).
+
+        Why: every MuJoCo call (and socket call) releases the GIL and retakes it at once. CPython
+        hands a released GIL to whichever thread takes it first, and a thread waiting for the GIL
+        asks the holder to drop it only after a whole switch interval without any handover; so a
+        thread that cycles the GIL, as inverse kinematics does, keeps the woken control thread
+        waiting for the whole solve (2-5 ms measured, dozens of futile wake-ups) whatever its
+        priority. Waiting here moves that work between ticks; the control thread never waits."""
+        with self._tick_finished:
+            seen = self._ticks_done
+            remaining = self._next_deadline - time.perf_counter()
+            if remaining < self.YIELD_MARGIN_S and remaining > -self.config.control_period_s:
+                self._tick_finished.wait_for(lambda: self._ticks_done != seen or self._stop.is_set(),
+                                             timeout=self.config.control_period_s)
+
     def _control_loop(self) -> None:
         period = self.config.control_period_s
         deadline = time.perf_counter()
         while not self._stop.is_set():
             deadline += period
+            self._next_deadline = deadline
             delay = deadline - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
@@ -529,6 +583,9 @@ class PolicyNode(Node):
             except Exception as exc:  # the loop must outlive any single tick
                 self.rlog.log("control_error", f"control tick failed: {type(exc).__name__}: {exc}", logging.ERROR)
             self.tick_compute_s.append(time.perf_counter() - woke)
+            with self._tick_finished:
+                self._ticks_done += 1
+                self._tick_finished.notify_all()
 
     def control_tick(self, now: float) -> SafeCommand:
         """One control step: next buffered action -> safety filter -> publish. Returns what was decided."""

@@ -99,7 +99,12 @@ OPTION_DESCRIPTIONS: dict[str, str] = {
     "executor": "rclpy executor of the sensor callbacks: 'single_threaded' or 'events' (the e-stop services "
                 "always have their own single-threaded one).",
     "realtime_priority": "SCHED_FIFO priority of the control thread, one less for the callback threads (0: normal "
-                         "scheduling; serve-ros --realtime_priority).",
+                         "scheduling; serve-ros --realtime_priority); with inference out of process, the "
+                         "inference thread and the policy client's threads two less.",
+    "control_slice_us": "Without realtime_priority: the EEVDF time slice (us) the control thread asks for, so it "
+                        "preempts a normal task on wake-up sooner (Linux 6.12+; 0: the kernel's default).",
+    "freeze_gc": "Whether the node collects once at start and freezes what is alive (gc.freeze), so no full "
+                 "garbage collection walks the model and libraries while the control loop waits for the GIL.",
     "status_rate_hz": "How often (Hz) the JSON status goes out on ~/status (0: never).",
 }
 
