@@ -15,6 +15,11 @@ behaviour. What it changes, and why that keeps the reference honest:
   its own suffix, the way lerobot builds its attention masks. Inputs are not
   multiplied by sqrt(width) here, as in lerobot's own joint forward
   (`compute_layer_complete`), which lerobot's training path runs unpatched.
+- PaliGemma's `get_image_features` returns the projector output as is: openpi's fork drops stock
+  transformers' division by sqrt(text width) (the fork's Gemma forward does not multiply by it
+  either). Until 2026-12-05 this shim left the division in, and the lerobot fixtures, and this
+  project's loader, divided image tokens by sqrt(width); openpi's own PyTorch pi0
+  (tests/policy/fixtures/openpi_pi0_reference) showed it.
 
 Run with the lerobot interpreter only; the project's code never imports it.
 """
@@ -109,6 +114,13 @@ def install() -> None:
                       use_cache=use_cache, position_embeddings=position_embeddings, adarms_cond=adarms_cond)
         h, _ = self.norm(h, cond=adarms_cond)
         return BaseModelOutputWithPast(last_hidden_state=h, past_key_values=past_key_values if use_cache else None)
+
+    from transformers.models.paligemma import modeling_paligemma as mp
+
+    def get_image_features(self, pixel_values):  # openpi's transformers_replace/models/paligemma
+        return self.multi_modal_projector(self.vision_tower(pixel_values).last_hidden_state)
+
+    mp.PaliGemmaModel.get_image_features = get_image_features
 
     init_weights = mg.GemmaPreTrainedModel._init_weights
 

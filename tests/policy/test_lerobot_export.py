@@ -136,6 +136,20 @@ def test_a_minilm_flow_vla_is_refused_naming_the_field():
         pi0_kind(PolicyConfig(preset="pi0"), custom_sizes=False)
 
 
+@pytest.mark.parametrize("kind, field", [("pi0", "prompt_clean"), ("pi05", "prompt_state_unpadded"),
+                                         ("pi0", "image_feature_scale")])
+def test_openpi_prompt_and_stock_image_scale_are_refused(kind, field):
+    """lerobot tokenizes pi0 tasks as given, pads pi0.5's prompt state, and leaves image tokens unscaled."""
+    from vla.policy.checkpoint import CheckpointError
+    from vla.policy.foreign.lerobot_export_config import pi0_kind
+
+    config = load_reference(fixture(kind)).config
+    assert pi0_kind(config, custom_sizes=True) == kind
+    setattr(config, field, True)
+    with pytest.raises(CheckpointError, match=field):
+        pi0_kind(config, custom_sizes=True)
+
+
 def test_sizes_lerobot_cannot_build_are_refused_without_custom_sizes(tmp_path, capsys):
     assert main(["export", "--policy", str(ours("pi0", tmp_path)), "--output", str(tmp_path / "out")]) == 2
     assert "--custom_sizes=true" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from vla.policy.flow_vla import FlowVLAPolicy
 from vla.policy.registry import load_policy
 from vla.policy.flow_vla.token_prompt import TokenizerMissing
 
-# fp32 on CPU; measured max |diff| 4.8e-7 on actions of magnitude ~3 (docs/PRETRAINED.md).
+# fp32 on CPU; measured max |diff| 5.4e-7 (pi0) / 9.5e-7 (pi0.5) on actions of magnitude ~4 (docs/PRETRAINED.md).
 ACTION_ATOL = 1e-5
 load = load_reference
 
@@ -159,9 +159,10 @@ def test_openpi_layout(tmp_path, kind):
                              cameras=["front", "wrist"], chunk_size=5)
     c = policy.config
     assert c.prompt_format == kind and c.max_language_tokens == (200 if kind == "pi05" else 48)
-    # Compare with the lerobot-loaded policy under lerobot's prompt length and pad value.
+    assert c.prompt_state_unpadded == (kind == "pi05")  # openpi tokenizes pi0.5's state before padding it
+    # Compare with the lerobot-loaded policy under lerobot's prompt length, pad value and padded prompt state.
     c.max_language_tokens = policy.language.max_tokens = 40 if kind == "pi05" else 16
-    c.image_pad_value, c.num_inference_steps = -3.0, 4
+    c.image_pad_value, c.num_inference_steps, c.prompt_state_unpadded = -3.0, 4, False
     batch, ref = reference_batch(root)
     assert (policy.predict_action_chunk(batch, noise=ref["noise"]) - ref["actions"]).abs().max() < 1e-4
     (next(openpi.glob("assets/*/norm_stats.json"))).unlink()

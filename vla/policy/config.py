@@ -136,6 +136,12 @@ class PolicyConfig:
     # "plain": the instruction as given; "pi0": newline-terminated; "pi05": task plus the
     # discretised state ("Task: ..., State: ...;\nAction: "), and no state token in the suffix.
     prompt_format: str = "plain"
+    # With prompt_format "pi0": strip the task and turn "_" and newlines into spaces before the final
+    # newline, as openpi's PaligemmaTokenizer does (lerobot's pi0 does not; openpi checkpoints load with it).
+    prompt_clean: bool = False
+    # With prompt_format "pi05": discretise only the robot's state_dim values into the prompt, as openpi
+    # does (it tokenizes before padding); False pads them to max_state_dim first, as lerobot does.
+    prompt_state_unpadded: bool = False
     # Model-side state width (pi0 pads it to 32); 0 = state_dim.
     max_state_dim: int = 0
     # Model-side action width (pi0 pads it to 32); 0 = action_dim.
@@ -146,7 +152,9 @@ class PolicyConfig:
     # Pad value for image_resize="pad", in SigLIP's [-1, 1] input range (-1 = black; see
     # flow_vla/policy.py, resize_with_pad).
     image_pad_value: float = -1.0
-    # Divide projected image tokens by sqrt(width) before the prefix stream, as PaliGemma does.
+    # Divide projected image tokens by sqrt(width) before the prefix stream, as stock transformers'
+    # PaliGemma does. openpi's pi0 / pi0.5 (and lerobot's, on the transformers fork it requires) do not,
+    # so published checkpoints load with False; True only reproduces checkpoints saved with it.
     image_feature_scale: bool = False
     # Checkpoint to fine-tune from (ours, lerobot pi0 / pi0.5, or openpi's PyTorch layout); "" = from scratch.
     # Its architecture replaces the fields above. This and the fields below are the fine-tuning options

@@ -95,7 +95,8 @@ class FlowVLAPolicy(FlowMatchingPolicy):
                                                            vision_use_head=False))
         self.multi_modal_projector = nn.Linear(c.vision_width, c.width)
         if c.language == "tokens":
-            self.language = TokenPrompt(c.vocab_size, c.width, c.max_language_tokens, c.prompt_format, c.tokenizer_path)
+            self.language = TokenPrompt(c.vocab_size, c.width, c.max_language_tokens, c.prompt_format, c.tokenizer_path,
+                                        c.prompt_clean)
         else:
             self.language = FrozenLanguageEncoder(c.max_language_tokens)
             self.language_proj = nn.Linear(FrozenLanguageEncoder.width, c.width)
@@ -196,6 +197,8 @@ class FlowVLAPolicy(FlowMatchingPolicy):
             tokens.append(img_tokens)
             masks.append(torch.full(img_tokens.shape[:2], not empty, dtype=torch.bool, device=self.device))
         if self.config.language == "tokens":
+            if state is not None and self.config.prompt_state_unpadded:
+                state = state[:, :self.config.state_dim]
             lang, lang_mask = self.language(list(batch["task"]), self.device, state)
             tokens.append(lang)
         else:

@@ -52,32 +52,42 @@ def discretise_state(state: torch.Tensor, bins: int = 256) -> np.ndarray:
     return np.digitize(state.detach().float().cpu().numpy(), bins=edges) - 1
 
 
-def format_prompts(tasks: list[str], prompt_format: str, state: torch.Tensor | None = None) -> list[str]:
+def clean_task(task: str) -> str:
+    """openpi's PaligemmaTokenizer: stripped, "_" and newlines as spaces."""
+    return task.strip().replace("_", " ").replace("\n", " ")
+
+
+def format_prompts(tasks: list[str], prompt_format: str, state: torch.Tensor | None = None,
+                   clean: bool = False) -> list[str]:
     for task in tasks:
         if not isinstance(task, str) or not task.strip():
             raise ValueError(f"task instruction must be a non-empty string, got {task!r}")
     if prompt_format == "plain":
         return list(tasks)
     if prompt_format == "pi0":  # PaliGemma's prompts end with a newline
+        if clean:
+            return [clean_task(t) + "\n" for t in tasks]
         return [t if t.endswith("\n") else t + "\n" for t in tasks]
     digits = discretise_state(state)
-    return [f"Task: {t.strip().replace('_', ' ').replace(chr(10), ' ')}, State: {' '.join(map(str, d))};\nAction: "
+    return [f"Task: {clean_task(t)}, State: {' '.join(map(str, d))};\nAction: "
             for t, d in zip(tasks, digits)]
 
 
 class TokenPrompt(nn.Module):
     """Instruction (and for pi0.5 the state) -> token embeddings [B, L, width] scaled by sqrt(width), mask [B, L]."""
 
-    def __init__(self, vocab_size: int, width: int, max_tokens: int, prompt_format: str, tokenizer_path: str = ""):
+    def __init__(self, vocab_size: int, width: int, max_tokens: int, prompt_format: str, tokenizer_path: str = "",
+                 clean: bool = False):
         super().__init__()
         self.embed_tokens = nn.Embedding(vocab_size, width)
         self.max_tokens, self.prompt_format, self.tokenizer_path = max_tokens, prompt_format, tokenizer_path
+        self.clean = clean
 
     def tokenize(self, tasks: list[str], state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.tokenizer_path:
             resolve_tokenizer_path("")  # raises with the full explanation
         tokenizer = load_tokenizer(self.tokenizer_path)
-        prompts = format_prompts(tasks, self.prompt_format, state)
+        prompts = format_prompts(tasks, self.prompt_format, state, self.clean)
         out = tokenizer(prompts, max_length=self.max_tokens, truncation=True, padding="max_length",
                         padding_side="right", return_tensors="pt")
         return out["input_ids"], out["attention_mask"].bool()

@@ -35,8 +35,11 @@ def pi0_kind(c, custom_sizes: bool) -> str:
         raise CheckpointError(f"prompt_format {c.prompt_format!r} with time_conditioning {c.time_conditioning!r}: "
                               "lerobot has pi0 ('pi0' + 'mlp') and pi0.5 ('pi05' + 'adarms') only")
     # lerobot 0.4.4 resizes with padding, pads its [0, 1] images with -1 (-3 after scaling, see
-    # flow_vla/policy.py resize_with_pad) and scales image tokens as PaliGemma does.
-    for field, want in (("image_resize", "pad"), ("image_pad_value", -3.0), ("image_feature_scale", True),
+    # flow_vla/policy.py resize_with_pad), on the transformers fork it requires leaves image tokens
+    # unscaled (stock PaliGemma divides them by sqrt(width); docs/PRETRAINED.md), tokenizes pi0 tasks
+    # as given and pads pi0.5's prompt state to max_state_dim (openpi does neither).
+    for field, want in (("image_resize", "pad"), ("image_pad_value", -3.0), ("image_feature_scale", False),
+                        ("prompt_clean", False), ("prompt_state_unpadded", False),
                         ("num_heads", 8)):  # lerobot's joint attention reshapes to 8 heads
         if getattr(c, field) != want:
             raise CheckpointError(f"{field} {getattr(c, field)!r}: lerobot's {kind} computes with {want!r}")

@@ -128,7 +128,7 @@ def lerobot_config(directory: Path, shapes: dict, tokenizer_path: str = "") -> t
         max_language_tokens=prompt_length(directory, raw), normalization=mode, normalization_eps=eps,
         language="tokens", tokenizer_path=tokenizer_path, prompt_format=kind,
         max_state_dim=raw.get("max_state_dim", 32), image_resize="pad", image_pad_value=-3.0,
-        image_feature_scale=True, **sizes,
+        image_feature_scale=False, **sizes,
     )
     return config, our_stats
 
@@ -162,9 +162,10 @@ def openpi_config(directory: Path, shapes: dict, kind: str, tokenizer_path: str 
         n_action_steps=n_action_steps or chunk_size,
         cameras=cameras or ["base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"],
         time_conditioning="adarms" if kind == "pi05" else "mlp", language="tokens", tokenizer_path=tokenizer_path,
-        prompt_format=kind, max_language_tokens=200 if kind == "pi05" else 48,
+        prompt_format=kind, prompt_clean=kind == "pi0", prompt_state_unpadded=kind == "pi05",
+        max_language_tokens=200 if kind == "pi05" else 48,
         normalization="min_max" if quantiles else "mean_std", normalization_eps=1e-6,
-        max_state_dim=sizes["max_action_dim"], image_resize="pad", image_pad_value=-1.0, image_feature_scale=True,
+        max_state_dim=sizes["max_action_dim"], image_resize="pad", image_pad_value=-1.0, image_feature_scale=False,
         **sizes,
     )
     return config, stats
