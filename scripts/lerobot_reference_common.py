@@ -22,16 +22,23 @@ TASKS = ["pick up the red cube", "lift the block"]
 SPECIAL = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
 
 
-def word_level_tokenizer(path: Path, words: list[str], punctuation: bool = False, bos_template: bool = False):
-    """A tiny word-level tokenizer standing in for the checkpoint's own, saved to path; (tokenizer, vocab)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+def word_level_tokenizer(path: Path, words: list[str], punctuation: bool = False, bos_template: bool = False,
+                         keep_newline: bool = False):
+    """A tiny word-level tokenizer standing in for the checkpoint's own, saved to path; (tokenizer, vocab).
+
+    By default whitespace, newlines included, only separates words (the lerobot fixtures were made so);
+    keep_newline makes "\n" a token of its own, as in PaliGemma's sentencepiece vocabulary."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = dict(SPECIAL)
     for word in words:
         vocab.setdefault(word, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    splits = [pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.WhitespaceSplit()]
+    if keep_newline:
+        splits = [pre_tokenizers.Split(Regex(r"[^\S\n]+"), "removed"), pre_tokenizers.Split("\n", "isolated")]
+    else:
+        splits = [pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.WhitespaceSplit()]
     tok.pre_tokenizer = pre_tokenizers.Sequence(splits + ([pre_tokenizers.Punctuation()] if punctuation else []))
     if bos_template:
         tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
