@@ -182,9 +182,12 @@ def _run(rate_hz: float, seconds: float, variant: str, settings: dict, inference
     pub = node.create_publisher(String, config.topics.instruction, COMMAND_QOS)
     try:
         deadline = time.monotonic() + 60
-        while node.safety.counts["no_observation"] == 0 or node.safety.counts["not_enabled"] == 0:
+        # a not-enabled hold is only counted once an observation is in (safety.py checks that first); whether
+        # the node ever ticked before the first observation depends on how long the policy took to load
+        while node.safety.counts["not_enabled"] == 0:
             if time.monotonic() > deadline or not arm.is_alive():
-                raise RuntimeError("the sim arm's observations never reached the node")
+                raise RuntimeError("the sim arm's observations never reached the node (arm alive: "
+                                   f"{arm.is_alive()}, safety counts: {dict(node.safety.counts)})")
             time.sleep(0.05)
         instruction = "wiggle" if policy is None else "lift the red cube"
         pub.publish(String(data=instruction))
