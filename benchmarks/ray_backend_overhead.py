@@ -14,8 +14,11 @@ gives medians over rounds of env steps/s, of the ray/local ratio, and the scalin
 workers (rate(2) / (2 * rate(1))). Ray runs on one local instance started once, as
 `vla rl --backend ray` does without an address; start-up (Ray's and the workers') is not timed.
 
+With --worker-inference the policy workloads also time `--ray_inference worker`: Ray actors that hold
+a policy copy and sample their own envs' decisions (vla/rl/ray_rollout.py), column "ray worker".
+
 Usage: python benchmarks/ray_backend_overhead.py [--workloads envs state_policy vla] [--workers 1 2]
-       [--chunks 60] [--rounds 3]
+       [--chunks 60] [--rounds 3] [--worker-inference]
 """
 
 from __future__ import annotations
@@ -56,11 +59,14 @@ def make_policy(kind: str):
     return untrained_policy(kind == "state_policy", CHUNK).eval()
 
 
-def rollout_rate(policy, vec_env, seed: int) -> float:
-    """Env steps per second of RolloutEngine.collect over two waves of episodes (after an untimed wave)."""
+def rollout_rate(policy, vec_env, seed: int, on_workers: bool = False) -> float:
+    """Env steps per second of RolloutEngine.collect over two waves of episodes (after an untimed wave);
+    on_workers: WorkerRolloutEngine.collect, the decisions taken by the Ray actors' policy copies."""
+    from vla.rl.ray_rollout import WorkerRolloutEngine
     from vla.rl.rollout import RolloutEngine, SamplingSpec
 
-    engine = RolloutEngine(policy, vec_env, SamplingSpec())
+    engine = (WorkerRolloutEngine(policy, vec_env, SamplingSpec(), seed=seed) if on_workers
+              else RolloutEngine(policy, vec_env, SamplingSpec()))
     n = vec_env.num_envs
     engine.collect([seed], n, torch.Generator().manual_seed(seed))  # warm-up wave
     start = time.perf_counter()
@@ -74,6 +80,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--chunks", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--worker-inference", action="store_true",
+                        help="also time policy workloads with the policy on the Ray actors (--ray_inference worker)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     import ray
@@ -81,7 +89,11 @@ def main() -> None:
     from vla.config import EnvConfig
     from vla.eval.evaluate import env_kwargs_for
     from vla.sim import VectorEnv
+    from vla.rl.ray_rollout import RolloutWorker
     from vla.sim.ray_vector_env import RayVectorEnv
+
+    def policy_workers(n, env_kwargs):
+        return RayVectorEnv(n, env_kwargs, worker_cls=RolloutWorker)
 
     setups = {}
     for kind in args.workloads:
@@ -99,13 +111,18 @@ def main() -> None:
             for kind, (policy, env_kwargs) in setups.items():
                 for w in args.workers:
                     row = {}
-                    for backend, cls in (("local", VectorEnv), ("ray", RayVectorEnv)):
+                    backends = [("local", VectorEnv), ("ray", RayVectorEnv)]
+                    if args.worker_inference and policy is not None:
+                        backends.append(("ray worker", policy_workers))
+                    for backend, cls in backends:
                         with cls(w, env_kwargs) as env:
                             row[backend] = (env_rate(env, args.chunks, r) if policy is None
-                                            else rollout_rate(policy, env, 1000 * r))
+                                            else rollout_rate(policy, env, 1000 * r, backend == "ray worker"))
                         rates.setdefault((kind, backend, w), []).append(row[backend])
+                    extra = (f", ray worker {row['ray worker']:.0f} (/local {row['ray worker'] / row['local']:.3f})"
+                             if "ray worker" in row else "")
                     print(f"round {r}: {kind}, {w} worker(s): local {row['local']:.0f}, ray {row['ray']:.0f} "
-                          f"env steps/s (ray/local {row['ray'] / row['local']:.3f})", flush=True)
+                          f"env steps/s (ray/local {row['ray'] / row['local']:.3f}){extra}", flush=True)
     finally:
         ray.shutdown()
     print(f"\n{platform.node()}, {os.cpu_count()} CPUs, ray {ray.__version__}, torch threads 1, "
@@ -124,6 +141,19 @@ def main() -> None:
             eff = {b: statistics.median(rates[(kind, b, 2)]) / (2 * statistics.median(rates[(kind, b, 1)]))
                    for b in ("local", "ray")}
             print(f"  {kind}: local {eff['local']:.2f}, ray {eff['ray']:.2f}")
+    worker_rows = [(kind, w) for kind in setups for w in args.workers if (kind, "ray worker", w) in rates]
+    if worker_rows:
+        print("\n| workload | workers | ray worker env steps/s | ray worker / local | ray worker / ray (driver) |")
+        print("|---|---|---|---|---|")
+        for kind, w in worker_rows:
+            local, drv, wrk = (rates[(kind, b, w)] for b in ("local", "ray", "ray worker"))
+            print(f"| {kind} | {w} | {statistics.median(wrk):.0f} | "
+                  f"{statistics.median([c / a for a, c in zip(local, wrk)]):.3f} | "
+                  f"{statistics.median([c / b for b, c in zip(drv, wrk)]):.3f} |")
+        if 1 in args.workers and 2 in args.workers:
+            for kind in {k for k, _ in worker_rows}:
+                eff = statistics.median(rates[(kind, "ray worker", 2)]) / (2 * statistics.median(rates[(kind, "ray worker", 1)]))
+                print(f"  scaling efficiency of 2 workers, ray worker, {kind}: {eff:.2f}")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ class RayVectorEnv:
         self.num_workers = len(self._envs_of)
         self._worker_of = [w for w in range(self.num_workers) for _ in self._envs_of[w]]
         self.env_kwargs = dict(env_kwargs or {})
+        self.worker_cls = worker_cls  # EnvWorker, or a subclass that does more (vla/rl/ray_rollout.py)
         self.step_timeout_s, self.start_timeout_s = step_timeout_s, start_timeout_s
         self.lost_episodes, self.max_restarts = lost_episodes, int(max_restarts)
         self.restarts = 0

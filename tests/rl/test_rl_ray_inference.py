@@ -3,7 +3,7 @@ tiny state policy: the workers' recorded log-probs are the learner's (ratio 1 at
 pushed update reaches every worker bit for bit with its version, the same seed gives the same rollouts, and a
 lost worker's episodes are re-run (replay) or dropped, never counted as failures.
 
-One local Ray instance (2 CPUs, no dashboard) and one set of 2 rollout workers (one env each) serve the module.
+One local Ray instance (3 logical CPUs, no dashboard) and one set of 2 rollout workers (one env each) serve the module.
 The `vla rl --ray_inference worker` run is in tests/test_cli_ray_inference.py.
 """
 
@@ -31,7 +31,8 @@ SAMPLING = SamplingSpec(noise_level=0.5)
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # 3 logical CPUs: the module's 2 rollout workers hold 2 for its life, the refusal test starts a third actor
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -152,3 +153,12 @@ def test_a_lost_worker_is_replaced_and_its_episodes_re_run_or_dropped(engine, wo
            [(n, t.seed, t.steps, t.env_reward, t.success) for n, t in enumerate(kept)]
     assert rollouts.env_steps == 2 * STEPS and not any(t.infra_failure for t in rollouts.trajectories)
     assert_on_policy(policy, rollouts)
+
+
+def test_worker_engine_refuses_env_workers_without_a_policy(ray_instance, policy):
+    """A RayVectorEnv of plain EnvWorkers (--ray_inference driver) has no policy copy to run decisions on."""
+    env_cfg = EnvConfig()
+    env_cfg.max_episode_steps = STEPS
+    with RayVectorEnv(1, env_kwargs_for(policy, env_cfg)) as env:
+        with pytest.raises(TypeError, match="worker_cls=RolloutWorker"):
+            WorkerRolloutEngine(policy, env, SAMPLING)

@@ -207,8 +207,9 @@ class WorkerRolloutEngine:
 
     def __init__(self, policy, vec_env, sampling: SamplingSpec, noise_head=None, value_head=None,
                  frame_camera: str | None = None, seed: int = 0, version: int = 0) -> None:
-        if not isinstance(getattr(vec_env, "_actors", None), list) or not hasattr(vec_env, "_call"):
-            raise TypeError("WorkerRolloutEngine needs the Ray backend's vector env (RayVectorEnv)")
+        if not issubclass(getattr(vec_env, "worker_cls", object), RolloutWorker):
+            raise TypeError("WorkerRolloutEngine needs a RayVectorEnv built with worker_cls=RolloutWorker "
+                            f"(--backend ray --ray_inference worker), got {type(vec_env).__name__}")
         self.vec_env, self._ray = vec_env, vec_env._ray
         self.modules = {"policy": policy, "noise_head": noise_head, "value_head": value_head}
         self.seed, self.version = int(seed), int(version)
