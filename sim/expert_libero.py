@@ -33,6 +33,8 @@ class LiberoPickPlaceExpert(PickPlaceExpert):
     max_carry_action = 1.0
     pos_integral_gain = 0.05
     yaw_tolerance = 0.05
+    grasp_lift = 0.0  # m the grasp planner also keeps the hand clear above the grasp (plan_grasp's lift)
+    plan_for_place = False  # the grasp planner also keeps the hand clear over the target (plan_grasp)
 
     def reset(self) -> None:
         super().reset()
@@ -54,7 +56,8 @@ class LiberoPickPlaceExpert(PickPlaceExpert):
         obj = np.asarray(state["object_pos"], dtype=np.float64)
         stale = self._plan is None or (self.phase is Phase.APPROACH and np.linalg.norm(obj - self._plan_at) > 0.01)
         if stale:
-            point, yaw = plan_grasp(state)
+            shift = self.place_target(state) - obj if self.plan_for_place else None
+            point, yaw = plan_grasp(state, self.grasp_lift, shift)
             self._plan, self._plan_at = (point - obj, yaw), obj
         return self._plan
 

@@ -46,18 +46,22 @@ def _grasp_candidates(state: dict[str, np.ndarray]) -> list[tuple[np.ndarray, fl
     return around or walls
 
 
-def _clearance(point: np.ndarray, yaw: float, state: dict[str, np.ndarray], floor: float) -> float:
+def _clearance(point: np.ndarray, yaw: float, state: dict[str, np.ndarray], floor: float,
+               lift: float = 0.0) -> float:
     """Smallest signed distance (m) from the hand and open fingers at ``point`` to any obstacle box.
 
     The hand and fingers are sampled as points; nothing below ``floor`` (what the object stands
-    on) counts.
+    on) counts. ``lift`` stretches the hand's box that far up: the hand on its way up with the object.
     """
     u = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
     v = np.array([np.cos(yaw), np.sin(yaw), 0.0])
     samples = []
-    for offset, half_u, half_v, z_from, z_to in (HAND_BOX, *FINGER_BOXES):
+    hand = HAND_BOX[:4] + (HAND_BOX[4] + lift,)
+    for offset, half_u, half_v, z_from, z_to in (hand, *FINGER_BOXES):
+        z_lo, z_hi = max(point[2] + z_from, floor), max(point[2] + z_to, floor)
+        heights = max(3, int(np.ceil((z_hi - z_lo) / 0.06)) + 1)  # 3 over the plain hand (12 cm), as before
         a, b, z = np.meshgrid(np.linspace(-half_u, half_u, 5) + offset, np.linspace(-half_v, half_v, 3),
-                              np.linspace(max(point[2] + z_from, floor), max(point[2] + z_to, floor), 3))
+                              np.linspace(z_lo, z_hi, heights))
         samples.append(point[:2] + a.reshape(-1, 1) * u[:2] + b.reshape(-1, 1) * v[:2])
         samples[-1] = np.column_stack([samples[-1], z.reshape(-1)])
     pts = np.concatenate(samples)  # [P, 3]
@@ -70,11 +74,23 @@ def _clearance(point: np.ndarray, yaw: float, state: dict[str, np.ndarray], floo
     return float(signed.min())
 
 
-def plan_grasp(state: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
-    """The grasp (grip-site position, yaw) whose hand and fingers stay clearest of the rest of the scene."""
+def plan_grasp(state: dict[str, np.ndarray], lift: float = 0.0,
+               place_shift: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """The grasp (grip-site position, yaw) whose hand and fingers stay clearest of the rest of the scene;
+    ``lift``: also the hand lifted that far (see ``_clearance``); ``place_shift`` (how far the object
+    moves to its target): also the hand over the target, lifted, where a fixture beside the target
+    (a cabinet by the plate) can stand in a hand that was clear at the grasp."""
     # What the object stands on (table, drawer floor) is no obstacle.
     floor = float(state["object_lo"][2]) + 0.005
-    scored = [(min(_clearance(p, y, state, floor), CLEARANCE_ENOUGH)
-               - YAW_COST * abs(y), i, p, y) for i, (p, y) in enumerate(_grasp_candidates(state))]
+
+    def clearance(p: np.ndarray, y: float) -> float:
+        c = _clearance(p, y, state, floor, lift)
+        if place_shift is not None:
+            shift = np.asarray(place_shift, dtype=np.float64)
+            c = min(c, _clearance(p + shift, y, state, floor + max(shift[2], 0.0), lift))
+        return c
+
+    scored = [(min(clearance(p, y), CLEARANCE_ENOUGH) - YAW_COST * abs(y), i, p, y)
+              for i, (p, y) in enumerate(_grasp_candidates(state))]
     _, _, point, yaw = max(scored, key=lambda t: (t[0], -t[1]))
     return point, float(yaw)

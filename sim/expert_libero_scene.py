@@ -1,10 +1,13 @@
-"""What the LIBERO pick-and-place expert reads from the MuJoCo state (privileged).
+"""What the LIBERO experts read from the MuJoCo state (privileged).
 
-A LIBERO task whose BDDL goal is one ``On``/``In`` relation names the object
-and where it goes. ``LiberoGoalState`` (an env's ``privileged_extras``) gives,
-each step: the object's origin, bounding box and bounding-box corner points;
-the target's top and the support point the object should rest on; and every
-other scene geom as an oriented box, for planning a grasp that clears them.
+A LIBERO task's BDDL goal is a list of predicates: ``On``/``In`` name an object
+and where it goes; ``Open``/``Close``/``TurnOn``/``TurnOff`` an articulated part.
+``LiberoGoalState`` (an env's ``privileged_extras``) gives, each step and for each
+subgoal in the order ``plan_subgoals`` reaches them: for a placement, the object's
+origin, bounding box and bounding-box corner points, the target's top and the
+support point the object should rest on, and every other scene geom as an oriented
+box, for planning a grasp that clears them; for a part, its joint and geometry;
+before opening a drawer, the objects near its path (``expert_libero_room``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from .expert_libero_room import HAND_BELOW, NEAR_MARGIN, in_the_way, overlaps, sweep_regions
+
 SUPPORTED_RELATIONS = ("on", "in")
+# Subgoal kinds (the index is goal<k>/kind in the privileged state).
+SUBGOAL_KINDS = ("on", "in", "open", "close", "turnon", "turnoff")
 ROBOT_BODY_PREFIXES = ("robot0_", "gripper0_", "mount0_")
 
 _CORNERS = np.array(list(itertools.product([-1.0, 1.0], repeat=3)))
@@ -75,8 +82,8 @@ class LiberoGoalState:
     Entries: object_pos (body origin), object_lo / object_hi (bounding box), object_points
     (corners of its geoms' boxes), target_top (highest point of the target object),
     target_support ([x, y, z]: centre of where the object goes, at the height its bottom rests
-    on), obstacle_centre / obstacle_rot / obstacle_half (oriented boxes of the other geoms).
-    Empty for other goal shapes (open a drawer, ...).
+    on), obstacle_centre / obstacle_rot / obstacle_half (oriented boxes of the other geoms); per
+    subgoal as ``goal<k>/<entry>`` (see ``__call__``). Empty for predicates no expert handles.
     """
 
     def __init__(self) -> None:
@@ -102,26 +109,154 @@ class LiberoGoalState:
         centre = data.geom_xpos[geoms] + np.einsum("gij,gj->gi", rot, model.geom_aabb[geoms, :3])
         return centre, rot, model.geom_aabb[geoms, 3:].copy()
 
-    def __call__(self, env: Any) -> dict[str, np.ndarray]:
-        try:
-            _, obj, target = libero_goal(env)  # "on" and "in" differ only in the kind of target
-        except ValueError:
-            return {}  # other goal shapes: nothing for this expert to read
+    def _object_state(self, env: Any, obj: str) -> dict[str, np.ndarray]:
+        """Entries for grasping ``obj``: its origin, box, corner points, and the obstacles around it."""
         data = env.sim.data
         state = {"object_pos": np.array(data.body_xpos[env.obj_body_id[obj]])}
         state["object_lo"], state["object_hi"] = self._aabb(env, obj)
         state["object_points"] = _geom_corners(env.sim.model._model, data._data, self._geoms[obj]).reshape(-1, 3)
         state["obstacle_centre"], state["obstacle_rot"], state["obstacle_half"] = self._obstacles(env, obj)
+        return state
+
+    def _place_state(self, env: Any, obj: str, target: str) -> dict[str, np.ndarray]:
+        """Entries for putting ``obj`` on / in ``target`` (an object, or a region site)."""
+        data = env.sim.data
+        state = self._object_state(env, obj)
         if target in env.obj_body_id:  # an object: rest on its top
             lo, hi = self._aabb(env, target)
             centre = np.array(data.body_xpos[env.obj_body_id[target]])
             support = np.array([centre[0], centre[1], hi[2]])
-        else:  # a region site of a container: rest on the region's floor
+        else:  # a region site: rest on its floor
             site = env.object_sites_dict[target]
-            _, hi = self._aabb(env, site.parent_name)
             centre = np.array(data.get_site_xpos(target))
             half_height = abs(float(np.asarray(site.size, dtype=float).reshape(-1)[-1]))
-            support = np.array([centre[0], centre[1], centre[2] - half_height])
+            if site.parent_name is None:
+                # A region of the table itself (LIBERO's TargetZone, e.g. "main_table_stove_front_region"):
+                # no parent body. LIBERO's On wants the object's origin above the zone's top; the table
+                # top is where the object stands now (its bottom), when it was put on the table.
+                bottom = float(state["object_lo"][2])
+                hi = np.array([0.0, 0.0, max(bottom, centre[2] + half_height)])
+                support = np.array([centre[0], centre[1], hi[2]])
+            else:  # a region of a container (basket, drawer, stove top): rest on its floor
+                if getattr(site, "joints", None):  # a drawer: clear its own walls, not the cabinet above it
+                    _, hi = _world_aabb(env.sim.model._model, data._data, self._part_geoms(env, site.joints[0]))
+                else:
+                    _, hi = self._aabb(env, site.parent_name)
+                support = np.array([centre[0], centre[1], centre[2] - half_height])
         state["target_top"] = np.array([hi[2]])
         state["target_support"] = support
         return state
+
+    def _part_geoms(self, env: Any, joint_name: str) -> np.ndarray:
+        """Collision geoms of the part ``joint_name`` moves (a drawer, a door, a knob)."""
+        key = "part " + joint_name
+        if key not in self._geoms:
+            model = env.sim.model._model
+            self._geoms[key] = _subtree_collision_geoms(model, int(model.jnt_bodyid[model.joint(joint_name).id]))
+        return self._geoms[key]
+
+    def _joint_state(self, env: Any, name: str, predicate: str) -> dict[str, np.ndarray]:
+        """Entries for moving the articulated part ``name`` (a region site of a drawer, or a fixture)."""
+        model, data = env.sim.model._model, env.sim.data._data
+        if name in env.object_sites_dict:
+            site = env.object_sites_dict[name]
+            joints, parent = list(site.joints or []), site.parent_name
+        else:
+            joints, parent = list(env.get_object(name).joints), name
+        joint = model.joint(joints[0]).id
+        geoms = self._part_geoms(env, joints[0])
+        art = env.get_object(parent).object_properties["articulation"]
+        # A joint value just inside the range LIBERO's predicate accepts.
+        if predicate == "open":
+            qpos_goal = float(np.mean(art["default_open_ranges"]))
+        elif predicate == "close":
+            qpos_goal = float(max(art["default_close_ranges"])) + 0.005
+        elif predicate == "turnon":
+            qpos_goal = float(min(art["default_turnon_ranges"])) + 0.4
+        else:
+            qpos_goal = float(max(art["default_turnoff_ranges"])) - 0.005
+        return {
+            "joint_type": np.array([float(model.jnt_type[joint])]),  # 2 slide, 3 hinge
+            "joint_qpos": np.array([float(data.qpos[model.jnt_qposadr[joint]])]),
+            "joint_goal": np.array([qpos_goal]),
+            "joint_axis": np.array(data.xaxis[joint]),
+            "joint_anchor": np.array(data.xanchor[joint]),
+            "part_points": _geom_corners(model, data, geoms).reshape(-1, 3),
+            "part_rot": np.array(data.xmat[model.jnt_bodyid[joint]]).reshape(3, 3),
+        }
+
+    def _blocker_state(self, env: Any, part: dict[str, np.ndarray], picked_later: set[str]) -> dict[str, np.ndarray]:
+        """For opening a drawer still closed: ``sweep`` (expert_libero_room's regions), ``hand_low`` (the
+        horizontal hand's lowest point) and, for each movable object
+        near it (j: its index among the env's objects, stable while it is carried away), its grasp
+        entries as ``near<j>/<entry>`` with ``near<j>/in_way``."""
+        if int(part["joint_type"][0]) != 2 or part["done"][0] > 0.5:
+            return {}
+        move = float(part["joint_goal"][0] - part["joint_qpos"][0])
+        direction = np.sign(move) * np.asarray(part["joint_axis"], dtype=np.float64)
+        points = part["part_points"]
+        sweep = sweep_regions(points, direction, abs(move))
+        along = points[:, :2] @ sweep[0, :2]
+        hand_low = float(points[along > along.max() - 0.012, 2].mean()) - HAND_BELOW
+        state = {"sweep": sweep, "hand_low": np.array([hand_low])}
+        for j, name in enumerate(env.objects_dict):
+            lo, hi = self._aabb(env, name)
+            if not any(overlaps(r, lo, hi, NEAR_MARGIN) for r in sweep):
+                continue
+            way = in_the_way(sweep, lo, hi, float(points[:, 2].min()), hand_low, name in picked_later)
+            entries = self._object_state(env, name)
+            entries["in_way"] = np.array([float(way)])
+            state.update({f"near{j}/{k}": v for k, v in entries.items()})
+        return state
+
+    def __call__(self, env: Any) -> dict[str, np.ndarray]:
+        """The entries of every subgoal (``plan_subgoals``) as ``goal<k>/<entry>``, with ``goal<k>/kind``
+        (SUBGOAL_KINDS index) and ``goal<k>/done`` (LIBERO's own predicate); ``goal_count``. The first
+        pick-and-place subgoal's entries are also given without the prefix."""
+        goals = env.parsed_problem["goal_state"]
+        try:
+            subgoals = plan_subgoals(goals, _drawer_regions(env))
+        except ValueError:
+            return {}
+        state: dict[str, np.ndarray] = {"goal_count": np.array([len(subgoals)])}
+        plain = None
+        for k, goal in enumerate(subgoals):
+            if goal[0] in SUPPORTED_RELATIONS:
+                entries = self._place_state(env, goal[1], goal[2])
+                if plain is None:
+                    plain = entries
+            else:
+                entries = self._joint_state(env, goal[1], goal[0])
+            entries["kind"] = np.array([SUBGOAL_KINDS.index(goal[0])])
+            entries["done"] = np.array([float(bool(env._eval_predicate(goal)))])
+            if goal[0] == "open":
+                later = {g[1] for g in subgoals[k + 1:] if g[0] in SUPPORTED_RELATIONS}
+                entries.update(self._blocker_state(env, entries, later))
+            state.update({f"goal{k}/{name}": value for name, value in entries.items()})
+        if plain is not None:
+            state.update(plain)
+        return state
+
+
+def _drawer_regions(env: Any) -> set[str]:
+    """Region sites that move with a joint (a drawer's inside): putting something in needs it open."""
+    return {name for name, site in env.object_sites_dict.items() if getattr(site, "joints", None)}
+
+
+def plan_subgoals(goals: list, drawer_regions: set[str] = frozenset()) -> list[tuple[str, ...]]:
+    """The order a scripted expert reaches a LIBERO goal in: each predicate once, in BDDL order within
+    a kind, opening a drawer before putting something in it (an ``open`` added when not asked for);
+    opens first, then turn on / off (the knob is clear before the pots go on the stove), then
+    pick-and-place, and closes last (close the drawer or microwave after putting something in).
+    ValueError for predicates no expert handles."""
+    goals = [tuple(g) for g in goals]
+    unknown = [g for g in goals if g[0] not in SUBGOAL_KINDS or len(g) != (3 if g[0] in SUPPORTED_RELATIONS else 2)]
+    if unknown:
+        raise ValueError(f"no scripted expert handles the LIBERO goal predicates {unknown}; handled: {SUBGOAL_KINDS}")
+    opens = [g for g in goals if g[0] == "open"]
+    for g in goals:
+        if g[0] == "in" and g[2] in drawer_regions and ("open", g[2]) not in opens:
+            opens.append(("open", g[2]))
+    order = {"open": 0, "turnon": 1, "turnoff": 1, "on": 2, "in": 2, "close": 3}
+    rest = sorted((g for g in goals if g[0] != "open"), key=lambda g: order[g[0]])
+    return opens + rest

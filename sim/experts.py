@@ -6,6 +6,7 @@ from typing import Callable
 
 from .expert_door import DoorExpert
 from .expert_libero import LiberoPickPlaceExpert
+from .expert_libero_task import LiberoTaskExpert
 from .expert_lift import LiftExpert
 from .expert_nut_assembly import NutAssemblySquareExpert
 from .expert_pick_place import PickPlaceCanExpert, StackExpert
@@ -18,11 +19,14 @@ EXPERTS: dict[str, Callable[..., object]] = {
     "pick_place_can": PickPlaceCanExpert,
     "stack": StackExpert,
 }
-# LIBERO suites whose every task is one pick-and-place (On/In) goal: "<suite>/<task>" gets the LIBERO expert,
-# and so do the tasks of their LIBERO-PRO variants ("libero_spatial_lan/0").
+# LIBERO suites with an expert: "<suite>/<task>" gets it, and so do the tasks of their LIBERO-PRO variants
+# ("libero_spatial_lan/0"). Every spatial and object task is one pick-and-place (On/In) goal; goal and
+# libero_10 tasks also open, close and turn on things, and have up to three goals (LiberoTaskExpert).
 LIBERO_EXPERT_SUITES: dict[str, Callable[..., object]] = {
     "libero_spatial": LiberoPickPlaceExpert,
     "libero_object": LiberoPickPlaceExpert,
+    "libero_goal": LiberoTaskExpert,
+    "libero_10": LiberoTaskExpert,
 }
 
 
