@@ -35,6 +35,7 @@ class LiberoPickPlaceExpert(PickPlaceExpert):
     yaw_tolerance = 0.05
     grasp_lift = 0.0  # m the grasp planner also keeps the hand clear above the grasp (plan_grasp's lift)
     plan_for_place = False  # the grasp planner also keeps the hand clear over the target (plan_grasp)
+    take_handles = False  # objects too wide to take whole are taken by a handle (plan_grasp)
 
     def reset(self) -> None:
         super().reset()
@@ -57,7 +58,7 @@ class LiberoPickPlaceExpert(PickPlaceExpert):
         stale = self._plan is None or (self.phase is Phase.APPROACH and np.linalg.norm(obj - self._plan_at) > 0.01)
         if stale:
             shift = self.place_target(state) - obj if self.plan_for_place else None
-            point, yaw = plan_grasp(state, self.grasp_lift, shift)
+            point, yaw = plan_grasp(state, self.grasp_lift, shift, self.take_handles)
             self._plan, self._plan_at = (point - obj, yaw), obj
         return self._plan
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from .expert_base import WaypointExpert, gripper_yaw
 from .expert_libero import LiberoPickPlaceExpert
+from .expert_libero_room import box_distance
 from .expert_pick_place import Phase as PickPhase
 from .rotations import matrix_to_rotvec, quat_xyzw_to_matrix
 
@@ -282,7 +283,12 @@ class PushExpert(_Primitive):
             target[2] = top + 0.1
             if self._near(eef, target, 0.03):
                 self._enter("done")
-        return self._action(eef, target, s["eef_quat"], gripper, self.max_arm_action)
+        # The hand is 20 cm long along the fingers' closing axis: across the push, not along it, or it
+        # meets the cabinet's face (or the drawer above) before the fingers have pushed the drawer home.
+        if "yaw" not in self._memo:
+            yaw = float(np.arctan2(d[1], d[0]))
+            self._memo["yaw"] = (yaw + np.pi / 2) % np.pi - np.pi / 2
+        return self._action(eef, target, s["eef_quat"], gripper, self.max_arm_action, yaw=float(self._memo["yaw"]))
 
 
 class SlideExpert(_Primitive):
@@ -351,12 +357,21 @@ class PlaceExpert(LiberoPickPlaceExpert):
     # a hand that clears them at the grasp can still hit them on the way up.
     grasp_lift = 0.12
     plan_for_place = True
+    take_handles = True  # libero_10's moka pots (8 cm wide) by their handles
     lift_action = 0.75
     carry_clearance = 0.04  # lower than LIBERO-spatial's 0.08: the lift to clear an open drawer's walls is long
 
     def reset(self) -> None:
         super().reset()
         self._retreat = 0
+        self._support: np.ndarray | None = None
+
+    def place_target(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        if "target_corners" in state:
+            if self._support is None:  # chosen once, before the grasp: the scene does not change meanwhile
+                self._support = free_support(state)
+            state = dict(state, target_support=self._support)
+        return super().place_target(state)
 
     def act(self, privileged_state: dict[str, np.ndarray]) -> np.ndarray:
         # Nothing held on the way to the object or away from it: full speed (libero_goal allows 300
@@ -371,6 +386,43 @@ class PlaceExpert(LiberoPickPlaceExpert):
     @property
     def finished(self) -> bool:
         return self._retreat >= self.retreat_steps
+
+
+def free_support(state: dict[str, np.ndarray]) -> np.ndarray:
+    """Where in the target region (``target_corners``) the object goes: the region's centre, unless
+    a movable object (``obstacle_movable``) already stands there (the first moka pot), then the point of the region, 1.5 cm inside
+    its edges, whose footprint keeps clearest of what stands on the target's surface."""
+    support = np.asarray(state["target_support"], dtype=np.float64)
+    obj, lo, hi = (np.asarray(state[k], dtype=np.float64) for k in ("object_pos", "object_lo", "object_hi"))
+    centre, rot, half = state["obstacle_centre"], state["obstacle_rot"], state["obstacle_half"]
+    extent_z = np.einsum("gij,gj->gi", np.abs(rot), half)[:, 2]
+    near = np.linalg.norm(centre[:, :2] - support[:2], axis=1) < 0.3
+    standing = near & (centre[:, 2] - extent_z > support[2] - 0.01) & (centre[:, 2] + extent_z > support[2] + 0.01)
+    standing &= np.asarray(state["obstacle_movable"]) > 0.5  # not the target's own parts (a stove's knob)
+    if not standing.any():
+        return support
+    c, r, h = centre[standing], rot[standing], half[standing]
+    height = hi[2] - lo[2]
+
+    def clearance(point: np.ndarray) -> float:
+        shift = point[:2] - obj[:2]
+        return box_distance(lo[:2] + shift, hi[:2] + shift, support[2], support[2] + height, c, r, h)
+
+    if clearance(support) > 0.01:
+        return support
+    corners = np.asarray(state["target_corners"], dtype=np.float64)
+    mid = corners.mean(0)
+    best, best_clear = support, clearance(support)
+    for a in np.linspace(0.0, 1.0, 7):
+        for b in np.linspace(0.0, 1.0, 7):
+            xy = corners[0] + a * (corners[1] - corners[0]) + b * (corners[2] - corners[0])
+            inward = mid - xy
+            xy = xy + 0.015 * inward / max(np.linalg.norm(inward), 1e-9) * (np.linalg.norm(inward) > 0.015)
+            point = np.array([xy[0], xy[1], support[2]])
+            value = clearance(point)
+            if value > best_clear:
+                best, best_clear = point, value
+    return best
 
 
 class ClearExpert(PlaceExpert):

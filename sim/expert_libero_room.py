@@ -105,7 +105,7 @@ def free_spot(view: dict[str, np.ndarray], regions: np.ndarray, hand_low: float)
                 continue
             if any(overlaps(r, new_lo, new_hi, SPOT_MARGIN) for r in regions):
                 continue
-            if len(c) and _box_distance(new_lo, new_hi, bottom, top, c, r, h) < SPOT_MARGIN:
+            if len(c) and box_distance(new_lo, new_hi, bottom, top, c, r, h) < SPOT_MARGIN:
                 continue
             best = (cost, spot)
     if best is None:
@@ -113,8 +113,8 @@ def free_spot(view: dict[str, np.ndarray], regions: np.ndarray, hand_low: float)
     return np.array([best[1][0], best[1][1], bottom])
 
 
-def _box_distance(lo: np.ndarray, hi: np.ndarray, bottom: float, top: float, centre: np.ndarray,
-                  rot: np.ndarray, half: np.ndarray) -> float:
+def box_distance(lo: np.ndarray, hi: np.ndarray, bottom: float, top: float, centre: np.ndarray,
+                 rot: np.ndarray, half: np.ndarray) -> float:
     """Smallest signed distance from points filling the box (xy ``lo``-``hi``, z ``bottom``-``top``) to
     the oriented boxes."""
     x, y, z = np.meshgrid(np.linspace(lo[0], hi[0], 5), np.linspace(lo[1], hi[1], 5),

@@ -132,10 +132,9 @@ class LiberoGoalState:
             half_height = abs(float(np.asarray(site.size, dtype=float).reshape(-1)[-1]))
             if site.parent_name is None:
                 # A region of the table itself (LIBERO's TargetZone, e.g. "main_table_stove_front_region"):
-                # no parent body. LIBERO's On wants the object's origin above the zone's top; the table
-                # top is where the object stands now (its bottom), when it was put on the table.
-                bottom = float(state["object_lo"][2])
-                hi = np.array([0.0, 0.0, max(bottom, centre[2] + half_height)])
+                # no parent body, and the zone's site lies a little below the table top (2.7 cm in
+                # living_room_table's): the surface is found by a ray down through the zone's centre.
+                hi = np.array([0.0, 0.0, self._surface_z(env, centre, obj)])
                 support = np.array([centre[0], centre[1], hi[2]])
             else:  # a region of a container (basket, drawer, stove top): rest on its floor
                 if getattr(site, "joints", None):  # a drawer: clear its own walls, not the cabinet above it
@@ -143,9 +142,40 @@ class LiberoGoalState:
                 else:
                     _, hi = self._aabb(env, site.parent_name)
                 support = np.array([centre[0], centre[1], centre[2] - half_height])
+                # The region's corners (LIBERO's In/On want the object's origin inside): two pots can
+                # share a stove's cook region, side by side.
+                size = np.asarray(site.size, dtype=float).reshape(-1)
+                if size.size >= 2:
+                    rot = np.asarray(data.get_site_xmat(target)).reshape(3, 3)
+                    local = np.array([[sx * size[0], sy * size[1], 0.0] for sx in (-1, 1) for sy in (-1, 1)])
+                    state["target_corners"] = (centre + local @ rot.T)[:, :2]
+                    state["obstacle_movable"] = self._movable_mask(env, obj)
         state["target_top"] = np.array([hi[2]])
         state["target_support"] = support
         return state
+
+    def _movable_mask(self, env: Any, obj: str) -> np.ndarray:
+        """1 for the obstacles (``_obstacles``' order) that belong to a movable object, else 0: what
+        stands on a target region and was put there, not the target's own parts (a stove's knobs)."""
+        key = "movable not " + obj
+        if key not in self._geoms:
+            model = env.sim.model._model
+            movable = np.concatenate([_subtree_collision_geoms(model, env.obj_body_id[name])
+                                      for name in env.objects_dict]) if env.objects_dict else np.zeros(0, int)
+            self._geoms[key] = np.isin(self._geoms["not " + obj], movable).astype(np.float64)
+        return self._geoms[key]
+
+    def _surface_z(self, env: Any, point: np.ndarray, obj: str) -> float:
+        """Height of what is below ``point`` (4 cm above it down; ``obj`` does not count)."""
+        import mujoco
+
+        start = np.asarray(point, dtype=np.float64) + np.array([0.0, 0.0, 0.04])
+        hit = np.zeros(1, dtype=np.int32)
+        model, data = env.sim.model._model, env.sim.data._data
+        # Collision geoms only (group 0): the visual meshes have no contact and need not match the surface.
+        depth = mujoco.mj_ray(model, data, start, np.array([0.0, 0.0, -1.0]), np.array([1, 0, 0, 0, 0, 0], np.uint8),
+                              1, int(env.obj_body_id[obj]), hit)
+        return float(start[2] - depth) if depth >= 0 else float(point[2])
 
     def _part_geoms(self, env: Any, joint_name: str) -> np.ndarray:
         """Collision geoms of the part ``joint_name`` moves (a drawer, a door, a knob)."""
@@ -218,6 +248,7 @@ class LiberoGoalState:
             subgoals = plan_subgoals(goals, _drawer_regions(env))
         except ValueError:
             return {}
+        asked = {tuple(g) for g in goals}
         state: dict[str, np.ndarray] = {"goal_count": np.array([len(subgoals)])}
         plain = None
         for k, goal in enumerate(subgoals):
@@ -228,7 +259,10 @@ class LiberoGoalState:
             else:
                 entries = self._joint_state(env, goal[1], goal[0])
             entries["kind"] = np.array([SUBGOAL_KINDS.index(goal[0])])
-            entries["done"] = np.array([float(bool(env._eval_predicate(goal)))])
+            done = bool(env._eval_predicate(goal))
+            if goal not in asked:  # an open added for putting things in: done once they are in
+                done = done or all(env._eval_predicate(g) for g in subgoals if g[0] == "in" and g[2] == goal[1])
+            entries["done"] = np.array([float(done)])
             if goal[0] == "open":
                 later = {g[1] for g in subgoals[k + 1:] if g[0] in SUPPORTED_RELATIONS}
                 entries.update(self._blocker_state(env, entries, later))
