@@ -90,6 +90,7 @@ def main() -> None:
     from vla.eval.evaluate import env_kwargs_for
     from vla.sim import VectorEnv
     from vla.rl.ray_rollout import RolloutWorker
+    from vla.sim.ray_connect import start_local
     from vla.sim.ray_vector_env import RayVectorEnv
 
     def policy_workers(n, env_kwargs):
@@ -104,7 +105,7 @@ def main() -> None:
             env_cfg = EnvConfig()
             env_cfg.max_episode_steps = EPISODE_STEPS
             setups[kind] = (policy, env_kwargs_for(policy, env_cfg))
-    ray.init(num_cpus=max(args.workers), include_dashboard=False, log_to_driver=False)
+    start_local(ray, num_cpus=max(args.workers))
     rates: dict[tuple[str, str, int], list[float]] = {}
     try:
         for r in range(args.rounds):

@@ -14,6 +14,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 from tests.policy.helpers import make_state_policy  # noqa: E402
+from vla.sim.ray_connect import start_local  # noqa: E402
 from vla.config import EnvConfig  # noqa: E402
 from vla.eval.evaluate import env_kwargs_for  # noqa: E402
 from vla.rl.rollout import RolloutEngine, SamplingSpec  # noqa: E402
@@ -25,7 +26,7 @@ GROUPS, GROUP_SIZE = [11, 12], 2  # 4 episodes in two waves of 2 envs
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local(ray, num_cpus=2)  # workers at this process's priority, as `vla rl --backend ray` starts them
     yield
     ray.shutdown()
 

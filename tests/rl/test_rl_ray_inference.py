@@ -16,6 +16,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 from tests.policy.helpers import make_state_policy  # noqa: E402
+from vla.sim.ray_connect import start_local  # noqa: E402
 from vla.config import EnvConfig  # noqa: E402
 from vla.eval.evaluate import env_kwargs_for  # noqa: E402
 from vla.rl.ray_rollout import RolloutWorker, WorkerRolloutEngine  # noqa: E402
@@ -32,7 +33,7 @@ SAMPLING = SamplingSpec(noise_level=0.5)
 @pytest.fixture(scope="module")
 def ray_instance():
     # 3 logical CPUs: the module's 2 rollout workers hold 2 for its life, the refusal test starts a third actor
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    start_local(ray, num_cpus=3)  # workers at this process's priority, as `vla rl --backend ray` starts them
     yield
     ray.shutdown()
 
