@@ -1,4 +1,4 @@
-"""RL post-training benchmark on Lift: success over iterations and time per iteration.
+"""RL post-training benchmark (Lift by default; any task through --config): success over iterations and time per iteration.
 
 Runs GRPO or PPO (configs/rl/lift_<algo>.yaml) from a supervised checkpoint for
 N iterations, once per seed, and writes
@@ -143,7 +143,7 @@ def plot(results: dict, path: Path) -> None:
     if results["sft_success"] is not None:
         ax1.axhline(100 * results["sft_success"], color="k", ls=":", label="SFT policy (evaluation)")
     ax1.set(xlabel="RL iteration", ylabel="success rate (%)", ylim=(-2, 102),
-            title=f"{results['algo'].upper()} on Lift")
+            title=f"{results['algo'].upper()} on {results.get('task', 'lift')}")
     ax1.legend(fontsize=8, loc="lower right")
     ax1.grid(alpha=0.3)
     t = results["aggregate"]["timings_per_iteration_s"]
@@ -184,7 +184,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     sft = sft_level(make_config(args, args.seeds[0], out / "sft_eval")) if args.sft_eval else None
     runs = [run_seed(args, seed, out / args.algo / f"seed{seed}") for seed in args.seeds]
-    results = {"algo": args.algo, "policy": args.policy, "iterations": args.iterations, "seeds": args.seeds,
+    task = make_config(args, args.seeds[0], out / args.algo / f"seed{args.seeds[0]}").env.task
+    results = {"algo": args.algo, "task": task, "policy": args.policy, "iterations": args.iterations, "seeds": args.seeds,
                "machine": machine(), "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
                "date": time.strftime("%Y-%m-%d"), "sft_success": sft, "runs": runs, "aggregate": aggregate(runs)}
     path = out / f"{args.algo}_results.json"
@@ -194,7 +195,7 @@ def main() -> None:
     plot(results, out / f"{args.algo}_success.png")
     agg = results["aggregate"]
     t = agg["timings_per_iteration_s"]
-    print(f"{args.algo.upper()} on Lift, {len(runs)} seed(s), {args.iterations} iterations: SFT "
+    print(f"{args.algo.upper()} on {task}, {len(runs)} seed(s), {args.iterations} iterations: SFT "
           f"{'n/a' if sft is None else f'{100 * sft:.0f}%'} -> final evaluation "
           f"{agg['final_eval_pc_success']['mean']} +- {agg['final_eval_pc_success']['std']} %")
     print("seconds per iteration: " + ", ".join(f"{k} {t[k]['mean']:.1f} +- {t[k]['std']:.1f}"
