@@ -1,4 +1,5 @@
-"""RL post-training benchmark (Lift by default; any task through --config): success over iterations and time per iteration.
+"""RL post-training benchmark: success over iterations and time per iteration (Lift by default, any
+task through --config).
 
 Runs GRPO or PPO (configs/rl/lift_<algo>.yaml) from a supervised checkpoint for
 N iterations, once per seed, and writes
