@@ -52,7 +52,7 @@ def test_collect_from_evaluation_states_is_recorded(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, says", [
     (["--suite=libero_nope"], "valid suites: libero_spatial, libero_object"),
-    (["--suite=libero_goal"], "suites with experts: libero_object, libero_spatial"),
+    (["--suite=libero_90"], "suites with experts: libero_10, libero_goal, libero_object, libero_spatial"),
     (["--suite=libero_spatial", "--task_ids=[10]"], "out of range for libero_spatial (tasks 0..9: 0: pick_up"),
     (["--env.task=open_fridge"], "tasks with experts: door, lift, nut_assembly_square, pick_place_can, stack"),
     (["--task_ids=[0]"], "set suite too"),

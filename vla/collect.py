@@ -75,8 +75,8 @@ def resolve_tasks(cfg: CollectConfig) -> list[str]:
     if cfg.suite not in suites:
         raise ConfigError(f"unknown suite {cfg.suite!r}; valid suites: {', '.join(suites)}")
     if libero_expert_suite(cfg.suite) is None:
-        raise ConfigError(f"no scripted expert for suite {cfg.suite!r} (its goals are not single pick-and-place "
-                          f"relations); suites with experts: {', '.join(sorted(LIBERO_EXPERT_SUITES))}")
+        raise ConfigError(f"no scripted expert for suite {cfg.suite!r} (its tasks have not been checked with the "
+                          f"task expert); suites with experts: {', '.join(sorted(LIBERO_EXPERT_SUITES))}")
     names = list_libero_tasks(cfg.suite)
     bad = [i for i in cfg.task_ids if not 0 <= i < len(names)]
     if bad:
