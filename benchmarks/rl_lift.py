@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402  (benchmarks/common.py)
 
 from vla.config import RLConfig, parse_config  # noqa: E402
+from vla.atomic_io import write_json_atomic  # noqa: E402
 from vla.rl.trainer import train_rl  # noqa: E402
 
 PHASES = ("rollout_s", "logprob_s", "update_s")
@@ -64,12 +66,17 @@ def run_seed(args, seed: int, out: Path) -> dict:
         summary = json.loads(done.read_text())
         history = json.loads((out / "history.json").read_text())["history"]
         wall_s = sum(h["iteration_s"] for h in history)
+        cpu_s = summary.get("benchmark_cpu_s")
     else:
         cfg = make_config(args, seed, out)
-        start = time.time()
+        start, cpu_start = time.time(), cpu_seconds()
         summary = train_rl(cfg, progress=not args.quiet)
         history = json.loads((out / "history.json").read_text())["history"]
         wall_s = time.time() - start
+        # CPU time of this process and its finished env workers; a resumed run counts only its last part
+        cpu_s = cpu_seconds() - cpu_start
+        summary["benchmark_cpu_s"] = cpu_s
+        write_json_atomic(done, summary)
     evals = [(h["iteration"], h["env_steps"], h["eval_success_rate"]) for h in history if "eval_success_rate" in h]
     if "eval_pc_success" in summary:
         evals.append((history[-1]["iteration"], history[-1]["env_steps"], summary["eval_pc_success"] / 100))
@@ -79,7 +86,7 @@ def run_seed(args, seed: int, out: Path) -> dict:
 
     train_curve = [(h["iteration"], h["env_steps"], h["success_rate"]) for h in history]
     return {
-        "seed": seed, "wall_s": wall_s, "output_dir": str(out),
+        "seed": seed, "wall_s": wall_s, "cpu_s": cpu_s, "output_dir": str(out),
         "success_per_iteration": [h["success_rate"] for h in history],
         "env_steps_per_iteration": [h["env_steps"] for h in history],
         "eval": [{"iteration": i, "env_steps": s, "success_rate": r} for i, s, r in evals],
@@ -87,7 +94,27 @@ def run_seed(args, seed: int, out: Path) -> dict:
         "env_steps_to_90_eval": steps_to(0.9, evals),
         "env_steps_to_90_train": steps_to(0.9, train_curve),
         "timings": {k: [h[k] for h in history] for k in (*PHASES, "iteration_s")},
+        "cpu_minutes_cumulative": cpu_minutes_cumulative(history, cpu_s),
     }
+
+
+def cpu_minutes_cumulative(history: list[dict], run_cpu_s: float | None) -> list[float] | None:
+    """CPU-minutes behind the policy after each iteration: the trainer's per-iteration meter where the
+    history has it, else the run's total spread over iterations in proportion to their wall time."""
+    if all("cpu_s" in h for h in history):
+        per_iteration = [h["cpu_s"] for h in history]
+    elif run_cpu_s is not None:
+        wall = [h["iteration_s"] for h in history]
+        per_iteration = [run_cpu_s * w / sum(wall) for w in wall]
+    else:
+        return None
+    return [float(v) / 60 for v in np.cumsum(per_iteration)]
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that have exited."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def sft_level(cfg: RLConfig) -> float | None:
@@ -130,7 +157,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, ((ax1, ax_steps), (ax_cpu, ax2)) = plt.subplots(2, 2, figsize=(12, 9))
     agg = results["aggregate"]["success_per_iteration"]
     its = np.arange(1, len(agg) + 1)
     mean = np.array([100 * a["mean"] for a in agg])
@@ -147,6 +174,21 @@ def plot(results: dict, path: Path) -> None:
             title=f"{results['algo'].upper()} on {results.get('task', 'lift')}")
     ax1.legend(fontsize=8, loc="lower right")
     ax1.grid(alpha=0.3)
+    for ax, key, label in ((ax_steps, "env_steps_per_iteration", "env steps (cumulative)"),
+                           (ax_cpu, "cpu_minutes_cumulative", "CPU-minutes (trainer + env workers)")):
+        for r in results["runs"]:
+            xs = r.get(key)
+            if not xs:
+                continue
+            line, = ax.plot(xs, [100 * v for v in r["success_per_iteration"]], alpha=0.8,
+                            label=f"training rollouts, seed {r['seed']}")
+            if r["final_eval_pc_success"] is not None:
+                ax.plot([xs[-1]], [r["final_eval_pc_success"]], "*", ms=12, color=line.get_color())
+        if results["sft_success"] is not None:
+            ax.axhline(100 * results["sft_success"], color="k", ls=":")
+        ax.set(xlabel=label, ylabel="success rate (%)", ylim=(-2, 102), title="per seed; stars: final evaluation")
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(alpha=0.3)
     t = results["aggregate"]["timings_per_iteration_s"]
     names = ["rollout", "log-prob recompute", "update"]
     vals = [t[k]["mean"] for k in PHASES]

@@ -141,7 +141,7 @@ def test_resume_reproduces_an_uninterrupted_run(thinking_dir, tmp_path):
     train_rl(run_config(thinking_dir, whole), progress=False, make_vec_env=fake_env)
     train_rl(run_config(thinking_dir, parts, stop_after=1), progress=False, make_vec_env=fake_env)
     train_rl(run_config(thinking_dir, parts, resume=True), progress=False, make_vec_env=fake_env)
-    timing = ("rollout_s", "logprob_s", "update_s", "iteration_s", "think_ms_per_chunk")
+    timing = ("rollout_s", "logprob_s", "update_s", "iteration_s", "cpu_s", "think_ms_per_chunk")
     strip = lambda out: [{k: v for k, v in h.items() if k not in timing}
                          for h in json.loads((out / "history.json").read_text())["history"]]
     assert strip(whole) == strip(parts)

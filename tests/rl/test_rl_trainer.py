@@ -18,7 +18,7 @@ from vla.rl.trainer import train_rl, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TIMING_KEYS = {"rollout_s", "logprob_s", "update_s", "iteration_s"}
+TIMING_KEYS = {"rollout_s", "logprob_s", "update_s", "iteration_s", "cpu_s"}
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +107,9 @@ def test_outputs_and_final_evaluation(sft_policy, tmp_path, capsys):
     assert summary["eval_pc_success"] == info["aggregated"]["pc_success"]
     h = json.loads((out / "history.json").read_text())["history"]
     for key in ("success_rate", "reward", "approx_kl", "clip_fraction", "entropy", "std", "value_loss",
-                "rollout_s", "logprob_s", "update_s", "env_steps"):
+                "rollout_s", "logprob_s", "update_s", "cpu_s", "env_steps"):
         assert key in h[0], key
+    assert h[0]["cpu_s"] > 0  # the trainer and its env workers did work in the iteration
     assert h[1]["env_steps"] > h[0]["env_steps"] > 0
 
 

@@ -36,6 +36,7 @@ from vla.policy.sampling import MODES, SDE_MODES, NoiseHead
 from vla.rl.advantages import STD_SCOPES
 from vla.rl import distributed
 from vla.rl.backend import rollout_engine, validate_backend, vec_env_factory
+from vla.rl.cpu_clock import process_tree_cpu_seconds
 from vla.rl.filtered_bc import DemoFrames, SuccessBuffer, filtered_bc_update
 from vla.rl.flow_surrogate import build_flow_surrogate
 from vla.rl.fsdp import FSDPLearner, FullStateOptimizer, validate_fsdp
@@ -309,7 +310,7 @@ def _train_rl(cfg: RLConfig, progress: bool, make_vec_env: VecEnvFactory | None)
                        disable=not progress, dynamic_ncols=True)
             for it in bar:
                 # -- rollouts
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), process_tree_cpu_seconds()
                 policy.eval()
                 rollouts = None
                 if main:
@@ -356,6 +357,7 @@ def _train_rl(cfg: RLConfig, progress: bool, make_vec_env: VecEnvFactory | None)
                     episodes, _ = _evaluate(policy, vec_env, cfg.eval.n_episodes_periodic, cfg.eval.seed)
                     record["eval_success_rate"] = float(np.mean([e.success for e in episodes]))
                 record["iteration_s"] = time.perf_counter() - t0
+                record["cpu_s"] = process_tree_cpu_seconds() - cpu0
                 history.append(record)
                 if main:
                     _log(writer, record, it)
@@ -395,7 +397,7 @@ def _train_rl(cfg: RLConfig, progress: bool, make_vec_env: VecEnvFactory | None)
 def _log(writer: SummaryWriter, record: dict, it: int) -> None:
     groups = {"success_rate": "rollout", "reward": "rollout", "episode_steps": "rollout", "env_steps": "rollout",
               "eval_success_rate": "eval", "rollout_s": "time", "logprob_s": "time", "update_s": "time",
-              "iteration_s": "time", "reward_s": "time"}
+              "iteration_s": "time", "reward_s": "time", "cpu_s": "time"}
     for key, value in record.items():
         if key != "iteration" and isinstance(value, (int, float)):
             writer.add_scalar(f"{groups.get(key, 'train')}/{key}", value, it)
