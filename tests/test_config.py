@@ -11,7 +11,7 @@ KINDS = {"collect": CollectConfig, "train": TrainConfig, "eval": EvalConfig, "po
          "world_model": WorldModelConfig}
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*/*.yaml")) + [ROOT / "configs/quickstart.yaml"],
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*/*.yaml")) + sorted((ROOT / "configs").glob("quickstart*.yaml")),
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_shipped_config_parses(path):
     if path.parent.name == "robot":
@@ -19,8 +19,10 @@ def test_every_shipped_config_parses(path):
 
         load_robot_config(path)
         return
-    cls = QuickstartConfig if path.name == "quickstart.yaml" else KINDS[path.parent.name]
-    parse_config(cls, ["--config", str(path)])
+    cls = QuickstartConfig if path.name.startswith("quickstart") else KINDS[path.parent.name]
+    cfg = parse_config(cls, ["--config", str(path)])
+    if path.name == "quickstart_state.yaml":  # its RL phase is the filtered-BC learner, not the default GRPO
+        assert cfg.rl.algo == "filtered_bc" and cfg.rl.iterations > 0
 
 
 def test_overrides_win_over_the_file(tmp_path):
