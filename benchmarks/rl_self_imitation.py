@@ -12,6 +12,7 @@ the 16 actions that actually followed that observation. Images get the SFT's ran
 
     python benchmarks/rl_self_imitation.py --policy SFT --rounds 3 --states 48 --seed 0 --json OUT.json \
         [--demos SFT_DATASET]   # keep the demos in every round's fine-tuning set
+        [--milestone 0.37]      # and the approach and grasp of failures that grasped and lifted
 """
 
 from __future__ import annotations
@@ -36,16 +37,34 @@ from vla.sim import VectorEnv  # noqa: E402
 from vla.train.augment import random_shift  # noqa: E402
 
 
-def successful_examples(policy, rollouts: Rollouts) -> dict[str, list]:
+def milestone_prefix(rollouts: Rollouts, traj, threshold: float, chunk_steps: int, sustain: int = 3) -> list[int]:
+    """The decisions of a failed trajectory up to the first one that starts `sustain` decisions in a row
+    whose staged dense reward (per step, averaged over the chunk's chunk_steps) is at least `threshold`,
+    plus the sustain - 1 after it; [] if it never gets there. With robosuite's staged rewards (grasp
+    0.35, lift 0.35-0.5) a threshold just above 0.35 marks "grasped and lifting": the approach and
+    grasp of an episode that failed later. (A failure runs to the time limit, so its chunks are whole.)"""
+    per_step = [float(rollouts.env_rewards[i]) / chunk_steps for i in traj.decisions]
+    for t in range(len(per_step) - sustain + 1):
+        if all(r >= threshold for r in per_step[t:t + sustain]):
+            return traj.decisions[: t + sustain]
+    return []
+
+
+def successful_examples(policy, rollouts: Rollouts, milestone: float | None = None) -> dict[str, list]:
     """Per decision of every successful trajectory: observation and the chunk of actions that followed
-    (vla/rl/filtered_bc.py's targets, which `vla rl --algo filtered_bc` trains on)."""
+    (vla/rl/filtered_bc.py's targets, which `vla rl --algo filtered_bc` trains on). With `milestone`,
+    failed trajectories that reached it add their decisions up to there (milestone_prefix)."""
     targets, pads = followed_actions(policy, rollouts, policy.config.n_action_steps)
     keys = [k for k in rollouts.observations if k != "task"]
     out: dict[str, list] = {k: [] for k in keys + [ACTION_KEY, PAD_KEY, "task"]}
     for traj in rollouts.trajectories:
-        if not traj.success:
+        if traj.success:
+            kept = traj.decisions
+        elif milestone is not None:
+            kept = milestone_prefix(rollouts, traj, milestone, policy.config.n_action_steps)
+        else:
             continue
-        for i in traj.decisions:
+        for i in kept:
             for k in keys:
                 out[k].append(rollouts.observations[k][i])
             out[ACTION_KEY].append(targets[i])
@@ -105,12 +124,16 @@ def main() -> None:
     parser.add_argument("--save", help="save the final policy here")
     parser.add_argument("--demos", help="a LeRobot dataset (the SFT demos) kept in every round's fine-tuning set")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--milestone", type=float, default=None,
+                        help="also imitate failed episodes up to where their staged dense reward first stays at or "
+                             "above this for 3 decisions (0.37 on robosuite pick tasks: grasped and lifting)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     policy = load_policy(args.policy).eval()
     env_kwargs = dict(task=args.task, cameras=tuple(policy.config.cameras), image_size=policy.config.image_size,
-                      max_episode_steps=args.max_episode_steps, control_freq=20)
+                      max_episode_steps=args.max_episode_steps, control_freq=20,
+                      reward_shaping=args.milestone is not None)
     generator = torch.Generator().manual_seed(args.seed)
     data: dict[str, list] = {}
     n_demo_frames = 0
@@ -124,13 +147,16 @@ def main() -> None:
                 keys = [k for k in rollouts.observations if k != "task"]
                 data = demo_examples(args.demos, policy, keys)
                 n_demo_frames = len(data["task"])
-            for k, v in successful_examples(policy, rollouts).items():
+            for k, v in successful_examples(policy, rollouts, args.milestone).items():
                 data.setdefault(k, []).extend(v)
             rollout_s = time.perf_counter() - start
             first, last = fine_tune(policy, data, args.steps, args.lr, args.batch_size, 4, generator)
             evaluate = (r + 1) % args.eval_every == 0 or r + 1 == args.rounds
             episodes = run_episodes(policy, env, args.eval_episodes, args.eval_seed, progress=False) if evaluate else []
             row = {"round": r, "rollout_success": float(rollouts.trajectory_success().mean()),
+                   "milestone_prefixes": sum(1 for t in rollouts.trajectories if not t.success and args.milestone
+                                             is not None and milestone_prefix(rollouts, t, args.milestone,
+                                                                              policy.config.n_action_steps)),
                    "examples": len(data["task"]) - n_demo_frames, "demo_frames": n_demo_frames,
                    "env_steps": rollouts.env_steps, "loss_first": first, "loss_last": last,
                    "eval_success": float(np.mean([e.success for e in episodes])) if episodes else None,
