@@ -331,6 +331,12 @@ class OffPolicyConfig:
     init_log_std: float = -3.0
     # Evaluate the deterministic actor on eval.n_episodes_periodic fixed states every this many env steps (0 = never).
     eval_every: int = 10_000
+    # Checkpoint to checkpoints/last (learner, replay buffer, RNGs: `--resume=true` continues exactly) at the
+    # first episode end after every this many env steps; 0 = only when stop_after stops the run.
+    save_every: int = 10_000
+    # Stop (checkpointed, resumable) at the first episode end after this many env steps in this invocation;
+    # 0 = run to offpolicy.env_steps.
+    stop_after: int = 0
 
 
 @dataclass

@@ -219,6 +219,45 @@ def test_residual_run_on_lift(tmp_path):
     assert saved.keys() == original.keys() and all(torch.equal(saved[k], original[k]) for k in saved)
 
 
+@pytest.mark.parametrize("algo,options", [
+    ("residual", {}),
+    ("noise", {"warmup_steps": 64}),  # the stop falls inside the warm-up
+    ("zprl", {"n_critics": 4, "target_subset": 2, "entropy_in_target": False}),
+])
+def test_a_stopped_and_resumed_run_equals_an_uninterrupted_one(algo, options, toy_policies, toy_env, tmp_path):
+    base_dir = toy_policies / ("vib" if algo == "zprl" else "plain")
+    common = {"env_steps": 120, "eval_every": 40, "save_every": 0, **options}
+    whole = train_steering(toy_config(base_dir, tmp_path / "whole", algo, **common), progress=False)
+    stopped = train_steering(toy_config(base_dir, tmp_path / "parts", algo, stop_after=50, **common), progress=False)
+    assert stopped["stopped"] and 50 <= stopped["env_steps"] < 120
+    assert not (tmp_path / "parts" / "policy").exists()
+    cfg = toy_config(base_dir, tmp_path / "parts", algo, **common)
+    cfg.resume = True
+    resumed = train_steering(cfg, progress=False)
+    timing = ("train_s", "eval_s", "update_s")
+    assert {k: v for k, v in resumed.items() if k not in timing and k != "policy"} == \
+        {k: v for k, v in whole.items() if k not in timing and k != "policy"}
+    for name in ("episodes.json",):
+        assert (tmp_path / "whole" / name).read_text() == (tmp_path / "parts" / name).read_text()
+    strip = lambda run: [{k: v for k, v in h.items() if k != "wall_s"}
+                         for h in json.loads((tmp_path / run / "history.json").read_text())]
+    assert strip("whole") == strip("parts") and len(strip("whole")) == 3
+    a = load_file(str(tmp_path / "whole" / "policy" / "actor.safetensors"))
+    b = load_file(str(tmp_path / "parts" / "policy" / "actor.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_another_space_and_keeps_the_checkpoint(toy_policies, toy_env, tmp_path):
+    out = tmp_path / "run"
+    train_steering(toy_config(toy_policies / "plain", out, "residual", stop_after=20, save_every=0), progress=False)
+    state = (out / "checkpoints" / "last" / "trainer_state.json").read_text()
+    cfg = toy_config(toy_policies / "plain", out, "noise")
+    cfg.resume = True
+    with pytest.raises(ConfigError, match="steers with --algo residual"):
+        train_steering(cfg, progress=False)
+    assert (out / "checkpoints" / "last" / "trainer_state.json").read_text() == state
+
+
 # ------------------------------------------------------------------------------------ refusals
 def test_bad_input_is_refused_before_any_rollout(toy_policies, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(vla.sim, "make_env", lambda **k: pytest.fail("an env was built"))
@@ -230,7 +269,8 @@ def test_bad_input_is_refused_before_any_rollout(toy_policies, tmp_path, capsys,
         (["--algo=residual", f"--policy={plain}", "--offpolicy.scale=1.5"], "--offpolicy.scale=1.5"),
         (["--algo=noise", f"--policy={plain}", "--offpolicy.scale=-1"], "must be in (0, 3.0]"),
         (["--algo=zprl", f"--policy={plain}"], "--policy.vib_dim"),
-        (["--algo=residual", f"--policy={plain}", "--resume=true"], "--resume is not supported"),
+        (["--algo=residual", f"--policy={plain}", "--resume=true"], "nothing to resume"),
+        (["--algo=residual", f"--policy={plain}", "--offpolicy.stop_after=-1"], "stop_after must be >= 0"),
         (["--algo=residual", f"--policy={plain}", "--reward=sparse"], "--reward: 'sparse'"),
         (["--algo=residual", f"--policy={steered_dir}"], "already a steered policy"),
         (["--algo=zprl", f"--policy={vib}", "--offpolicy.utd=0"], "--offpolicy.utd"),

@@ -33,7 +33,13 @@ def steering_sac_class():
         target_subset = 0
         entropy_in_target = True
 
+        # Called before every decision: the trainer checkpoints (or stops) here, between two decisions, once
+        # the previous step's transition is stored and trained on.
+        before_decision = None
+
         def _sample_action(self, learning_starts, action_noise=None, n_envs=1):
+            if self.before_decision is not None:
+                self.before_decision()
             if self.num_timesteps < learning_starts:
                 action = np.stack([self.space.warmup_action(self.warmup_rng) for _ in range(n_envs)])
                 return action, action

@@ -6,7 +6,8 @@
     -> eval/: the base and the steered policy on the same fixed states and flow noise, per-state changes
 
 Warm-up plays the base policy unsteered (steering off) before SAC's updates start, so the first
-transitions in the buffer are the base's own behaviour, not uniform random steering.
+transitions in the buffer are the base's own behaviour, not uniform random steering. Checkpoints
+(checkpoints/last, at episode ends: vla/rl/steering/checkpoint.py) make `--resume=true` exact.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from vla.policy.steered.actor import SteeringActor
 from vla.policy.steered.policy import SteeredPolicy
 from vla.policy.steered.spaces import SPACES, make_space
 from vla.rl.plots import plot_success
+from vla.rl.steering.checkpoint import read_steering_state, restore_steering_checkpoint, save_steering_checkpoint
 from vla.rl.steering.env import REWARDS, SteeringEnv
 from vla.rl.steering.sac import steering_sac_class
 from vla.run_dir import claim_output_dir
@@ -53,8 +55,8 @@ def validate(cfg: RLConfig) -> None:
             raise ConfigError(f"--offpolicy.{name} must be >= 1, got {getattr(o, name)}")
     if not 0 <= o.target_subset <= o.n_critics:
         raise ConfigError(f"--offpolicy.target_subset={o.target_subset} must be in [0, n_critics={o.n_critics}]")
-    if o.warmup_steps < 0 or o.eval_every < 0:
-        raise ConfigError("--offpolicy.warmup_steps and --offpolicy.eval_every must be >= 0")
+    if min(o.warmup_steps, o.eval_every, o.save_every, o.stop_after) < 0:
+        raise ConfigError("--offpolicy.warmup_steps, eval_every, save_every and stop_after must be >= 0")
     if not o.hidden or min(o.hidden) < 1:
         raise ConfigError(f"--offpolicy.hidden must list positive layer widths, got {o.hidden}")
     if not (o.lr > 0 and 0 < o.tau <= 1 and o.ent_coef_init > 0 and 0 < cfg.gamma <= 1):
@@ -63,8 +65,6 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError(f"--reward: {cfg.reward!r} is not one of {', '.join(REWARDS)}")
     if cfg.envs_per_worker < 1:
         raise ConfigError(f"--envs_per_worker must be >= 1, got {cfg.envs_per_worker}")
-    if cfg.resume:
-        raise ConfigError("--resume is not supported by the off-policy steering algorithms yet: start a new run")
 
 
 def _evaluate_in_process(env: SteeringEnv, actor, n_episodes: int, seed: int) -> float:
@@ -95,6 +95,9 @@ class Monitor:
                         dynamic_ncols=True)
         self.env_steps = self.decisions = 0
         self.next_eval = cfg.offpolicy.eval_every or math.inf
+        self.next_save = cfg.offpolicy.save_every or math.inf
+        self.stop_at = math.inf  # env steps at which this invocation stops (set once a resume is restored)
+        self.checkpoint_due = self.stop_due = False
         self.episodes: list[dict] = []
         self.history: list[dict] = []
         self.episode = {"return": 0.0, "sq_diff": 0.0, "diffs": 0}
@@ -114,6 +117,11 @@ class Monitor:
         self._check_finite()
         if dones[0]:
             self._end_episode(bool(info["is_success"]))
+            if self.env_steps >= self.next_save:  # taken before the next decision (Monitor.before_decision)
+                self.checkpoint_due = True
+                while self.next_save <= self.env_steps:
+                    self.next_save += self.cfg.offpolicy.save_every
+            self.stop_due = self.env_steps >= self.stop_at
         if self.env_steps >= self.next_eval:
             self.next_eval += self.cfg.offpolicy.eval_every
             self._periodic_eval()
@@ -219,6 +227,10 @@ def _final_evaluation(cfg: RLConfig, base, steered, env_kwargs: dict, out: Path,
             "states_broken": [i for i, (b, s) in enumerate(zip(base_ok, steered_ok)) if b and not s]}
 
 
+class StopForResume(Exception):
+    """Raised between two decisions once --offpolicy.stop_after is reached and the checkpoint is written."""
+
+
 def _make_agent(cfg: RLConfig, space, train_env: SteeringEnv):
     o = cfg.offpolicy
     SteeringSAC = steering_sac_class()
@@ -269,8 +281,17 @@ def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
         cfg.env.reward_shaping = True
     env_kwargs = env_kwargs_for(base, cfg.env)
     check_compatible(base, env_kwargs)
-    out = claim_output_dir(cfg.output_dir, cfg.overwrite)
-    write_resolved_config(cfg, out)
+    out, last = Path(cfg.output_dir), Path(cfg.output_dir) / "checkpoints" / "last"
+    if cfg.resume:
+        state = read_steering_state(last) if last.is_dir() else None
+        if state is None:
+            raise ConfigError(f"--resume=true but {last} does not exist: nothing to resume")
+        if state["algo"] != cfg.algo or state["scale"] != scale:
+            raise ConfigError(f"--resume: {last} steers with --algo {state['algo']} at scale {state['scale']}, this "
+                              f"run asks for --algo {cfg.algo} at scale {scale}")
+    else:
+        out = claim_output_dir(cfg.output_dir, cfg.overwrite, resumable=True)
+        write_resolved_config(cfg, out)
 
     from vla.sim import make_env
 
@@ -285,9 +306,31 @@ def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
               f"(scale {scale}); {_trainable(agent) / 1e6:.2f}M trainable parameters; "
               f"{o.env_steps} env steps, warm-up {o.warmup_steps}")
         monitor = Monitor(cfg, agent, eval_env, out, progress)
+        if cfg.resume:
+            restore_steering_checkpoint(last, agent, train_env, monitor)
+            monitor.bar.update(monitor.env_steps)
+            print(f"resumed from {last} at env step {monitor.env_steps} ({len(monitor.episodes)} episodes)")
+        if o.stop_after:
+            monitor.stop_at = monitor.env_steps + o.stop_after
+
+        def before_decision() -> None:
+            if monitor.checkpoint_due or monitor.stop_due:
+                save_steering_checkpoint(last, agent, train_env, monitor, {"algo": cfg.algo, "scale": scale})
+                monitor.checkpoint_due = False
+            if monitor.stop_due:
+                raise StopForResume
+
+        agent.before_decision = before_decision
         start = time.time()
         try:
-            agent.learn(total_timesteps=10**12, callback=_callback(monitor), log_interval=None)
+            agent.learn(total_timesteps=10**12, callback=_callback(monitor), log_interval=None,
+                        reset_num_timesteps=not cfg.resume)
+        except StopForResume:
+            write_json_atomic(out / "episodes.json", monitor.episodes)
+            print(f"stopped at env step {monitor.env_steps} (--offpolicy.stop_after), checkpoint {last}; "
+                  "continue with --resume=true")
+            return {"algo": cfg.algo, "env_steps": monitor.env_steps, "episodes": len(monitor.episodes),
+                    "stopped": True, "checkpoint": str(last)}
         finally:
             monitor.close()
         train_s = time.time() - start
