@@ -233,7 +233,12 @@ def test_a_stopped_and_resumed_run_equals_an_uninterrupted_one(algo, options, to
     assert not (tmp_path / "parts" / "policy").exists()
     cfg = toy_config(base_dir, tmp_path / "parts", algo, **common)
     cfg.resume = True
+    made_before = len(toy_env)
     resumed = train_steering(cfg, progress=False)
+    # the resumed call played only what was left (its train env is the first it built), not the whole run;
+    # chunk rows, so a chunk cut short by an episode's end counts in full
+    played = sum(len(chunk) for chunk in toy_env[made_before].chunks)
+    assert 120 - stopped["env_steps"] <= played < 120
     timing = ("train_s", "eval_s", "update_s")
     assert {k: v for k, v in resumed.items() if k not in timing and k != "policy"} == \
         {k: v for k, v in whole.items() if k not in timing and k != "policy"}
@@ -247,15 +252,50 @@ def test_a_stopped_and_resumed_run_equals_an_uninterrupted_one(algo, options, to
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_refuses_another_space_and_keeps_the_checkpoint(toy_policies, toy_env, tmp_path):
+def test_a_run_killed_after_a_periodic_checkpoint_resumes_exactly(toy_policies, toy_env, tmp_path, monkeypatch):
+    common = {"env_steps": 120, "eval_every": 0, "save_every": 30}
+    whole = train_steering(toy_config(toy_policies / "plain", tmp_path / "whole", "residual", **common),
+                           progress=False)
+    real_end = steering_trainer.Monitor._end_episode
+
+    def killed_late(self, success):
+        real_end(self, success)
+        if self.env_steps >= 90:
+            raise KeyboardInterrupt  # after the checkpoints at ~30 and ~60 env steps, before the one at ~90
+
+    monkeypatch.setattr(steering_trainer.Monitor, "_end_episode", killed_late)
+    with pytest.raises(KeyboardInterrupt):
+        train_steering(toy_config(toy_policies / "plain", tmp_path / "parts", "residual", **common), progress=False)
+    monkeypatch.setattr(steering_trainer.Monitor, "_end_episode", real_end)
+    saved_at = json.loads((tmp_path / "parts" / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert 60 <= saved_at["monitor"]["env_steps"] < 90 and saved_at["monitor"]["next_save"] == 90
+    cfg = toy_config(toy_policies / "plain", tmp_path / "parts", "residual", **common)
+    cfg.resume = True
+    resumed = train_steering(cfg, progress=False)
+    timing = ("train_s", "eval_s", "update_s", "policy")
+    assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in whole.items() if k not in timing}
+    a = load_file(str(tmp_path / "whole" / "policy" / "actor.safetensors"))
+    b = load_file(str(tmp_path / "parts" / "policy" / "actor.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_other_settings_and_a_finished_run_and_keeps_the_checkpoint(toy_policies, toy_env, tmp_path):
     out = tmp_path / "run"
     train_steering(toy_config(toy_policies / "plain", out, "residual", stop_after=20, save_every=0), progress=False)
     state = (out / "checkpoints" / "last" / "trainer_state.json").read_text()
-    cfg = toy_config(toy_policies / "plain", out, "noise")
+    for algo, options, message in (("noise", {}, "steers with --algo residual"),
+                                   ("residual", {"save_every": 0, "utd": 2}, r"other settings \(offpolicy\)"),
+                                   ("residual", {"save_every": 0, "eval_every": 0}, "other settings")):
+        cfg = toy_config(toy_policies / "plain", out, algo, **options)
+        cfg.resume = True
+        with pytest.raises(ConfigError, match=message):
+            train_steering(cfg, progress=False)
+        assert (out / "checkpoints" / "last" / "trainer_state.json").read_text() == state
+    cfg = toy_config(toy_policies / "plain", out, "residual", save_every=0)
     cfg.resume = True
-    with pytest.raises(ConfigError, match="steers with --algo residual"):
+    train_steering(cfg, progress=False)  # the same settings (a longer or shorter env_steps would do too)
+    with pytest.raises(ConfigError, match="has finished"):
         train_steering(cfg, progress=False)
-    assert (out / "checkpoints" / "last" / "trainer_state.json").read_text() == state
 
 
 # ------------------------------------------------------------------------------------ refusals

@@ -29,7 +29,8 @@ from vla.train.checkpoint import optimizer_state_join, optimizer_state_split, re
 SAC_FILE, REPLAY_FILE, RNG_FILE, STATE_FILE = "sac.safetensors", "replay.safetensors", "rng.safetensors", "trainer_state.json"
 FORMAT_VERSION = 1
 BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
-MONITOR_FIELDS = ("env_steps", "decisions", "next_eval", "next_save", "episodes", "history", "eval_seconds")
+MONITOR_FIELDS = ("env_steps", "decisions", "next_eval", "next_save", "episodes", "history", "eval_seconds",
+                  "elapsed_seconds")
 
 
 def _optimizers(agent) -> dict:

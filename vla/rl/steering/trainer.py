@@ -13,6 +13,7 @@ transitions in the buffer are the base's own behaviour, not uniform random steer
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -102,7 +103,17 @@ class Monitor:
         self.history: list[dict] = []
         self.episode = {"return": 0.0, "sq_diff": 0.0, "diffs": 0}
         self.start = time.time()
+        self.seconds_before = 0.0  # training wall time of the invocations before a resume
         self.eval_seconds = 0.0  # periodic evaluations, inside the training wall time
+
+    @property
+    def elapsed_seconds(self) -> float:
+        """Training wall time so far, over every invocation of a resumed run."""
+        return self.seconds_before + time.time() - self.start
+
+    @elapsed_seconds.setter
+    def elapsed_seconds(self, value: float) -> None:
+        self.seconds_before, self.start = value, time.time()
 
     def on_step(self, infos, rewards, dones) -> bool:
         info = infos[0]
@@ -117,10 +128,10 @@ class Monitor:
         self._check_finite()
         if dones[0]:
             self._end_episode(bool(info["is_success"]))
-            if self.env_steps >= self.next_save:  # taken before the next decision (Monitor.before_decision)
+            if self.env_steps >= self.next_save:  # taken before the next decision (train_steering's hook)
                 self.checkpoint_due = True
-                while self.next_save <= self.env_steps:
-                    self.next_save += self.cfg.offpolicy.save_every
+                self.next_save += self.cfg.offpolicy.save_every * (1 + (self.env_steps - self.next_save)
+                                                                   // self.cfg.offpolicy.save_every)
             self.stop_due = self.env_steps >= self.stop_at
         if self.env_steps >= self.next_eval:
             self.next_eval += self.cfg.offpolicy.eval_every
@@ -172,7 +183,7 @@ class Monitor:
         actor = SteeringActor.from_sb3(self.agent.actor).eval()
         rate = _evaluate_in_process(self.eval_env, actor, self.cfg.eval.n_episodes_periodic, self.cfg.eval.seed)
         self.history.append({"env_steps": self.env_steps, "episodes": len(self.episodes),
-                             "wall_s": time.time() - self.start, "eval_success_rate": rate,
+                             "wall_s": self.elapsed_seconds, "eval_success_rate": rate,
                              **({"success_rate": self._recent_success()} if self.episodes else {})})
         self.writer.add_scalar("eval/success_rate", rate, self.env_steps)
         self.eval_seconds += time.time() - start
@@ -225,6 +236,15 @@ def _final_evaluation(cfg: RLConfig, base, steered, env_kwargs: dict, out: Path,
             "eval_pc_success_ci95": info["aggregated"]["pc_success_ci95"],
             "states_fixed": [i for i, (b, s) in enumerate(zip(base_ok, steered_ok)) if s and not b],
             "states_broken": [i for i, (b, s) in enumerate(zip(base_ok, steered_ok)) if b and not s]}
+
+
+def _resume_settings(cfg: RLConfig) -> dict:
+    """The settings an exact resume must share with the checkpoint's run (all but where and how long)."""
+    settings = dataclasses.asdict(cfg)
+    for key in ("resume", "overwrite", "output_dir"):
+        settings.pop(key, None)
+    settings["offpolicy"] = {k: v for k, v in settings["offpolicy"].items() if k not in ("env_steps", "stop_after")}
+    return json.loads(json.dumps(settings))  # tuples -> lists, as the JSON checkpoint stores them
 
 
 class StopForResume(Exception):
@@ -283,12 +303,19 @@ def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
     check_compatible(base, env_kwargs)
     out, last = Path(cfg.output_dir), Path(cfg.output_dir) / "checkpoints" / "last"
     if cfg.resume:
+        summary_file = out / "rl_summary.json"
+        if summary_file.is_file() and not json.loads(summary_file.read_text()).get("stopped"):
+            raise ConfigError(f"--resume: the run in {out} has finished ({summary_file}); start a new run to train further")
         state = read_steering_state(last) if last.is_dir() else None
         if state is None:
             raise ConfigError(f"--resume=true but {last} does not exist: nothing to resume")
         if state["algo"] != cfg.algo or state["scale"] != scale:
             raise ConfigError(f"--resume: {last} steers with --algo {state['algo']} at scale {state['scale']}, this "
                               f"run asks for --algo {cfg.algo} at scale {scale}")
+        changed = sorted(k for k, v in _resume_settings(cfg).items() if state["settings"].get(k) != v)
+        if changed:
+            raise ConfigError(f"--resume: {last} was trained with other settings ({', '.join(changed)}); an exact "
+                              "resume needs the same ones (only --offpolicy.env_steps and stop_after may change)")
     else:
         out = claim_output_dir(cfg.output_dir, cfg.overwrite, resumable=True)
         write_resolved_config(cfg, out)
@@ -315,25 +342,26 @@ def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
 
         def before_decision() -> None:
             if monitor.checkpoint_due or monitor.stop_due:
-                save_steering_checkpoint(last, agent, train_env, monitor, {"algo": cfg.algo, "scale": scale})
+                save_steering_checkpoint(last, agent, train_env, monitor,
+                                         {"algo": cfg.algo, "scale": scale, "settings": _resume_settings(cfg)})
                 monitor.checkpoint_due = False
             if monitor.stop_due:
                 raise StopForResume
 
         agent.before_decision = before_decision
-        start = time.time()
         try:
             agent.learn(total_timesteps=10**12, callback=_callback(monitor), log_interval=None,
                         reset_num_timesteps=not cfg.resume)
         except StopForResume:
             write_json_atomic(out / "episodes.json", monitor.episodes)
+            write_json_atomic(out / "rl_summary.json", {"algo": cfg.algo, "env_steps": monitor.env_steps, "stopped": True})
             print(f"stopped at env step {monitor.env_steps} (--offpolicy.stop_after), checkpoint {last}; "
                   "continue with --resume=true")
             return {"algo": cfg.algo, "env_steps": monitor.env_steps, "episodes": len(monitor.episodes),
                     "stopped": True, "checkpoint": str(last)}
         finally:
             monitor.close()
-        train_s = time.time() - start
+        train_s = monitor.elapsed_seconds
         steered = SteeredPolicy(base, cfg.algo, scale, SteeringActor.from_sb3(agent.actor)).eval()
         steered.save_pretrained(out / "policy")
         write_json_atomic(out / "episodes.json", monitor.episodes)
