@@ -24,10 +24,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vla.policy.checkpoint import CheckpointError, atomic_directory_write
-from vla.train.checkpoint import optimizer_state_join, optimizer_state_split, restore_rng, rng_state
+from vla.train.checkpoint import (FORMAT_VERSION, STATE_FILE, optimizer_state_join, optimizer_state_split,
+                                  read_training_state, restore_rng, rng_state)
 
-SAC_FILE, REPLAY_FILE, RNG_FILE, STATE_FILE = "sac.safetensors", "replay.safetensors", "rng.safetensors", "trainer_state.json"
-FORMAT_VERSION = 1
+SAC_FILE, REPLAY_FILE, RNG_FILE = "sac.safetensors", "replay.safetensors", "rng.safetensors"
 BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 MONITOR_FIELDS = ("env_steps", "decisions", "next_eval", "next_save", "episodes", "history", "eval_seconds",
                   "elapsed_seconds")
@@ -70,16 +70,8 @@ def save_steering_checkpoint(directory: Path, agent, train_env, monitor, extra: 
 
 
 def read_steering_state(directory: Path) -> dict:
-    path = Path(directory) / STATE_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{directory} is not a steering checkpoint: {STATE_FILE} is missing")
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
-    if state.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {state.get('format_version')!r}, expected {FORMAT_VERSION}")
-    return state
+    """The checkpoint's trainer_state.json (the same file and format version as `vla train`'s)."""
+    return read_training_state(directory)
 
 
 def restore_steering_checkpoint(directory: Path, agent, train_env, monitor) -> dict:
