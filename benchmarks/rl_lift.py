@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -41,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402  (benchmarks/common.py)
 
 from vla.config import RLConfig, parse_config  # noqa: E402
-from vla.atomic_io import write_json_atomic  # noqa: E402
 from vla.rl.trainer import train_rl  # noqa: E402
 
 PHASES = ("rollout_s", "logprob_s", "update_s")
@@ -66,17 +64,15 @@ def run_seed(args, seed: int, out: Path) -> dict:
         summary = json.loads(done.read_text())
         history = json.loads((out / "history.json").read_text())["history"]
         wall_s = sum(h["iteration_s"] for h in history)
-        cpu_s = summary.get("benchmark_cpu_s")
     else:
         cfg = make_config(args, seed, out)
-        start, cpu_start = time.time(), cpu_seconds()
+        start = time.time()
         summary = train_rl(cfg, progress=not args.quiet)
         history = json.loads((out / "history.json").read_text())["history"]
         wall_s = time.time() - start
-        # CPU time of this process and its finished env workers; a resumed run counts only its last part
-        cpu_s = cpu_seconds() - cpu_start
-        summary["benchmark_cpu_s"] = cpu_s
-        write_json_atomic(done, summary)
+    # the trainer's meter: its own process and every env worker below it, per iteration (runs from before
+    # the meter existed have none)
+    cpu_s = sum(h["cpu_s"] for h in history) if all("cpu_s" in h for h in history) else None
     evals = [(h["iteration"], h["env_steps"], h["eval_success_rate"]) for h in history if "eval_success_rate" in h]
     if "eval_pc_success" in summary:
         evals.append((history[-1]["iteration"], history[-1]["env_steps"], summary["eval_pc_success"] / 100))
@@ -94,27 +90,15 @@ def run_seed(args, seed: int, out: Path) -> dict:
         "env_steps_to_90_eval": steps_to(0.9, evals),
         "env_steps_to_90_train": steps_to(0.9, train_curve),
         "timings": {k: [h[k] for h in history] for k in (*PHASES, "iteration_s")},
-        "cpu_minutes_cumulative": cpu_minutes_cumulative(history, cpu_s),
+        "cpu_minutes_cumulative": cpu_minutes_cumulative(history),
     }
 
 
-def cpu_minutes_cumulative(history: list[dict], run_cpu_s: float | None) -> list[float] | None:
-    """CPU-minutes behind the policy after each iteration: the trainer's per-iteration meter where the
-    history has it, else the run's total spread over iterations in proportion to their wall time."""
-    if all("cpu_s" in h for h in history):
-        per_iteration = [h["cpu_s"] for h in history]
-    elif run_cpu_s is not None:
-        wall = [h["iteration_s"] for h in history]
-        per_iteration = [run_cpu_s * w / sum(wall) for w in wall]
-    else:
+def cpu_minutes_cumulative(history: list[dict]) -> list[float] | None:
+    """CPU-minutes behind the policy after each iteration (the trainer's per-iteration meter), or None."""
+    if not history or not all("cpu_s" in h for h in history):
         return None
-    return [float(v) / 60 for v in np.cumsum(per_iteration)]
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and of its children that have exited."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return [float(v) / 60 for v in np.cumsum([h["cpu_s"] for h in history])]
 
 
 def sft_level(cfg: RLConfig) -> float | None:
