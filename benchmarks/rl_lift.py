@@ -160,14 +160,14 @@ def plot(results: dict, path: Path) -> None:
     ax1.grid(alpha=0.3)
     for ax, key, label in ((ax_steps, "env_steps_per_iteration", "env steps (cumulative)"),
                            (ax_cpu, "cpu_minutes_cumulative", "CPU-minutes (trainer + env workers)")):
-        for r in results["runs"]:
+        for i, r in enumerate(results["runs"]):
             xs = r.get(key)
-            if not xs:
+            if not xs:  # e.g. a run from before the CPU meter
                 continue
-            line, = ax.plot(xs, [100 * v for v in r["success_per_iteration"]], alpha=0.8,
-                            label=f"training rollouts, seed {r['seed']}")
+            ax.plot(xs, [100 * v for v in r["success_per_iteration"]], alpha=0.8, color=f"C{i}",
+                    label=f"training rollouts, seed {r['seed']}")
             if r["final_eval_pc_success"] is not None:
-                ax.plot([xs[-1]], [r["final_eval_pc_success"]], "*", ms=12, color=line.get_color())
+                ax.plot([xs[-1]], [r["final_eval_pc_success"]], "*", ms=12, color=f"C{i}")
         if results["sft_success"] is not None:
             ax.axhline(100 * results["sft_success"], color="k", ls=":")
         ax.set(xlabel=label, ylabel="success rate (%)", ylim=(-2, 102), title="per seed; stars: final evaluation")
