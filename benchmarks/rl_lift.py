@@ -72,7 +72,8 @@ def run_seed(args, seed: int, out: Path) -> dict:
         wall_s = time.time() - start
     # the trainer's meter: its own process and every env worker below it, per iteration (runs from before
     # the meter existed have none)
-    cpu_s = sum(h["cpu_s"] for h in history) if all("cpu_s" in h for h in history) else None
+    cpu_minutes = cpu_minutes_cumulative(history)
+    cpu_s = 60 * cpu_minutes[-1] if cpu_minutes else None
     evals = [(h["iteration"], h["env_steps"], h["eval_success_rate"]) for h in history if "eval_success_rate" in h]
     if "eval_pc_success" in summary:
         evals.append((history[-1]["iteration"], history[-1]["env_steps"], summary["eval_pc_success"] / 100))
@@ -90,7 +91,7 @@ def run_seed(args, seed: int, out: Path) -> dict:
         "env_steps_to_90_eval": steps_to(0.9, evals),
         "env_steps_to_90_train": steps_to(0.9, train_curve),
         "timings": {k: [h[k] for h in history] for k in (*PHASES, "iteration_s")},
-        "cpu_minutes_cumulative": cpu_minutes_cumulative(history),
+        "cpu_minutes_cumulative": cpu_minutes,
     }
 
 

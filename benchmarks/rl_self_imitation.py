@@ -50,18 +50,21 @@ def milestone_prefix(rollouts: Rollouts, traj, threshold: float, chunk_steps: in
     return []
 
 
-def successful_examples(policy, rollouts: Rollouts, milestone: float | None = None) -> dict[str, list]:
+def successful_examples(policy, rollouts: Rollouts, milestone: float | None = None) -> tuple[dict[str, list], int]:
     """Per decision of every successful trajectory: observation and the chunk of actions that followed
     (vla/rl/filtered_bc.py's targets, which `vla rl --algo filtered_bc` trains on). With `milestone`,
-    failed trajectories that reached it add their decisions up to there (milestone_prefix)."""
+    failed trajectories that reached it add their decisions up to there (milestone_prefix); the second
+    value counts them."""
     targets, pads = followed_actions(policy, rollouts, policy.config.n_action_steps)
     keys = [k for k in rollouts.observations if k != "task"]
     out: dict[str, list] = {k: [] for k in keys + [ACTION_KEY, PAD_KEY, "task"]}
+    prefixes = 0
     for traj in rollouts.trajectories:
         if traj.success:
             kept = traj.decisions
         elif milestone is not None:
             kept = milestone_prefix(rollouts, traj, milestone, policy.config.n_action_steps)
+            prefixes += bool(kept)
         else:
             continue
         for i in kept:
@@ -70,7 +73,7 @@ def successful_examples(policy, rollouts: Rollouts, milestone: float | None = No
             out[ACTION_KEY].append(targets[i])
             out[PAD_KEY].append(pads[i])
             out["task"].append(rollouts.observations["task"][i])
-    return out
+    return out, prefixes
 
 
 def demo_examples(root: str, policy, keys: list[str]) -> dict[str, list]:
@@ -147,16 +150,15 @@ def main() -> None:
                 keys = [k for k in rollouts.observations if k != "task"]
                 data = demo_examples(args.demos, policy, keys)
                 n_demo_frames = len(data["task"])
-            for k, v in successful_examples(policy, rollouts, args.milestone).items():
+            examples, prefixes = successful_examples(policy, rollouts, args.milestone)
+            for k, v in examples.items():
                 data.setdefault(k, []).extend(v)
             rollout_s = time.perf_counter() - start
             first, last = fine_tune(policy, data, args.steps, args.lr, args.batch_size, 4, generator)
             evaluate = (r + 1) % args.eval_every == 0 or r + 1 == args.rounds
             episodes = run_episodes(policy, env, args.eval_episodes, args.eval_seed, progress=False) if evaluate else []
             row = {"round": r, "rollout_success": float(rollouts.trajectory_success().mean()),
-                   "milestone_prefixes": sum(1 for t in rollouts.trajectories if not t.success and args.milestone
-                                             is not None and milestone_prefix(rollouts, t, args.milestone,
-                                                                              policy.config.n_action_steps)),
+                   "milestone_prefixes": prefixes,
                    "examples": len(data["task"]) - n_demo_frames, "demo_frames": n_demo_frames,
                    "env_steps": rollouts.env_steps, "loss_first": first, "loss_last": last,
                    "eval_success": float(np.mean([e.success for e in episodes])) if episodes else None,

@@ -69,16 +69,11 @@ def save_steering_checkpoint(directory: Path, agent, train_env, monitor, extra: 
     return atomic_directory_write(Path(directory), write)
 
 
-def read_steering_state(directory: Path) -> dict:
-    """The checkpoint's trainer_state.json (the same file and format version as `vla train`'s)."""
-    return read_training_state(directory)
-
-
 def restore_steering_checkpoint(directory: Path, agent, train_env, monitor) -> dict:
     """Load a checkpoint into a freshly built agent, env and monitor (after everything is built:
     building draws from the global RNGs). Returns the trainer state."""
     directory = Path(directory)
-    state = read_steering_state(directory)
+    state = read_training_state(directory)  # the same file and format version as `vla train`'s
     try:
         sac = load_file(str(directory / SAC_FILE))
         replay = load_file(str(directory / REPLAY_FILE))

@@ -34,10 +34,11 @@ from vla.policy.steered.actor import SteeringActor
 from vla.policy.steered.policy import SteeredPolicy
 from vla.policy.steered.spaces import SPACES, make_space
 from vla.rl.plots import plot_success
-from vla.rl.steering.checkpoint import read_steering_state, restore_steering_checkpoint, save_steering_checkpoint
+from vla.rl.steering.checkpoint import restore_steering_checkpoint, save_steering_checkpoint
 from vla.rl.steering.env import REWARDS, SteeringEnv
 from vla.rl.steering.sac import steering_sac_class
 from vla.run_dir import claim_output_dir
+from vla.train.checkpoint import read_training_state
 from vla.train.sft import seed_everything
 
 DEFAULT_SCALE = {"noise": 1.5, "residual": 0.2, "zprl": 0.2}
@@ -306,7 +307,7 @@ def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
         summary_file = out / "rl_summary.json"
         if summary_file.is_file() and not json.loads(summary_file.read_text()).get("stopped"):
             raise ConfigError(f"--resume: the run in {out} has finished ({summary_file}); start a new run to train further")
-        state = read_steering_state(last) if last.is_dir() else None
+        state = read_training_state(last) if last.is_dir() else None
         if state is None:
             raise ConfigError(f"--resume=true but {last} does not exist: nothing to resume")
         if state["algo"] != cfg.algo or state["scale"] != scale:
@@ -353,12 +354,13 @@ def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
             agent.learn(total_timesteps=10**12, callback=_callback(monitor), log_interval=None,
                         reset_num_timesteps=not cfg.resume)
         except StopForResume:
+            stopped = {"algo": cfg.algo, "env_steps": monitor.env_steps, "episodes": len(monitor.episodes),
+                       "stopped": True, "checkpoint": str(last)}
             write_json_atomic(out / "episodes.json", monitor.episodes)
-            write_json_atomic(out / "rl_summary.json", {"algo": cfg.algo, "env_steps": monitor.env_steps, "stopped": True})
+            write_json_atomic(out / "rl_summary.json", stopped)
             print(f"stopped at env step {monitor.env_steps} (--offpolicy.stop_after), checkpoint {last}; "
                   "continue with --resume=true")
-            return {"algo": cfg.algo, "env_steps": monitor.env_steps, "episodes": len(monitor.episodes),
-                    "stopped": True, "checkpoint": str(last)}
+            return stopped
         finally:
             monitor.close()
         train_s = monitor.elapsed_seconds
