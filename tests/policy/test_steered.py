@@ -62,7 +62,7 @@ def test_noise_the_base_receives_stays_within_the_bound(monkeypatch):
     policy = make_state_policy(seed=0).eval()
     bound = 1.5
     space = make_space("noise", policy, bound)
-    calls = record_calls(monkeypatch, policy, "predict_action_chunk")
+    calls = record_calls(monkeypatch, policy, "integrate")
     batch, base_noise = make_batch(b=B), 10 * torch.randn(B, CHUNK, A)
     rng = np.random.default_rng(0)
     warmups = torch.stack([torch.as_tensor(space.warmup_action(rng)) for _ in range(B)])
@@ -109,7 +109,7 @@ def test_zprl_zero_is_the_base_and_the_latent_moves_at_most_the_scale(monkeypatc
     batch, noise = make_batch(b=B), torch.randn(B, CHUNK, A)
     base = policy.predict_action_chunk(batch, noise=noise)[:, :N_STEPS]
     assert torch.equal(space.chunk(batch, torch.zeros(B, 4), noise), base)
-    z = policy.bottleneck_mean(batch)
+    z = policy.bottleneck_encode(batch)[1]
     assert space.actor_features(batch).shape == (B, FEATURES + 4)
     assert torch.equal(space.actor_features(batch)[:, FEATURES:], z)  # the actor reads [observation, z]
     calls = record_calls(monkeypatch, policy, "condition_from_latent")

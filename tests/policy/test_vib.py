@@ -82,9 +82,9 @@ def test_deployment_conditions_on_the_reconstruction_of_the_mean(tmp_path):
     policy = make_state_policy(seed=0, vib_dim=4).eval()
     batch, noise = make_batch(b=3), torch.randn(3, 4, 7)
     chunk = policy.predict_action_chunk(batch, noise=noise)
-    through_mean = policy.integrate(*policy.condition_from_latent(policy.bottleneck_mean(batch)), noise=noise)
+    through_mean = policy.integrate(*policy.condition_from_latent(policy.bottleneck_encode(batch)[1]), noise=noise)
     assert torch.equal(chunk, policy.normalizer.unnormalize("action", through_mean))
-    moved = policy.integrate(*policy.condition_from_latent(policy.bottleneck_mean(batch) + 0.5), noise=noise)
+    moved = policy.integrate(*policy.condition_from_latent(policy.bottleneck_encode(batch)[1] + 0.5), noise=noise)
     assert not torch.allclose(through_mean, moved)  # the latent decides the actions
     policy.save_pretrained(tmp_path / "p")
     loaded = load_policy(tmp_path / "p")

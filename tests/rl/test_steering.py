@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import vla.sim
-from tests.policy.helpers import make_state_policy
+from tests.policy.helpers import make_policy, make_state_policy
 from tests.rl.fake_env import FakeVectorEnv
 from vla.cli import main as cli_main
 from vla.config import ConfigError, RLConfig
@@ -37,8 +37,8 @@ class OneFakeEnv:
     """fake_env.py's toy task as one env with the interface SteeringEnv drives (vla.sim.make_env's):
     reset(seed) -> (obs, info), step_chunk(actions [H, 7]) -> (obs, reward, terminated, truncated, info)."""
 
-    def __init__(self, max_episode_steps: int = 8, **_):
-        self.vec = FakeVectorEnv(1, {"cameras": (), "max_episode_steps": max_episode_steps})
+    def __init__(self, max_episode_steps: int = 8, cameras=(), **_):
+        self.vec = FakeVectorEnv(1, {"cameras": tuple(cameras), "max_episode_steps": max_episode_steps})
         self.chunks: list[np.ndarray] = []
 
     def reset(self, seed=None):
@@ -192,6 +192,23 @@ def test_run_on_the_toy_env_saves_a_steered_policy_and_keeps_the_base(algo, toy_
     else:
         assert all(not a.any() for a in warmup)
     assert any(a.any() for a in played[8:])
+
+
+def test_zprl_steers_a_pixel_vla_through_its_prefix_bottleneck(toy_env, tmp_path):
+    """The VLA reads the toy env's camera; the actor reads the frozen VLA's pooled prefix, state and z."""
+    make_policy(seed=0, vib_dim=4, cameras=["agentview"]).eval().save_pretrained(tmp_path / "vla")
+    cfg = toy_config(tmp_path / "vla", tmp_path / "run", "zprl", env_steps=24, warmup_steps=8, eval_every=0)
+    summary = train_steering(cfg, progress=False)
+    assert summary["env_steps"] >= 24 and summary["episodes"] >= 3
+    steered = load_policy(tmp_path / "run" / "policy")
+    width = steered.base.config.width
+    assert steered.actor.feature_dim == width + 8 + 4 and steered.actor.action_dim == 4
+    obs = OneFakeEnv(cameras=["agentview"]).reset(seed=0)[0]
+    batch = observations_to_batch([obs], ["agentview"])
+    assert steered.predict_action_chunk(batch).shape == (1, 2, 7)
+    saved = load_file(str(tmp_path / "run" / "policy" / "base" / WEIGHTS_FILE))
+    original = load_file(str(tmp_path / "vla" / WEIGHTS_FILE))
+    assert all(torch.equal(saved[k], original[k]) for k in original)
 
 
 @pytest.mark.timeout(120)

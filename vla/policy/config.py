@@ -181,12 +181,14 @@ class PolicyConfig:
     num_blocks: int = 3
     # state_flow: size of the task's object state; `vla train` sets it from the dataset (0 = robot state only).
     environment_state_dim: int = 0
-    # state_flow: latent size of a variational information bottleneck on the observation embedding, which
-    # `vla rl --algo zprl` steers (0 = none; ZPRL's released code uses 16, 32 for harder tasks).
+    # Latent size of a variational information bottleneck, which `vla rl --algo zprl` steers (0 = none; ZPRL's
+    # released code uses 16, 32 for harder tasks). state_flow: on the observation embedding, which the velocity
+    # network then reads only through it. flow_vla: on the pooled prefix, decoded into one extra prefix token
+    # the action expert attends to (docs/DECISIONS.md).
     vib_dim: int = 0
-    # state_flow: weight of the bottleneck's KL to N(0, I) in the training loss.
+    # Weight of the bottleneck's KL to N(0, I) in the training loss.
     vib_beta: float = 2e-4
-    # state_flow: weight of the bottleneck's reconstruction of the (detached) observation embedding.
+    # Weight of the bottleneck's reconstruction of the (detached) observation embedding or pooled prefix.
     vib_gamma: float = 0.01
     # Think before acting (LAPO, docs/ALGORITHMS.md section 5): after the observation, latent tokens, each fed
     # back as the next input (state_flow: a GRU cell; flow_vla: the prefix stream), with an end decision after
@@ -225,6 +227,7 @@ class PolicyConfig:
         self.validate()
 
     def validate(self) -> None:
+        validate_bottleneck(self)
         if self.type == "state_flow":  # the VLA's architecture fields do not apply (state_flow/policy.py checks)
             return
         if self.time_conditioning not in TIME_CONDITIONING:
@@ -276,6 +279,18 @@ class PolicyConfig:
         if unknown:
             raise ValueError(f"{source}: unknown policy config keys {unknown}")
         return cls(**data)
+
+
+def validate_bottleneck(c: PolicyConfig) -> None:
+    """Refuse bottleneck settings no policy can build (when the config is parsed)."""
+    if c.vib_dim < 0 or c.vib_beta < 0 or c.vib_gamma < 0:
+        raise ValueError(f"policy.vib_dim, vib_beta and vib_gamma must be >= 0, got {c.vib_dim}, {c.vib_beta}, "
+                         f"{c.vib_gamma}")
+    if c.vib_dim and c.type not in ("state_flow", "flow_vla"):
+        raise ValueError(f"policy.vib_dim: the bottleneck is built for the state_flow and flow_vla policies, not {c.type!r}")
+    if c.latent_reasoning and c.vib_dim:
+        raise ValueError("policy.latent_reasoning with policy.vib_dim > 0: a policy either thinks (LAPO) or has a "
+                         "bottleneck to steer (ZPRL), not both")
 
 
 def validate_latent_reasoning(c: PolicyConfig) -> None:

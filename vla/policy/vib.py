@@ -8,6 +8,8 @@ along directions the demonstrations vary in. Encoder and decoder are small MLPs 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -49,3 +51,22 @@ class VariationalBottleneck(nn.Module):
         z, kl = vib_sample(mu, logvar, eps)  # the fused kernel on a GPU, torch elsewhere
         e_hat = self.decode(z)
         return e_hat, kl.mean(), (e_hat - e).pow(2).sum(-1).mean()
+
+
+class _Call(nn.Module):
+    """Holds a module as a submodule so torch.func.functional_call can swap its parameters around fn."""
+
+    def __init__(self, module: nn.Module, fn: Callable):
+        super().__init__()
+        self.module, self.fn = module, fn
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
+def frozen_call(module: nn.Module, fn: Callable, *args, trainable: str):
+    """fn(*args) with every parameter of `module` detached except those whose names start with `trainable`:
+    gradients reach the inputs (and those parameters) but no other weight, while the weights themselves
+    keep training through the other terms of the same loss."""
+    frozen = {f"module.{name}": p.detach() for name, p in module.named_parameters() if not name.startswith(trainable)}
+    return torch.func.functional_call(_Call(module, fn), frozen, args)

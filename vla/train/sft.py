@@ -89,6 +89,8 @@ def _build_policy_for_dataset(cfg: TrainConfig, dataset):
     if missing:
         raise ValueError(f"policy.cameras {pcfg.cameras}: {missing} not in the dataset (it has {cameras})")
     pcfg.validate()
+    if pcfg.init and pcfg.vib_dim:  # a bottleneck added to a trained VLA, which stays frozen
+        return _add_bottleneck(pcfg)
     if pcfg.init:
         return init_for_dataset(pcfg, dataset.stats, cameras)
     policy = FlowVLAPolicy(pcfg)
@@ -178,17 +180,15 @@ def _state_policy_for_dataset(pcfg, dataset):
 
 
 def _add_bottleneck(pcfg):
-    """`--policy.init=<state_flow checkpoint> --policy.vib_dim=N`: the checkpoint's policy, frozen (its
-    weights and normalisation stats), with a new bottleneck that alone trains (ZPRL's offline phase)."""
-    from vla.policy.state_flow import StateFlowPolicy
-
+    """`--policy.init=<state_flow or flow_vla checkpoint> --policy.vib_dim=N`: the checkpoint's policy, frozen
+    (its weights and normalisation stats), with a new bottleneck that alone trains (ZPRL's offline phase)."""
     base = load_policy(pcfg.init)
-    if not isinstance(base, StateFlowPolicy) or not pcfg.vib_dim or base.vib is not None:
-        raise ConfigError(f"policy.init={pcfg.init}: a state_flow policy only initialises from a state_flow "
-                          "checkpoint without a bottleneck, to add one (set policy.vib_dim > 0)")
+    if base.checkpoint_type != pcfg.type or not pcfg.vib_dim or getattr(base, "vib", "none") is not None:
+        raise ConfigError(f"policy.init={pcfg.init}: a {pcfg.type} policy with policy.vib_dim > 0 initialises only "
+                          f"from a {pcfg.type} checkpoint without a bottleneck, to add one")
     config = base.config
     config.vib_dim, config.vib_beta, config.vib_gamma, config.init = pcfg.vib_dim, pcfg.vib_beta, pcfg.vib_gamma, pcfg.init
-    policy = StateFlowPolicy(config)
+    policy = type(base)(config)
     missing, unexpected = policy.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("vib.") for k in missing), (missing, unexpected)
     policy.requires_grad_(False)

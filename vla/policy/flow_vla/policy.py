@@ -30,6 +30,7 @@ from vla.policy.flow_vla.token_prompt import TokenPrompt
 from vla.policy.flow_vla.transformer import MixtureTransformer, PrefixCache
 from vla.policy.latent_reasoning import FUTURE_PAD_KEY, FUTURE_PREFIX, LengthHead, Reasoning, warm_up_latent_loss
 from vla.policy.normalize import Normalizer
+from vla.policy.vib import VariationalBottleneck, frozen_call
 
 FLOW_VLA_TYPE = "flow_vla"  # config.json type (vla/policy/registry.py)
 
@@ -117,6 +118,8 @@ class FlowVLAPolicy(FlowMatchingPolicy):
         self.normalizer = policy_normalizer(c)
         # latent reasoning (LAPO): latent tokens in the prefix stream, and the end decision over their lengths
         self.reasoner = LengthHead(c.width, c.latent_lengths, c.latent_beta) if c.latent_reasoning else None
+        # ZPRL's bottleneck on the pooled prefix, decoded into one more prefix token (docs/DECISIONS.md)
+        self.vib = VariationalBottleneck(c.width, c.vib_dim) if c.vib_dim else None
         self.n_state_tokens = int(c.state_token)
         self.register_buffer("suffix_attn", suffix_attention(self.n_state_tokens, c.chunk_size), persistent=False)
 
@@ -211,9 +214,13 @@ class FlowVLAPolicy(FlowMatchingPolicy):
         """Prefix keys/values and the state token(s): everything the denoiser needs from the observation.
 
         For pi0.5-style policies the state is in the prompt and the state token tensor is empty [B, 0, W].
-        With latent reasoning the prefix ends with the thought, its length by the evaluation rule."""
+        With latent reasoning the prefix ends with the thought, its length by the evaluation rule; with a
+        bottleneck it ends with the token decoded from mu(pooled prefix)."""
         if self.reasoner is not None:
             return self.think(batch)
+        if self.vib is not None:
+            context, mu = self.bottleneck_encode(batch)
+            return self.condition_from_latent(mu, context)
         return self.encode_prefix_and_state(batch)
 
     def explore_observation(self, batch: dict, generator: torch.Generator | None = None):
@@ -232,6 +239,51 @@ class FlowVLAPolicy(FlowMatchingPolicy):
         else:
             state_token = prefix.new_zeros(prefix.shape[0], 0, self.config.expert_width)
         return cache, state_token
+
+    # ------------------------------------------------------------- the bottleneck (ZPRL)
+    def bottleneck_encode(self, batch: dict) -> tuple[tuple[PrefixCache, torch.Tensor], torch.Tensor]:
+        """((prefix cache, state token) before the bottleneck token, mu(pooled prefix) [B, vib_dim])."""
+        cache, state_token = self.encode_prefix_and_state(batch)
+        return (cache, state_token), self.vib.encode(cache.pooled().float())[0]
+
+    def condition_from_latent(self, z: torch.Tensor, context: tuple[PrefixCache, torch.Tensor]):
+        """The denoiser's condition for latent z: the prefix cache extended by the token e_hat(z)."""
+        cache, state_token = context
+        token = self.vib.decode(z).to(self.multi_modal_projector.weight.dtype)
+        return self.transformer.extend_prefix(cache, token[:, None])[0], state_token
+
+    def bottleneck_loss(self, batch: dict, target) -> tuple[torch.Tensor, dict]:
+        """ZPRL's loss on the VLA: ||v(x_t | prefix) - u||^2 + ||v_sg(x_t | sg(prefix) + e_hat(z)) - u||^2
+        + beta KL(q || N(0, I)) + gamma ||e_hat - sg(pooled prefix)||^2, where the second term runs the
+        prefix stream over the token and the expert with detached weights and a detached prefix, so the
+        bottleneck's terms train only the bottleneck."""
+        c = self.config
+        cache, state_token = self.encode_prefix_and_state(batch)
+        flow = target.loss(self.velocity(cache, state_token, target.x_t, target.t))
+        e_hat, kl, reconstruction = self.vib.losses(cache.pooled().float())
+        detached = PrefixCache([k.detach() for k in cache.keys], [v.detach() for v in cache.values], cache.mask,
+                               cache.next_position, cache.hidden.detach())
+
+        def through_bottleneck(e_hat):
+            token = e_hat.to(self.multi_modal_projector.weight.dtype)[:, None]
+            return self.velocity(self.transformer.extend_prefix(detached, token)[0], state_token.detach(),
+                                 target.x_t, target.t)
+
+        through = target.loss(frozen_call(self, through_bottleneck, e_hat, trainable="vib."))
+        loss = flow + through + c.vib_beta * kl + c.vib_gamma * reconstruction
+        return loss, {"loss": loss.item(), "flow_loss": flow.item(), "vib_flow_loss": through.item(),
+                      "vib_kl": kl.item(), "vib_reconstruction": reconstruction.item()}
+
+    # ------------------------------------------------------------- what a steering actor reads
+    @property
+    def steering_feature_dim(self) -> int:
+        return self.config.width + self.config.state_dim
+
+    def steering_features(self, batch: dict, condition: PrefixCache) -> torch.Tensor:
+        """[pooled prefix, normalised state] [B, width + state_dim]: the frozen policy's own summary of
+        the images and the instruction, so the actor needs no vision encoder of its own."""
+        state = self.normalized_state(batch)[:, : self.config.state_dim]
+        return torch.cat([condition.pooled().float(), state.float()], dim=-1)
 
     # ------------------------------------------------------------- latent reasoning (LAPO)
     def think(self, batch: dict, lengths: torch.Tensor | None = None, latents: torch.Tensor | None = None,
@@ -262,7 +314,9 @@ class FlowVLAPolicy(FlowMatchingPolicy):
         + latent_loss_weight * mean over latents i <= L (not past the episode's end) of
         1 - cos(z_i, sg(image features of the first camera's frame i * latent_stride frames ahead)),
         the features being the policy's own vision tower and projector, patch-averaged (docs/DECISIONS.md).
-        Without future frames in the batch the latent term is left out."""
+        Without future frames in the batch the latent term is left out. With a bottleneck, bottleneck_loss."""
+        if self.vib is not None:
+            return self.bottleneck_loss(batch, self.flow_target(batch, noise, time))
         if self.reasoner is None:
             return super().forward(batch, noise, time)
         c = self.config

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vla.policy.config import PolicyConfig
+from vla.policy.config import PolicyConfig, validate_bottleneck
 from vla.policy.flow_matching_policy import ACTION_KEY, ENV_STATE_KEY, STATE_KEY, FlowMatchingPolicy
 from vla.policy.normalize import Normalizer
 from vla.policy.state_flow.backbones import ResidualMLPVelocity, TemporalUNetVelocity
@@ -139,13 +139,23 @@ class StateFlowPolicy(FlowMatchingPolicy):
         return StateCondition(e, reasoning), features
 
     # ------------------------------------------------------------- the bottleneck (ZPRL)
-    def bottleneck_mean(self, batch: dict) -> torch.Tensor:
-        """mu(e) [B, vib_dim], the latent ZPRL steers."""
-        return self.vib.encode(self.embed(batch))[0]
+    def bottleneck_encode(self, batch: dict) -> tuple[None, torch.Tensor]:
+        """(no context: the velocity network reads the observation only through z, mu(e) [B, vib_dim]),
+        the latent ZPRL steers."""
+        return None, self.vib.encode(self.embed(batch))[0]
 
-    def condition_from_latent(self, z: torch.Tensor) -> tuple[StateCondition, torch.Tensor]:
+    def condition_from_latent(self, z: torch.Tensor, context: None = None) -> tuple[StateCondition, torch.Tensor]:
         e_hat = self.vib.decode(z)
         return StateCondition(e_hat), e_hat
+
+    # ------------------------------------------------------------- what a steering actor reads
+    @property
+    def steering_feature_dim(self) -> int:
+        return self.config.state_dim + self.config.environment_state_dim
+
+    def steering_features(self, batch: dict, condition=None) -> torch.Tensor:
+        """The normalised observation vector [B, steering_feature_dim] (cheaper to recompute than to keep)."""
+        return self.observation_vector(batch)
 
     def forward(self, batch: dict, noise: torch.Tensor | None = None, time: torch.Tensor | None = None):
         """Without a bottleneck, the flow-matching loss. With one, ZPRL's loss
@@ -216,6 +226,7 @@ class StateFlowPolicy(FlowMatchingPolicy):
 
 
 def validate_state_config(c: PolicyConfig) -> None:
+    validate_bottleneck(c)
     if c.backbone not in BACKBONES:
         raise ValueError(f"policy.backbone: {c.backbone!r} is not one of {BACKBONES}")
     for name in ("hidden_dim", "num_blocks", "chunk_size", "num_inference_steps"):
@@ -223,11 +234,5 @@ def validate_state_config(c: PolicyConfig) -> None:
             raise ValueError(f"policy.{name} must be at least 1, got {getattr(c, name)}")
     if not 1 <= c.n_action_steps <= c.chunk_size:
         raise ValueError(f"policy.n_action_steps {c.n_action_steps} must be in [1, chunk_size={c.chunk_size}]")
-    if c.vib_dim < 0 or c.vib_beta < 0 or c.vib_gamma < 0:
-        raise ValueError(f"policy.vib_dim, vib_beta and vib_gamma must be >= 0, got {c.vib_dim}, {c.vib_beta}, "
-                         f"{c.vib_gamma}")
     if c.cameras:
         raise ValueError(f"policy.cameras {c.cameras}: a state_flow policy reads no images (set policy.cameras=[])")
-    if c.latent_reasoning and c.vib_dim:
-        raise ValueError("policy.latent_reasoning with policy.vib_dim > 0: a policy either thinks (LAPO) or has a "
-                         "bottleneck to steer (ZPRL), not both")

@@ -36,15 +36,11 @@ class SteeredPolicy(ChunkedActions, nn.Module):
         super().__init__()
         self.base = base.eval().requires_grad_(False)
         self.space = make_space(space, base, scale)
-        if actor.feature_dim != self._feature_dim() or actor.action_dim != self.space.dim:
+        if actor.feature_dim != self.space.feature_dim or actor.action_dim != self.space.dim:
             raise CheckpointError(f"steering actor maps {actor.feature_dim} -> {actor.action_dim} values, but the "
-                                  f"{space} space of this base policy needs {self._feature_dim()} -> {self.space.dim}")
+                                  f"{space} space of this base policy needs {self.space.feature_dim} -> {self.space.dim}")
         self.actor = actor
         self._action_queue: deque[torch.Tensor] = deque()
-
-    def _feature_dim(self) -> int:
-        c = self.base.config
-        return c.state_dim + c.environment_state_dim + (c.vib_dim if self.space.name == "zprl" else 0)
 
     @property
     def config(self):
@@ -68,10 +64,11 @@ class SteeredPolicy(ChunkedActions, nn.Module):
         """Un-normalised executed actions [B, n_action_steps, A]: the steered part of the chunk only.
         `noise` is the base policy's flow noise where the space leaves it to the base (residual, zprl)."""
         c = self.config
-        a = self.steering(batch)
+        observed = self.space.observe(batch)  # the base encodes the observation once for actor and chunk
+        a = self.actor(observed.features)
         if noise is None:
             noise = torch.randn(a.shape[0], c.chunk_size, c.model_action_dim)
-        return self.space.chunk(batch, a, noise.to(self.device).float())
+        return self.space.chunk(observed, a, noise.to(self.device).float())
 
     def save_pretrained(self, directory) -> Path:
         def write(tmp: Path) -> None:

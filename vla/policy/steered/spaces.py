@@ -5,7 +5,10 @@ to the executed part of an action chunk, without touching the base policy's para
 
     noise     DSRL: the flow's initial noise x_0 = bound * a; the ODE from there is the chunk.
     residual  ResFiT-style action residual: a' = clip(a_base + scale * a) per executed action.
-    zprl      ZPRL: z' = z + scale * a on the bottleneck latent z = mu(e) of a VIB policy.
+    zprl      ZPRL: z' = z + scale * a on the bottleneck latent z = mu of a VIB policy.
+
+The actor reads only what the deployed policy reads: a state policy's observation vector; a VLA's pooled
+prefix and state, computed by the frozen policy itself (plus z for zprl).
 
 `a = 0` is the base policy exactly for residual and zprl, which is what their warm-up plays
 ("steering off"); for noise it is the ODE from x_0 = 0, and warm-up plays the base's own Gaussian
@@ -14,6 +17,8 @@ noise clipped into the +-bound box (clipping alone cost Lift's 2-demo policy 28%
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -21,6 +26,17 @@ from vla.errors import UserError
 from vla.policy.flow_matching_policy import ACTION_KEY
 
 SPACES = ("noise", "residual", "zprl")
+
+
+@dataclass
+class Observed:
+    """One observation as a steering space sees it, encoded once: what the actor reads and what the
+    chunk is built from (the base policy's condition, or for zprl the bottleneck's context and mean)."""
+
+    batch: dict
+    features: torch.Tensor  # [B, F], the actor's input
+    condition: tuple  # noise, residual: encode_observation's (condition, features); zprl: (context,)
+    z: torch.Tensor | None = None  # zprl: mu [B, vib_dim]
 
 
 class SteeringSpace:
@@ -35,14 +51,34 @@ class SteeringSpace:
     def dim(self) -> int:
         raise NotImplementedError
 
-    def actor_features(self, batch: dict) -> torch.Tensor:
-        """What the actor reads, [B, F]: only what the deployed policy reads."""
-        return self.policy.observation_vector(batch)
+    @property
+    def feature_dim(self) -> int:
+        """Size of what the actor reads."""
+        return self.policy.steering_feature_dim
 
-    def chunk(self, batch: dict, a: torch.Tensor, base_noise: torch.Tensor) -> torch.Tensor:
+    def observe(self, batch: dict) -> Observed:
+        """Only what the deployed policy reads: the state policy's observation vector, or the VLA's pooled
+        prefix and state (the policy's own steering_features)."""
+        condition = self.policy.encode_observation(batch)
+        return Observed(batch, self.policy.steering_features(batch, condition[0]), condition)
+
+    def actor_features(self, batch: dict) -> torch.Tensor:
+        """What the actor reads, [B, feature_dim]."""
+        return self.observe(batch).features
+
+    def chunk(self, observed: Observed | dict, a: torch.Tensor, base_noise: torch.Tensor) -> torch.Tensor:
         """Un-normalised executed actions [B, n_action_steps, action_dim] for learner actions a [B, dim];
         base_noise [B, chunk, model_action_dim] is the flow noise where the space does not set it."""
+        observed = observed if isinstance(observed, Observed) else self.observe(observed)
+        return self._chunk(observed, a, base_noise)
+
+    def _chunk(self, observed: Observed, a: torch.Tensor, base_noise: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _integrate(self, condition: tuple, noise: torch.Tensor) -> torch.Tensor:
+        """The executed part of the un-normalised chunk the base policy integrates from noise."""
+        actions = self.policy.integrate(*condition, noise=noise)
+        return self.policy.normalizer.unnormalize(ACTION_KEY, actions)[:, : self.n_action_steps]
 
     def warmup_action(self, rng: np.random.Generator) -> np.ndarray:
         """The learner action that leaves the base policy unsteered, for the warm-up phase."""
@@ -56,9 +92,9 @@ class NoiseSpace(SteeringSpace):
     def dim(self) -> int:
         return self.chunk_size * self.policy.config.model_action_dim
 
-    def chunk(self, batch, a, base_noise):
+    def _chunk(self, observed, a, base_noise):
         noise = self.scale * a.reshape(-1, self.chunk_size, self.policy.config.model_action_dim)
-        return self.policy.predict_action_chunk(batch, noise=noise)[:, : self.n_action_steps]
+        return self._integrate(observed.condition, noise)
 
     def warmup_action(self, rng):
         # the base policy's own Gaussian noise, clipped into the steerable box
@@ -74,38 +110,42 @@ class ResidualSpace(SteeringSpace):
     def dim(self) -> int:
         return self.n_action_steps * self.action_dim
 
-    def chunk(self, batch, a, base_noise):
-        base = self.policy.predict_action_chunk(batch, noise=base_noise)[:, : self.n_action_steps]
+    def _chunk(self, observed, a, base_noise):
+        base = self._integrate(observed.condition, base_noise)
         if not torch.any(a):  # exactly the base chunk, not base + 0.0 after a clip
             return base
         return torch.clamp(base + self.scale * a.reshape(base.shape), -1.0, 1.0)
 
 
 class LatentSpace(SteeringSpace):
-    """ZPRL: the actor reads [observation, z] and moves z = mu(e) by at most `scale` per coordinate."""
+    """ZPRL: the actor reads [observation, z] and moves z = mu by at most `scale` per coordinate."""
 
     name = "zprl"
 
     def __init__(self, policy, scale: float):
         super().__init__(policy, scale)
         if getattr(policy, "vib", None) is None:
-            raise UserError("--algo zprl steers a policy's bottleneck latent, and this policy has none: add one "
-                            "with `vla train --policy.type=state_flow --policy.init=<policy> --policy.vib_dim=16 "
-                            "--dataset=<its demos>` (trains only the VIB)")
+            raise UserError(f"--algo zprl steers a policy's bottleneck latent, and this policy has none: add one "
+                            f"with `vla train --policy.type={policy.config.type} --policy.init=<policy> "
+                            "--policy.vib_dim=16 --dataset=<its demos>` (trains only the VIB)")
 
     @property
     def dim(self) -> int:
         return self.policy.vib.latent_dim
 
-    def actor_features(self, batch):
-        features = self.policy.observation_vector(batch)
-        return torch.cat([features, self.policy.bottleneck_mean(batch)], dim=-1)
+    @property
+    def feature_dim(self) -> int:
+        return self.policy.steering_feature_dim + self.dim
 
-    def chunk(self, batch, a, base_noise):
-        z = self.policy.bottleneck_mean(batch)
-        z_steered = z + self.scale * a if torch.any(a) else z
-        actions = self.policy.integrate(*self.policy.condition_from_latent(z_steered), noise=base_noise)
-        return self.policy.normalizer.unnormalize(ACTION_KEY, actions)[:, : self.n_action_steps]
+    def observe(self, batch):
+        context, z = self.policy.bottleneck_encode(batch)
+        prefix = context[0] if context is not None else None  # the VLA's cache before the bottleneck token
+        features = torch.cat([self.policy.steering_features(batch, prefix), z.float()], dim=-1)
+        return Observed(batch, features, (context,), z)
+
+    def _chunk(self, observed, a, base_noise):
+        z = observed.z + self.scale * a if torch.any(a) else observed.z
+        return self._integrate(self.policy.condition_from_latent(z, observed.condition[0]), base_noise)
 
 
 def make_space(name: str, policy, scale: float) -> SteeringSpace:

@@ -33,7 +33,7 @@ class SteeringEnv(gym.Env):
             probe = space.actor_features(self._batch(env.reset(seed=first_seed)[0]))
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (probe.shape[-1],), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (space.dim,), np.float32)
-        self._obs = self._batch_cache = None
+        self._obs = self._observed = None
         self._generator = torch.Generator()
         self.episode_seed = first_seed
         self.last_chunk: np.ndarray | None = None  # the executed actions of the latest step
@@ -41,9 +41,11 @@ class SteeringEnv(gym.Env):
     def _batch(self, obs) -> dict:
         return observations_to_batch([obs], self.cameras)
 
-    def _features(self) -> np.ndarray:
+    def _observe(self) -> np.ndarray:
+        """Encode the current observation once (the chunk reuses it); the actor's features."""
         with torch.no_grad():
-            return self.space.actor_features(self._batch_cache)[0].cpu().numpy().astype(np.float32)
+            self._observed = self.space.observe(self._batch(self._obs))
+        return self._observed.features[0].cpu().numpy().astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options=None):
         super().reset(seed=seed)
@@ -54,15 +56,14 @@ class SteeringEnv(gym.Env):
         self._generator.manual_seed(seed)
         self._obs, info = self.env.reset(seed=seed)
         self.last_chunk = None
-        self._batch_cache = self._batch(self._obs)
-        return self._features(), info
+        return self._observe(), info
 
     def step(self, action):
         c = self.space.policy.config
         base_noise = torch.randn(1, c.chunk_size, c.model_action_dim, generator=self._generator)
         a = torch.as_tensor(np.asarray(action, dtype=np.float32)).reshape(1, -1)
         with torch.no_grad():
-            chunk = self.space.chunk(self._batch_cache, a, base_noise)[0].cpu().numpy()
+            chunk = self.space.chunk(self._observed, a, base_noise)[0].cpu().numpy()
         self._obs, shaped, terminated, truncated, info = self.env.step_chunk(chunk)
         executed = chunk[: info["steps"]]
         # smoothness of the executed actions: squared differences of consecutive ones, across chunks too
@@ -70,11 +71,10 @@ class SteeringEnv(gym.Env):
         info["action_sq_diff"] = float(np.square(np.diff(previous, axis=0)).sum(-1).sum())
         info["action_diffs"] = len(previous) - 1
         self.last_chunk = executed
-        self._batch_cache = self._batch(self._obs)
         success = bool(info["is_success"])
         reward = {"success": float(success), "shaped": float(shaped), "time": float(success) - 1.0}[self.reward]
         info = {**info, "is_success": success, "shaped_reward": float(shaped)}
-        return self._features(), reward, success, bool(truncated and not success), info
+        return self._observe(), reward, success, bool(truncated and not success), info
 
     def close(self):
         self.env.close()

@@ -293,9 +293,9 @@ def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
     base = load_policy(cfg.policy, map_location=cfg.device).requires_grad_(False)
     if isinstance(base, SteeredPolicy):
         raise ConfigError(f"--policy {cfg.policy} is already a steered policy: steer its base ({cfg.policy}/base)")
-    if not hasattr(base, "observation_vector"):
-        raise ConfigError(f"--policy {cfg.policy} is a {base.checkpoint_type} policy; steering is built for "
-                          "state_flow policies so far (the actor reads their observation vector)")
+    if not hasattr(base, "steering_features"):
+        raise ConfigError(f"--policy {cfg.policy} is a {base.checkpoint_type} policy; steering is built for the "
+                          "state_flow and flow_vla policies (the actor reads their steering_features)")
     scale = o.scale or DEFAULT_SCALE[cfg.algo]
     space = make_space(cfg.algo, base, scale)  # refuses zprl on a policy without a bottleneck
     if cfg.reward == "shaped":
