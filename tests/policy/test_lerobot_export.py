@@ -150,6 +150,17 @@ def test_openpi_prompt_and_stock_image_scale_are_refused(kind, field):
         pi0_kind(config, custom_sizes=True)
 
 
+def test_a_bottleneck_is_refused_naming_the_field():
+    """lerobot's pi0 has no token to decode ZPRL's bottleneck into."""
+    from vla.policy.checkpoint import CheckpointError
+    from vla.policy.foreign.lerobot_export_config import pi0_kind
+
+    config = load_reference(fixture("pi0")).config
+    config.vib_dim = 16
+    with pytest.raises(CheckpointError, match="vib_dim"):
+        pi0_kind(config, custom_sizes=True)
+
+
 def test_sizes_lerobot_cannot_build_are_refused_without_custom_sizes(tmp_path, capsys):
     assert main(["export", "--policy", str(ours("pi0", tmp_path)), "--output", str(tmp_path / "out")]) == 2
     assert "--custom_sizes=true" in capsys.readouterr().err

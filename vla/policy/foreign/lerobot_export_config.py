@@ -29,6 +29,9 @@ def pi0_kind(c, custom_sizes: bool) -> str:
                               "table (language 'tokens'); a MiniLM-encoded policy has no lerobot equivalent")
     if c.latent_reasoning:
         raise CheckpointError("latent_reasoning: lerobot's pi0 has no latent-reasoning tokens")
+    if c.vib_dim:
+        raise CheckpointError("vib_dim: lerobot's pi0 has no bottleneck token (export the policy the bottleneck "
+                              "was added to, policy.init)")
     kinds = {("pi0", "mlp"): "pi0", ("pi05", "adarms"): "pi05"}
     kind = kinds.get((c.prompt_format, c.time_conditioning))
     if kind is None:
