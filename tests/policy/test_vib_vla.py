@@ -68,8 +68,47 @@ def test_bottleneck_terms_train_only_the_bottleneck():
     assert all(full[n] is not None and full[n].abs().sum() > 0 for n in full if n.startswith("vib."))
 
 
-def test_adding_a_bottleneck_to_a_trained_vla_changes_none_of_its_weights(tmp_path):
-    from vla.train.sft import train
+def test_the_flow_through_the_token_alone_trains_the_whole_bottleneck():
+    """Without the KL and reconstruction terms the decoder and encoder still learn, from the frozen expert's
+    flow loss through the bottleneck token."""
+    policy = make_policy(seed=0, vib_dim=LATENT, vib_beta=0.0, vib_gamma=0.0).train()
+    loss, _ = policy(make_batch(b=4, seed=1))
+    loss.backward()
+    for part in (policy.vib.encoder, policy.vib.decoder):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+
+
+def test_gradient_checkpointing_and_bfloat16_train_with_a_bottleneck():
+    from vla.policy.finetune import apply_finetune_options
+
+    batch = make_batch(b=2, seed=1)
+    g = torch.Generator().manual_seed(0)
+    noise, time = torch.randn(2, CHUNK, A, generator=g), torch.rand(2, generator=g)
+    grads = []
+    for checkpointing in (False, True):
+        policy = make_policy(seed=0, vib_dim=LATENT, gradient_checkpointing=checkpointing).train()
+        apply_finetune_options(policy)
+        loss, _ = policy(batch, noise=noise, time=time)
+        loss.backward()
+        grads.append({n: p.grad for n, p in policy.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    assert sum(g is not None for g in grads[0].values()) > 10
+    for name, grad in grads[0].items():
+        assert (grad is None) == (grads[1][name] is None), name
+        assert grad is None or torch.allclose(grad, grads[1][name], atol=1e-6), name
+    # bfloat16 weights keep the bottleneck in float32 (its latent is what RL moves by fractions of a unit)
+    policy = make_policy(seed=0, vib_dim=LATENT, dtype="bfloat16", time_conditioning="mlp").train()
+    apply_finetune_options(policy)
+    assert all(p.dtype == torch.float32 for p in policy.vib.parameters())
+    assert policy.multi_modal_projector.weight.dtype == torch.bfloat16
+    loss, _ = policy(batch, noise=noise, time=time)
+    loss.backward()
+    with torch.no_grad():
+        assert policy.eval().predict_action_chunk(batch, noise=noise).isfinite().all()
+
+
+def test_adding_a_bottleneck_to_a_trained_vla_changes_none_of_its_weights(tmp_path, monkeypatch):
+    from vla.train import sft
 
     base_dir = tmp_path / "base"
     make_policy(seed=0, cameras=["agentview"]).save_pretrained(base_dir)
@@ -77,7 +116,16 @@ def test_adding_a_bottleneck_to_a_trained_vla_changes_none_of_its_weights(tmp_pa
     cfg = TrainConfig(dataset=str(dataset), output_dir=str(tmp_path / "run"), steps=4, batch_size=2, lr=1e-2,
                       warmup_steps=1, log_every=2, save_every=0,
                       policy=PolicyConfig(init=str(base_dir), vib_dim=LATENT, cameras=["agentview"]))
-    final = train(cfg, progress=False)
+    built = []
+
+    def add_and_keep(pcfg):
+        policy = real_add(pcfg)
+        built.append({k: v.clone() for k, v in policy.state_dict().items()})
+        return policy
+
+    real_add = sft._add_bottleneck
+    monkeypatch.setattr(sft, "_add_bottleneck", add_and_keep)
+    final = sft.train(cfg, progress=False)
     before, after = load_file(str(base_dir / WEIGHTS_FILE)), load_file(str(final / WEIGHTS_FILE))
     assert {k for k in after if not k.startswith("vib.")} == set(before)
     assert all(torch.equal(after[k], before[k]) for k in before)
@@ -85,11 +133,12 @@ def test_adding_a_bottleneck_to_a_trained_vla_changes_none_of_its_weights(tmp_pa
     assert all(torch.equal(stats_before[k], stats_after[k]) for k in stats_before)  # the checkpoint's own
     loaded = load_policy(final)
     assert loaded.config.vib_dim == LATENT and loaded.vib is not None
-    fresh = make_policy(seed=1, vib_dim=LATENT, cameras=["agentview"])
-    assert any(not torch.equal(after[k], fresh.state_dict()[k]) for k in after if k.startswith("vib."))
+    (initial,) = built  # the bottleneck moved away from its initialisation; nothing else did
+    assert any(not torch.equal(after[k], initial[k]) for k in after if k.startswith("vib."))
+    assert all(torch.equal(after[k], initial[k]) for k in before)
 
     with pytest.raises(ConfigError, match="without a bottleneck"):
-        train(TrainConfig(dataset=str(dataset), output_dir=str(tmp_path / "again"), steps=1, batch_size=2,
+        sft.train(TrainConfig(dataset=str(dataset), output_dir=str(tmp_path / "again"), steps=1, batch_size=2,
                           policy=PolicyConfig(init=str(final), vib_dim=LATENT, cameras=["agentview"])), progress=False)
 
 

@@ -194,6 +194,34 @@ def test_run_on_the_toy_env_saves_a_steered_policy_and_keeps_the_base(algo, toy_
     assert any(a.any() for a in played[8:])
 
 
+def test_steering_env_encodes_a_pixel_vla_once_per_decision_and_plays_its_chunks(monkeypatch):
+    """Each decision encodes the current camera frame once; the chunk played is the space's chunk for that
+    frame, so a stale observation (the reset's, reused) would show."""
+    policy = make_policy(seed=0, vib_dim=4, cameras=["agentview"]).eval()
+    space = make_space("zprl", policy, 0.5)
+    env = SteeringEnv(space, OneFakeEnv(cameras=["agentview"]), "success", first_seed=5)
+    encodes = []
+    real_encode = policy.encode_prefix_and_state
+    monkeypatch.setattr(policy, "encode_prefix_and_state", lambda batch: (encodes.append(1), real_encode(batch))[1])
+    features, _ = env.reset(seed=3)
+    assert len(encodes) == 1
+    rng = np.random.default_rng(0)
+    g = torch.Generator().manual_seed(3)
+    for step in range(3):
+        batch = observations_to_batch([env.env.vec._obs(0)], ["agentview"])
+        a = rng.uniform(-1, 1, space.dim).astype(np.float32)
+        with torch.no_grad():
+            assert np.array_equal(features, space.actor_features(batch)[0].numpy())
+            expected = space.chunk(batch, torch.as_tensor(a)[None], torch.randn(1, 4, 7, generator=g))[0].numpy()
+        encodes.clear()
+        features, _, terminated, truncated, _ = env.step(a)
+        assert len(encodes) == 1  # the next observation's, which the next chunk reuses
+        assert np.array_equal(env.env.chunks[-1], expected)
+        if terminated or truncated:
+            break
+    assert len(env.env.chunks) >= 2 and not np.array_equal(env.env.chunks[0], env.env.chunks[1])
+
+
 def test_zprl_steers_a_pixel_vla_through_its_prefix_bottleneck(toy_env, tmp_path):
     """The VLA reads the toy env's camera; the actor reads the frozen VLA's pooled prefix, state and z."""
     make_policy(seed=0, vib_dim=4, cameras=["agentview"]).eval().save_pretrained(tmp_path / "vla")

@@ -32,9 +32,10 @@ def apply_finetune_options(policy) -> dict[str, int]:
     if c.lora_rank:
         _add_lora(policy, c.lora_rank, c.lora_alpha)  # the adapters are the only trainable VLM weights
     if c.dtype == "bfloat16":
-        # Norm weights stay fp32, as the reference keeps them: they are small offsets from 1.
+        # Norm weights stay fp32, as the reference keeps them: they are small offsets from 1. So does ZPRL's
+        # bottleneck: small, and its latent is what RL moves by fractions of a unit.
         for name, p in policy.named_parameters():
-            if "norm" not in name and "lora_" not in name:
+            if "norm" not in name and "lora_" not in name and not name.startswith("vib."):
                 p.data = p.data.to(torch.bfloat16)
     policy.transformer.gradient_checkpointing = bool(c.gradient_checkpointing)
     trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)

@@ -67,6 +67,16 @@ class _Call(nn.Module):
 def frozen_call(module: nn.Module, fn: Callable, *args, trainable: str):
     """fn(*args) with every parameter of `module` detached except those whose names start with `trainable`:
     gradients reach the inputs (and those parameters) but no other weight, while the weights themselves
-    keep training through the other terms of the same loss."""
+    keep training through the other terms of the same loss.
+
+    Gradient checkpointing is off inside: its backward recomputation would run after the real weights are
+    back in place and find other tensors than the forward saved."""
     frozen = {f"module.{name}": p.detach() for name, p in module.named_parameters() if not name.startswith(trainable)}
-    return torch.func.functional_call(_Call(module, fn), frozen, args)
+    checkpointed = [m for m in module.modules() if getattr(m, "gradient_checkpointing", False)]
+    for m in checkpointed:
+        m.gradient_checkpointing = False
+    try:
+        return torch.func.functional_call(_Call(module, fn), frozen, args)
+    finally:
+        for m in checkpointed:
+            m.gradient_checkpointing = True

@@ -182,7 +182,7 @@ def _state_policy_for_dataset(pcfg, dataset):
 def _add_bottleneck(pcfg):
     """`--policy.init=<state_flow or flow_vla checkpoint> --policy.vib_dim=N`: the checkpoint's policy, frozen
     (its weights and normalisation stats), with a new bottleneck that alone trains (ZPRL's offline phase)."""
-    base = load_policy(pcfg.init)
+    base = load_policy(pcfg.init, tokenizer_path=pcfg.tokenizer_path) if pcfg.type == "flow_vla" else load_policy(pcfg.init)
     if base.checkpoint_type != pcfg.type or not pcfg.vib_dim or getattr(base, "vib", "none") is not None:
         raise ConfigError(f"policy.init={pcfg.init}: a {pcfg.type} policy with policy.vib_dim > 0 initialises only "
                           f"from a {pcfg.type} checkpoint without a bottleneck, to add one")

@@ -256,10 +256,16 @@ class FlowVLAPolicy(FlowMatchingPolicy):
         """ZPRL's loss on the VLA: ||v(x_t | prefix) - u||^2 + ||v_sg(x_t | sg(prefix) + e_hat(z)) - u||^2
         + beta KL(q || N(0, I)) + gamma ||e_hat - sg(pooled prefix)||^2, where the second term runs the
         prefix stream over the token and the expert with detached weights and a detached prefix, so the
-        bottleneck's terms train only the bottleneck."""
+        bottleneck's terms train only the bottleneck. The first term is left out while the policy's own
+        weights are all frozen (a bottleneck added to a trained policy): it would train nothing."""
         c = self.config
         cache, state_token = self.encode_prefix_and_state(batch)
-        flow = target.loss(self.velocity(cache, state_token, target.x_t, target.t))
+        info = {}
+        if any(p.requires_grad for n, p in self.named_parameters() if not n.startswith("vib.")):
+            flow = target.loss(self.velocity(cache, state_token, target.x_t, target.t))
+            info["flow_loss"] = flow.item()
+        else:  # a bottleneck added to a frozen policy: the policy's own flow term would train nothing
+            flow = 0.0
         e_hat, kl, reconstruction = self.vib.losses(cache.pooled().float())
         detached = PrefixCache([k.detach() for k in cache.keys], [v.detach() for v in cache.values], cache.mask,
                                cache.next_position, cache.hidden.detach())
@@ -271,8 +277,8 @@ class FlowVLAPolicy(FlowMatchingPolicy):
 
         through = target.loss(frozen_call(self, through_bottleneck, e_hat, trainable="vib."))
         loss = flow + through + c.vib_beta * kl + c.vib_gamma * reconstruction
-        return loss, {"loss": loss.item(), "flow_loss": flow.item(), "vib_flow_loss": through.item(),
-                      "vib_kl": kl.item(), "vib_reconstruction": reconstruction.item()}
+        return loss, {"loss": loss.item(), **info, "vib_flow_loss": through.item(), "vib_kl": kl.item(),
+                      "vib_reconstruction": reconstruction.item()}
 
     # ------------------------------------------------------------- what a steering actor reads
     @property

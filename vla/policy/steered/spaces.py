@@ -56,6 +56,7 @@ class SteeringSpace:
         """Size of what the actor reads."""
         return self.policy.steering_feature_dim
 
+    @torch.no_grad()
     def observe(self, batch: dict) -> Observed:
         """Only what the deployed policy reads: the state policy's observation vector, or the VLA's pooled
         prefix and state (the policy's own steering_features)."""
@@ -66,6 +67,7 @@ class SteeringSpace:
         """What the actor reads, [B, feature_dim]."""
         return self.observe(batch).features
 
+    @torch.no_grad()
     def chunk(self, observed: Observed | dict, a: torch.Tensor, base_noise: torch.Tensor) -> torch.Tensor:
         """Un-normalised executed actions [B, n_action_steps, action_dim] for learner actions a [B, dim];
         base_noise [B, chunk, model_action_dim] is the flow noise where the space does not set it."""
@@ -137,6 +139,7 @@ class LatentSpace(SteeringSpace):
     def feature_dim(self) -> int:
         return self.policy.steering_feature_dim + self.dim
 
+    @torch.no_grad()
     def observe(self, batch):
         context, z = self.policy.bottleneck_encode(batch)
         prefix = context[0] if context is not None else None  # the VLA's cache before the bottleneck token
