@@ -13,6 +13,10 @@ Three measurements, each a sub-command:
     # success over env steps (history.json), the mean chosen length per iteration
     python benchmarks/lapo_state.py rl --task stack --demos 10 --seeds 0 1 2 --iterations 30
 
+    # the length each thinking policy (warm-up, then after LAPO) chooses at evaluation, in the easy
+    # phase (reaching, gripper open) and the hard one (from the first grasp on: lift, carry, place)
+    python benchmarks/lapo_state.py lengths --task stack --demos 10 --seeds 0 1 2 --episodes 20
+
 warmup and rl reuse what exists under --out (collect and train once), call the `vla` CLI for every
 stage, and write benchmarks/results/lapo_state_<command>.json.
 """
@@ -25,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -177,6 +182,54 @@ def rl(a) -> list[dict]:
     return rows
 
 
+def _phase_lengths(policy, task: str, episodes: int, seed: int) -> dict:
+    """Decisions of the deployed thinking policy on the fixed states seed + i: its chosen length per decision,
+    split at the first decision whose chunk closes the gripper (the last action coordinate > 0)."""
+    from vla.policy.observation import observations_to_batch
+    from vla.sim import make_env
+
+    env = make_env(task=task, cameras=(), max_episode_steps=STEP_LIMITS.get(task, 300))
+    phases = {"reach": [], "manipulate": []}
+    success = []
+    try:
+        for i in range(episodes):
+            obs, _ = env.reset(seed=seed + i)
+            torch.manual_seed(seed + i)
+            grasped, done, info = False, False, {}
+            while not done:
+                with torch.no_grad():
+                    condition, features = policy.encode_observation(observations_to_batch([obs], []))
+                    chunk = policy.normalizer.unnormalize("action", policy.integrate(condition, features))
+                chunk = chunk[0, : policy.config.n_action_steps].numpy()
+                phases["manipulate" if grasped else "reach"].append(int(condition.reasoning.lengths[0]))
+                grasped = grasped or bool((chunk[:, -1] > 0).any())
+                obs, _, terminated, truncated, info = env.step_chunk(chunk)
+                done = terminated or truncated or bool(info.get("is_success"))
+            success.append(bool(info.get("is_success")))
+    finally:
+        env.close()
+    return {"success": float(np.mean(success)),
+            **{f"{k}_length_mean": (float(np.mean(v)) if v else None) for k, v in phases.items()},
+            **{f"{k}_decisions": len(v) for k, v in phases.items()}}
+
+
+def lengths(a) -> list[dict]:
+    root = Path(a.out) / a.task / f"demos{a.demos}" / "latent"
+    rows = []
+    for seed in a.seeds:
+        for stage, policy_dir in (("warm-up", root / f"seed{seed}" / "train" / "policy"),
+                                  ("lapo", root / f"seed{seed}" / "lapo" / "policy")):
+            if not (policy_dir / "config.json").exists():
+                print(f"skipping {policy_dir}: not trained")
+                continue
+            from vla.policy.registry import load_policy
+
+            row = {"seed": seed, "stage": stage, **_phase_lengths(load_policy(policy_dir), a.task, a.episodes, 100000)}
+            rows.append(row)
+            print(json.dumps(row))
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -186,7 +239,7 @@ def main() -> None:
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--rounds", type=int, default=15)
     t.add_argument("--calls", type=int, default=20)
-    for name in ("warmup", "rl"):
+    for name in ("warmup", "rl", "lengths"):
         c = sub.add_parser(name)
         c.add_argument("--task", default="stack")
         c.add_argument("--demos", type=int, default=10)
@@ -196,8 +249,10 @@ def main() -> None:
         c.add_argument("--out", default="outputs/bench/lapo_state")
         if name == "rl":
             c.add_argument("--iterations", type=int, default=30)
+        if name == "lengths":
+            c.add_argument("--episodes", type=int, default=20)
     a = p.parse_args()
-    rows = {"thinking": thinking, "warmup": warmup, "rl": rl}[a.command](a)
+    rows = {"thinking": thinking, "warmup": warmup, "rl": rl, "lengths": lengths}[a.command](a)
     suffix = "_vla" if getattr(a, "policy", "state") == "vla" else ""
     write_json(RESULTS / f"lapo_state_{a.command}{suffix}.json", a, rows=rows)
 
