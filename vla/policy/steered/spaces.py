@@ -33,7 +33,6 @@ class Observed:
     """One observation as a steering space sees it, encoded once: what the actor reads and what the
     chunk is built from (the base policy's condition, or for zprl the bottleneck's context and mean)."""
 
-    batch: dict
     features: torch.Tensor  # [B, F], the actor's input
     condition: tuple  # noise, residual: encode_observation's (condition, features); zprl: (context,)
     z: torch.Tensor | None = None  # zprl: mu [B, vib_dim]
@@ -61,7 +60,7 @@ class SteeringSpace:
         """Only what the deployed policy reads: the state policy's observation vector, or the VLA's pooled
         prefix and state (the policy's own steering_features)."""
         condition = self.policy.encode_observation(batch)
-        return Observed(batch, self.policy.steering_features(batch, condition[0]), condition)
+        return Observed(self.policy.steering_features(batch, condition[0]), condition)
 
     def actor_features(self, batch: dict) -> torch.Tensor:
         """What the actor reads, [B, feature_dim]."""
@@ -144,7 +143,7 @@ class LatentSpace(SteeringSpace):
         context, z = self.policy.bottleneck_encode(batch)
         prefix = context[0] if context is not None else None  # the VLA's cache before the bottleneck token
         features = torch.cat([self.policy.steering_features(batch, prefix), z.float()], dim=-1)
-        return Observed(batch, features, (context,), z)
+        return Observed(features, (context,), z)
 
     def _chunk(self, observed, a, base_noise):
         z = observed.z + self.scale * a if torch.any(a) else observed.z
