@@ -1,0 +1,76 @@
+"""Two or more RL arms on the same axes: training success against env steps per seed, and each seed's
+final fixed evaluation, from the <algo>_results.json files benchmarks/rl_lift.py writes (one arm each)
+or the lapo_state_rl.json benchmarks/lapo_state.py writes (one arm per algorithm in it, labelled by it).
+
+    python benchmarks/plot_rl_compare.py --results outputs/rl_can5_onpolicy/grpo_results.json \
+        outputs/rl_can5_srpo/srpo_results.json --labels GRPO SRPO --start 26.0 \
+        --title "PickPlaceCan 5-demo state policy" --output benchmarks/results/rl_can5_srpo_vs_grpo.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def arms(path: str, label: str | None) -> list[tuple[str, list[dict]]]:
+    """[(label, runs)], each run {"env_steps": [...], "success": [...] (0-1), "final": % or None}."""
+    data = json.loads(Path(path).read_text())
+    if "runs" in data:  # rl_lift.py: one algorithm
+        return [(label, [{"env_steps": r["env_steps_per_iteration"], "success": r["success_per_iteration"],
+                          "final": r["final_eval_pc_success"]} for r in data["runs"]])]
+    grouped: dict[str, list[dict]] = {}  # lapo_state.py rl: rows of several algorithms
+    for row in data["rows"]:
+        grouped.setdefault(row["algo"].upper(), []).append(
+            {"env_steps": [c[0] for c in row["curve"]], "success": [c[1] for c in row["curve"]],
+             "final": row["eval_pc_success"]})
+    return list(grouped.items())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--labels", nargs="+", help="one per rl_lift.py results file (lapo_state_rl.json labels itself)")
+    p.add_argument("--start", type=float, help="the starting policy's fixed-evaluation success, %%")
+    p.add_argument("--title", default="")
+    p.add_argument("--output", required=True)
+    a = p.parse_args()
+    labels = a.labels or [None] * len(a.results)
+    if len(a.results) != len(labels):
+        raise SystemExit("--results and --labels must have the same length")
+    all_arms = [arm for path, label in zip(a.results, labels) for arm in arms(path, label)]
+    fig, (curve, final) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (label, runs) in enumerate(all_arms):
+        for i, run in enumerate(runs):
+            curve.plot(run["env_steps"], [100 * x for x in run["success"]], "o-", color=colours[k], alpha=0.7,
+                       label=label if i == 0 else None)
+        finals = [run["final"] for run in runs if run["final"] is not None]
+        final.scatter([k] * len(finals), finals, color=colours[k], zorder=3)
+        if finals:
+            final.hlines(sum(finals) / len(finals), k - 0.25, k + 0.25, color=colours[k])
+    if a.start is not None:
+        final.axhline(a.start, color="grey", linestyle="--", label="start")
+        final.legend()
+    curve.set_xlabel("env steps")
+    curve.set_ylabel("training success, % (SDE rollouts, 4 states per iteration)")
+    curve.legend()
+    final.set_xticks(range(len(all_arms)), [label for label, _ in all_arms])
+    final.set_ylabel("final fixed evaluation, % (50 states)")
+    fig.suptitle(a.title)
+    fig.tight_layout()
+    out = Path(a.output)
+    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
