@@ -52,3 +52,23 @@ def make_batch(b=3, chunk=4, tasks=None, seed=0):
         "action": torch.randn(b, chunk, 7, generator=g),
         "action_is_pad": torch.zeros(b, chunk, dtype=torch.bool),
     }
+
+
+def bottleneck_gradients(policy, batch, noise, time):
+    """(gradients of the policy's loss with its bottleneck, gradients of the plain flow-matching loss of the
+    same network, noise and time, the bottleneck loss's info, the plain loss): what ZPRL's terms add."""
+
+    def grads(loss):
+        policy.zero_grad(set_to_none=True)
+        loss.backward()
+        return {n: (p.grad.clone() if p.grad is not None else None) for n, p in policy.named_parameters()}
+
+    full_loss, info = policy(batch, noise=noise, time=time)
+    full = grads(full_loss)
+    vib = policy.vib
+    policy.vib = None
+    try:
+        flow_loss, _ = policy(batch, noise=noise, time=time)
+    finally:
+        policy.vib = vib
+    return full, grads(flow_loss), info, flow_loss.item()

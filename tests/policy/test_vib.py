@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.policy.helpers import ENV_STATE_DIM, make_batch, make_state_policy
+from tests.policy.helpers import ENV_STATE_DIM, bottleneck_gradients, make_batch, make_state_policy
 from vla.config import ConfigError, TrainConfig
 from vla.policy.checkpoint import STATS_FILE, WEIGHTS_FILE
 from vla.policy.config import PolicyConfig
@@ -44,21 +44,8 @@ def test_bottleneck_terms_give_the_generator_and_encoder_no_gradient():
     g = torch.Generator().manual_seed(0)
     noise, time = torch.randn(8, 4, 7, generator=g), torch.rand(8, generator=g)
 
-    def grads(loss):
-        policy.zero_grad(set_to_none=True)
-        loss.backward()
-        return {n: (p.grad.clone() if p.grad is not None else None) for n, p in policy.named_parameters()}
-
-    full_loss, info = policy(batch, noise=noise, time=time)
-    full = grads(full_loss)
-    vib = policy.vib
-    policy.vib = None  # the plain flow-matching loss of the same network, noise and time
-    try:
-        flow_loss, _ = policy(batch, noise=noise, time=time)
-    finally:
-        policy.vib = vib
-    assert flow_loss.item() == pytest.approx(info["flow_loss"], rel=1e-6)
-    flow_only = grads(flow_loss)
+    full, flow_only, info, flow_loss = bottleneck_gradients(policy, batch, noise, time)
+    assert flow_loss == pytest.approx(info["flow_loss"], rel=1e-6)
     generator = [n for n in full if n.startswith(("backbone.", "obs_encoder."))]
     assert generator
     for name in generator:
