@@ -329,6 +329,10 @@ class OffPolicyConfig:
     # Initial log standard deviation of the actor's Gaussian (before tanh), the same in every state: a
     # low value starts exploration close to the base policy instead of SAC's std of about 1.
     init_log_std: float = -3.0
+    # Start the actor's mean at zero steering (its output layer zeroed): the base policy's own chunk for residual
+    # and zprl, the ODE from x_0 = 0 for noise. False keeps SAC's random output layer, whose mean steering is
+    # state-dependent from the first update (it took the pixel VLA from 48% to 5% in the residual space).
+    zero_init_actor: bool = True
     # Evaluate the deterministic actor on eval.n_episodes_periodic fixed states every this many env steps (0 = never).
     eval_every: int = 10_000
     # Checkpoint to checkpoints/last (learner, replay buffer, RNGs: `--resume=true` continues exactly) at the

@@ -194,6 +194,21 @@ def test_run_on_the_toy_env_saves_a_steered_policy_and_keeps_the_base(algo, toy_
     assert any(a.any() for a in played[8:])
 
 
+@pytest.mark.parametrize("zero_init", [True, False])
+def test_the_actor_starts_at_zero_steering_unless_asked_not_to(zero_init, toy_policies, toy_env, tmp_path):
+    """A random output layer steers every state its own way from the first update (residual on the pixel VLA:
+    48% -> 5%); zero-initialised, the deterministic steering starts at the base policy for every state."""
+    cfg = toy_config(toy_policies / "plain", tmp_path / "run", "residual", zero_init_actor=zero_init)
+    policy = load_policy(toy_policies / "plain")
+    space = make_space("residual", policy, 0.2)
+    env = SteeringEnv(space, OneFakeEnv(), "success")
+    agent = steering_trainer._make_agent(cfg, space, env)
+    obs = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32) * 3
+    steering, _ = agent.predict(obs, deterministic=True)
+    assert (not np.abs(steering).any()) == zero_init
+    assert agent.actor.mu.weight.requires_grad  # zeroed, not frozen
+
+
 def test_steering_env_encodes_a_pixel_vla_once_per_decision_and_plays_its_chunks(monkeypatch):
     """Each decision encodes the current camera frame once; the chunk played is the space's chunk for that
     frame, so a stale observation (the reset's, reused) would show."""

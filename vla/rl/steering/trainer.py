@@ -267,6 +267,9 @@ def _make_agent(cfg: RLConfig, space, train_env: SteeringEnv):
     with torch.no_grad():  # start near the base policy: small, state-independent exploration
         agent.actor.log_std.weight.zero_()
         agent.actor.log_std.bias.fill_(o.init_log_std)
+        if o.zero_init_actor:  # ... around zero steering; the zeroed layer still gets gradients from its inputs
+            agent.actor.mu.weight.zero_()
+            agent.actor.mu.bias.zero_()
     return agent
 
 
