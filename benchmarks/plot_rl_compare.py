@@ -1,5 +1,5 @@
-"""Two or more RL arms on the same axes: training success against env steps per seed, and each seed's
-final fixed evaluation, from the <algo>_results.json files benchmarks/rl_lift.py writes (one arm each)
+"""Two or more RL arms on the same axes: training success against env steps and against CPU-minutes (where
+the results have the trainer's CPU meter) per seed, and each seed's final fixed evaluation, from the <algo>_results.json files benchmarks/rl_lift.py writes (one arm each)
 or the lapo_state_rl.json benchmarks/lapo_state.py writes (one arm per algorithm in it, labelled by it).
 
     python benchmarks/plot_rl_compare.py --results outputs/rl_can5_onpolicy/grpo_results.json \
@@ -20,15 +20,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def arms(path: str, label: str | None) -> list[tuple[str, list[dict]]]:
-    """[(label, runs)], each run {"env_steps": [...], "success": [...] (0-1), "final": % or None}."""
+    """[(label, runs)], each run {"env_steps": [...], "cpu_minutes": [...] or None, "success": [...] (0-1),
+    "final": % or None}."""
     data = json.loads(Path(path).read_text())
     if "runs" in data:  # rl_lift.py: one algorithm
-        return [(label, [{"env_steps": r["env_steps_per_iteration"], "success": r["success_per_iteration"],
-                          "final": r["final_eval_pc_success"]} for r in data["runs"]])]
+        return [(label, [{"env_steps": r["env_steps_per_iteration"], "cpu_minutes": r.get("cpu_minutes_cumulative"),
+                          "success": r["success_per_iteration"], "final": r["final_eval_pc_success"]}
+                         for r in data["runs"]])]
     grouped: dict[str, list[dict]] = {}  # lapo_state.py rl: rows of several algorithms
     for row in data["rows"]:
         grouped.setdefault(row["algo"].upper(), []).append(
-            {"env_steps": [c[0] for c in row["curve"]], "success": [c[1] for c in row["curve"]],
+            {"env_steps": [c[0] for c in row["curve"]], "cpu_minutes": None, "success": [c[1] for c in row["curve"]],
              "final": row["eval_pc_success"]})
     return list(grouped.items())
 
@@ -45,12 +47,18 @@ def main() -> None:
     if len(a.results) != len(labels):
         raise SystemExit("--results and --labels must have the same length")
     all_arms = [arm for path, label in zip(a.results, labels) for arm in arms(path, label)]
-    fig, (curve, final) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
+    metered = any(run["cpu_minutes"] for _, runs in all_arms for run in runs)
+    fig, axes = plt.subplots(1, 3 if metered else 2, figsize=(16 if metered else 11, 4),
+                             gridspec_kw={"width_ratios": [2, 2, 1] if metered else [2, 1]})
+    curve, final, by_cpu = axes[0], axes[-1], axes[1] if metered else None
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, (label, runs) in enumerate(all_arms):
         for i, run in enumerate(runs):
-            curve.plot(run["env_steps"], [100 * x for x in run["success"]], "o-", color=colours[k], alpha=0.7,
-                       label=label if i == 0 else None)
+            success = [100 * x for x in run["success"]]
+            curve.plot(run["env_steps"], success, "o-", color=colours[k], alpha=0.7, label=label if i == 0 else None)
+            if by_cpu is not None and run["cpu_minutes"]:
+                by_cpu.plot(run["cpu_minutes"], success, "o-", color=colours[k], alpha=0.7,
+                            label=label if i == 0 else None)
         finals = [run["final"] for run in runs if run["final"] is not None]
         final.scatter([k] * len(finals), finals, color=colours[k], zorder=3)
         if finals:
@@ -61,6 +69,10 @@ def main() -> None:
     curve.set_xlabel("env steps")
     curve.set_ylabel("training success, % (SDE rollouts, 4 states per iteration)")
     curve.legend()
+    if by_cpu is not None:
+        by_cpu.set_xlabel("CPU-minutes (trainer and env workers)")
+        by_cpu.set_ylabel("training success, %")
+        by_cpu.legend()
     final.set_xticks(range(len(all_arms)), [label for label, _ in all_arms])
     final.set_ylabel("final fixed evaluation, % (50 states)")
     fig.suptitle(a.title)

@@ -43,6 +43,10 @@ from vla.config import RLConfig, parse_config  # noqa: E402
 from vla.rl.trainer import train_rl  # noqa: E402
 
 PHASES = ("rollout_s", "logprob_s", "update_s")
+# what the reward and the filter did each iteration (SRPO's progress statistics where present)
+REWARD_STATS = ("kept_group_fraction", "optimizer_steps", "success_clusters", "graded_failures", "progress_fallback",
+                "no_success_tasks", "failure_reward_mean", "failure_reward_std", "progress_spearman",
+                "progress_spearman_all", "reward_s")
 
 
 def make_config(args, seed: int, out: Path) -> RLConfig:
@@ -92,14 +96,8 @@ def run_seed(args, seed: int, out: Path) -> dict:
         "env_steps_to_90_train": steps_to(0.9, train_curve),
         "timings": {k: [h[k] for h in history] for k in (*PHASES, "iteration_s")},
         "cpu_minutes_cumulative": cpu_minutes,
-        # what the reward and the filter did each iteration (SRPO's progress statistics where present)
         "reward_stats": {k: [h.get(k) for h in history] for k in REWARD_STATS if any(k in h for h in history)},
     }
-
-
-REWARD_STATS = ("kept_group_fraction", "optimizer_steps", "success_clusters", "graded_failures", "progress_fallback",
-                "no_success_tasks", "failure_reward_mean", "failure_reward_std", "progress_spearman",
-                "progress_spearman_all", "reward_s")
 
 
 def cpu_minutes_cumulative(history: list[dict]) -> list[float] | None:
