@@ -23,9 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, write_json  # noqa: E402  (benchmarks/common.py)
+from common import RESULTS, evaluated, write_json  # noqa: E402  (benchmarks/common.py)
 
-from vla.cli import main as vla  # noqa: E402
 from vla.policy.checkpoint import save_policy  # noqa: E402
 from vla.policy.registry import load_policy  # noqa: E402
 
@@ -42,13 +41,7 @@ def sign_perturbed(policy_dir: str, size: float, seed: int, out: Path) -> Path:
 
 
 def evaluate(policy: Path, out: Path, a) -> dict:
-    if not (out / "eval_info.json").exists():
-        rc = vla(["eval", f"--policy={policy}", f"--output_dir={out}", f"--env.task={a.task}", "--env.cameras=[]",
-                  f"--env.max_episode_steps={a.max_steps}", f"--n_episodes={a.episodes}", f"--n_envs={a.n_envs}",
-                  "--n_videos=0", "--overwrite=true"])
-        if rc != 0:
-            raise SystemExit(f"evaluation of {policy} failed with exit code {rc}")
-    info = json.loads((out / "eval_info.json").read_text())
+    info = evaluated(policy, out, a.task, a.max_steps, a.episodes, a.n_envs)
     return {"pc_success": info["aggregated"]["pc_success"], "ci95": info["aggregated"]["pc_success_ci95"],
             "success": [bool(e["success"]) for e in info["per_episode"]]}
 

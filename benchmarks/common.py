@@ -62,6 +62,29 @@ def write_result(name: str, text: str) -> Path:
     return path
 
 
+def run_vla(args: list[str]) -> None:
+    """Run one `vla` subcommand in this process; a non-zero exit stops the script with the command."""
+    from vla.cli import main as vla
+
+    rc = vla(args)
+    if rc != 0:
+        raise SystemExit(f"`vla {' '.join(args)}` failed with exit code {rc}")
+
+
+def evaluated(policy: str | Path, out: Path, task: str, max_steps: int, episodes: int = 50, n_envs: int = 1,
+              n_videos: int = 0) -> dict:
+    """`vla eval` of a state policy on the fixed evaluation states, run once: its eval_info.json is reused
+    when `out` already holds one (killed benchmarks pick up where they stopped)."""
+    import json
+
+    out = Path(out)
+    if not (out / "eval_info.json").exists():
+        run_vla(["eval", f"--policy={policy}", f"--output_dir={out}", f"--env.task={task}", "--env.cameras=[]",
+                 f"--env.max_episode_steps={max_steps}", f"--n_episodes={episodes}", f"--n_envs={n_envs}",
+                 f"--n_videos={n_videos}", "--overwrite=true"])
+    return json.loads((out / "eval_info.json").read_text())
+
+
 def untrained_policy(state: bool, n_action_steps: int):
     """A randomly initialised policy with unit normalisation, for timing only: the state_flow policy on
     Lift's 8 + 10 state dims (state=True) or the tiny pixel VLA; 7-D actions, chunks of 16."""

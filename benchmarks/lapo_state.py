@@ -33,20 +33,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, write_json  # noqa: E402  (benchmarks/common.py)
+from common import RESULTS, evaluated, machine, run_vla as run, write_json  # noqa: E402  (benchmarks/common.py)
 
-from vla.cli import main as vla  # noqa: E402
 from vla.policy.config import PolicyConfig  # noqa: E402
 from vla.policy.state_flow import StateFlowPolicy  # noqa: E402
 
 STEP_LIMITS = {"lift": 200, "pick_place_can": 400, "nut_assembly_square": 400, "stack": 300}
 LENGTHS = (2, 4, 6, 8)
-
-
-def run(args: list[str]) -> None:
-    rc = vla(args)
-    if rc != 0:
-        raise SystemExit(f"`vla {' '.join(args)}` failed with exit code {rc}")
 
 
 # ------------------------------------------------------------------ thinking cost
@@ -140,11 +133,7 @@ def _trained(a, root: Path, variant: str, seed: int) -> Path:
 
 
 def _evaluated(a, policy: Path, out: Path) -> dict:
-    if not (out / "eval_info.json").exists():
-        run(["eval", f"--policy={policy}", f"--output_dir={out}", f"--env.task={a.task}", "--env.cameras=[]",
-             f"--env.max_episode_steps={STEP_LIMITS.get(a.task, 300)}", f"--n_episodes={a.eval_episodes}",
-             "--n_envs=2", "--n_videos=0", "--overwrite=true"])
-    return json.loads((out / "eval_info.json").read_text())["aggregated"]
+    return evaluated(policy, out, a.task, STEP_LIMITS.get(a.task, 300), a.eval_episodes, n_envs=2)["aggregated"]
 
 
 def warmup(a) -> list[dict]:

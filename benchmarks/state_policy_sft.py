@@ -21,18 +21,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, write_json  # noqa: E402  (benchmarks/common.py)
+from common import RESULTS, evaluated, run_vla as run, write_json  # noqa: E402  (benchmarks/common.py)
 
-from vla.cli import main as vla  # noqa: E402
 
 # Episode step limits: long enough for the scripted expert's slowest demos (robomimic uses 400-500).
 STEP_LIMITS = {"lift": 200, "pick_place_can": 400, "nut_assembly_square": 400, "stack": 300}
-
-
-def run(args: list[str]) -> None:
-    rc = vla(args)
-    if rc != 0:
-        raise SystemExit(f"`vla {' '.join(args)}` failed with exit code {rc}")
 
 
 def main() -> None:
@@ -64,11 +57,8 @@ def main() -> None:
                          f"--policy.backbone={backbone}", f"--steps={a.steps}", f"--batch_size={a.batch_size}",
                          f"--ema_decay={a.ema_decay}", "--overwrite=true"])
                 train_s = time.time() - start
-                if not (evaluation / "eval_info.json").exists():
-                    run(["eval", f"--policy={train / 'policy'}", f"--output_dir={evaluation}", f"--env.task={task}",
-                         f"--env.max_episode_steps={limit}", f"--n_episodes={a.eval_episodes}",
-                         f"--n_envs={a.n_envs}", "--n_videos=2", "--overwrite=true"])
-                info = json.loads((evaluation / "eval_info.json").read_text())["aggregated"]
+                info = evaluated(train / "policy", evaluation, task, int(limit), a.eval_episodes, a.n_envs,
+                                 n_videos=2)["aggregated"]
                 row = {"task": task, "demos": n, "backbone": backbone, "pc_success": info["pc_success"],
                        "ci95": info["pc_success_ci95"], "episodes": info["n_episodes"], "train_s": round(train_s, 1),
                        "policy": str(train / "policy")}
