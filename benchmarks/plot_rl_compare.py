@@ -1,6 +1,8 @@
 """Two or more RL arms on the same axes: training success against env steps and against CPU-minutes (where
-the results have the trainer's CPU meter) per seed, and each seed's final fixed evaluation, from the <algo>_results.json files benchmarks/rl_lift.py writes (one arm each)
-or the lapo_state_rl.json benchmarks/lapo_state.py writes (one arm per algorithm in it, labelled by it).
+the results have the trainer's CPU meter) per seed, and each seed's final fixed evaluation, from the
+<algo>_results.json files benchmarks/rl_lift.py writes (one arm each), the lapo_state_rl.json benchmarks/lapo_state.py writes (one arm per algorithm in it, labelled by it), or the
+steering_results.json benchmarks/rl_steering.py writes (one arm per steering space; its label, if given, is
+appended).
 
     python benchmarks/plot_rl_compare.py --results outputs/rl_can5_onpolicy/grpo_results.json \
         outputs/rl_can5_srpo/srpo_results.json --labels GRPO SRPO --start 26.0 \
@@ -23,6 +25,9 @@ def arms(path: str, label: str | None) -> list[tuple[str, list[dict]]]:
     """[(label, runs)], each run {"env_steps": [...], "cpu_minutes": [...] or None, "success": [...] (0-1),
     "final": % or None}."""
     data = json.loads(Path(path).read_text())
+    if "by_algo" in data:  # rl_steering.py: one arm per steering space
+        return [(f"{algo} ({label})" if label else algo,
+                 [steering_run(r) for r in data["runs"] if r["algo"] == algo]) for algo in data["by_algo"]]
     if "runs" in data:  # rl_lift.py: one algorithm
         return [(label, [{"env_steps": r["env_steps_per_iteration"], "cpu_minutes": r.get("cpu_minutes_cumulative"),
                           "success": r["success_per_iteration"], "final": r["final_eval_pc_success"]}
@@ -33,6 +38,17 @@ def arms(path: str, label: str | None) -> list[tuple[str, list[dict]]]:
             {"env_steps": [c[0] for c in row["curve"]], "cpu_minutes": None, "success": [c[1] for c in row["curve"]],
              "final": row["eval_pc_success"]})
     return list(grouped.items())
+
+
+def steering_run(run: dict, block: int = 32) -> dict:
+    """An off-policy run as points comparable with an on-policy iteration's: training success over
+    consecutive blocks of `block` episodes, at the env steps and CPU-minutes where each block ends."""
+    episodes = run["train_episodes"]
+    blocks = [episodes[i:i + block] for i in range(0, len(episodes) - block + 1, block)]
+    cpu = [b[-1][2] for b in blocks]
+    return {"env_steps": [b[-1][0] for b in blocks], "success": [sum(e[1] for e in b) / block for b in blocks],
+            "cpu_minutes": cpu if blocks and all(c is not None for c in cpu) else None,
+            "final": run["eval_pc_success"], "base": run["base_pc_success"]}
 
 
 def main() -> None:
@@ -52,6 +68,7 @@ def main() -> None:
                              gridspec_kw={"width_ratios": [2, 2, 1] if metered else [2, 1]})
     curve, final, by_cpu = axes[0], axes[-1], axes[1] if metered else None
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    base_labelled = False
     for k, (label, runs) in enumerate(all_arms):
         for i, run in enumerate(runs):
             success = [100 * x for x in run["success"]]
@@ -61,13 +78,19 @@ def main() -> None:
                             label=label if i == 0 else None)
         finals = [run["final"] for run in runs if run["final"] is not None]
         final.scatter([k] * len(finals), finals, color=colours[k], zorder=3)
+        bases = sorted({run["base"] for run in runs if run.get("base") is not None})  # a steered arm's frozen base
+        if bases:
+            final.scatter([k + 0.15] * len(bases), bases, facecolors="none", edgecolors=colours[k], zorder=3,
+                          label=None if base_labelled else "frozen base")
+            base_labelled = True
         if finals:
             final.hlines(sum(finals) / len(finals), k - 0.25, k + 0.25, color=colours[k])
     if a.start is not None:
         final.axhline(a.start, color="grey", linestyle="--", label="start")
+    if final.get_legend_handles_labels()[0]:
         final.legend()
     curve.set_xlabel("env steps")
-    curve.set_ylabel("training success, % (SDE rollouts, 4 states per iteration)")
+    curve.set_ylabel("training success, % (32 training rollouts per point)")
     curve.legend()
     if by_cpu is not None:
         by_cpu.set_xlabel("CPU-minutes (trainer and env workers)")

@@ -11,6 +11,9 @@ Each (algo, seed) is one `vla rl` process (so its own outputs, TensorBoard and e
     <output>/steering_success.png               periodic eval success against env steps, per algo,
                                                 mean and min-max over seeds, with the base level
 
+benchmarks/plot_rl_compare.py puts steering_results.json beside on-policy arms (training success in
+blocks of 32 episodes, against env steps and CPU-minutes).
+
     python benchmarks/rl_steering.py --policy P --task lift --algos noise residual --seeds 0 1 2 \
         --env-steps 40000 --jobs 2 --output outputs/bench/steering/lift -- --reward=time
 
@@ -52,8 +55,11 @@ def run(args, algo: str, seed: int) -> dict:
         print(f"{algo} seed {seed}: {time.time() - start:.0f} s", flush=True)
     result = json.loads(summary.read_text())
     history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
+    episodes = json.loads((out / "episodes.json").read_text())
     return {"algo": algo, "seed": seed, "base_policy": policy, **result,
-            "curve": [(h["env_steps"], h["eval_success_rate"]) for h in history]}
+            "curve": [(h["env_steps"], h["eval_success_rate"]) for h in history],
+            # every training episode (stochastic steering): env steps and training CPU-minutes at its end
+            "train_episodes": [(e["env_steps"], e["success"], e.get("train_cpu_minutes")) for e in episodes]}
 
 
 def aggregate(runs: list[dict]) -> dict:

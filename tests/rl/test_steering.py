@@ -171,6 +171,8 @@ def test_run_on_the_toy_env_saves_a_steered_policy_and_keeps_the_base(algo, toy_
     assert json.loads((out / "rl_summary.json").read_text()) == summary
     history = json.loads((out / "history.json").read_text())
     assert [h["env_steps"] >= 30 * (i + 1) for i, h in enumerate(history)] == [True, True]
+    cpu = [h["train_cpu_minutes"] for h in history]  # the budget meter, periodic evaluations left out
+    assert 0 < cpu[0] < cpu[1] <= summary["train_cpu_minutes"]
     assert (out / "success.png").is_file()
 
     # the base is frozen: its weights in memory and in the saved policy are what was loaded
@@ -299,14 +301,18 @@ def test_a_stopped_and_resumed_run_equals_an_uninterrupted_one(algo, options, to
     # chunk rows, so a chunk cut short by an episode's end counts in full
     played = sum(len(chunk) for chunk in toy_env[made_before].chunks)
     assert 120 - stopped["env_steps"] <= played < 120
-    timing = ("train_s", "eval_s", "update_s")
+    timing = ("train_s", "eval_s", "update_s", "train_cpu_minutes")
     assert {k: v for k, v in resumed.items() if k not in timing and k != "policy"} == \
         {k: v for k, v in whole.items() if k not in timing and k != "policy"}
-    for name in ("episodes.json",):
-        assert (tmp_path / "whole" / name).read_text() == (tmp_path / "parts" / name).read_text()
-    strip = lambda run: [{k: v for k, v in h.items() if k != "wall_s"}
+    episodes = lambda run: [{k: v for k, v in e.items() if k != "train_cpu_minutes"}
+                            for e in json.loads((tmp_path / run / "episodes.json").read_text())]
+    assert episodes("whole") == episodes("parts")
+    strip = lambda run: [{k: v for k, v in h.items() if k not in ("wall_s", "train_cpu_minutes")}
                          for h in json.loads((tmp_path / run / "history.json").read_text())]
     assert strip("whole") == strip("parts") and len(strip("whole")) == 3
+    # the CPU meter carries on across the resume rather than starting again
+    cpu = [h["train_cpu_minutes"] for h in json.loads((tmp_path / "parts" / "history.json").read_text())]
+    assert cpu == sorted(cpu) and cpu[0] > 0 and resumed["train_cpu_minutes"] >= cpu[-1]
     a = load_file(str(tmp_path / "whole" / "policy" / "actor.safetensors"))
     b = load_file(str(tmp_path / "parts" / "policy" / "actor.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -332,7 +338,7 @@ def test_a_run_killed_after_a_periodic_checkpoint_resumes_exactly(toy_policies, 
     cfg = toy_config(toy_policies / "plain", tmp_path / "parts", "residual", **common)
     cfg.resume = True
     resumed = train_steering(cfg, progress=False)
-    timing = ("train_s", "eval_s", "update_s", "policy")
+    timing = ("train_s", "eval_s", "update_s", "train_cpu_minutes", "policy")
     assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in whole.items() if k not in timing}
     a = load_file(str(tmp_path / "whole" / "policy" / "actor.safetensors"))
     b = load_file(str(tmp_path / "parts" / "policy" / "actor.safetensors"))

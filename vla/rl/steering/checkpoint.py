@@ -30,7 +30,7 @@ from vla.train.checkpoint import (FORMAT_VERSION, STATE_FILE, optimizer_state_jo
 SAC_FILE, REPLAY_FILE, RNG_FILE = "sac.safetensors", "replay.safetensors", "rng.safetensors"
 BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 MONITOR_FIELDS = ("env_steps", "decisions", "next_eval", "next_save", "episodes", "history", "eval_seconds",
-                  "elapsed_seconds")
+                  "elapsed_seconds", "train_cpu_seconds")
 
 
 def _optimizers(agent) -> dict:
@@ -107,5 +107,6 @@ def restore_steering_checkpoint(directory: Path, agent, train_env, monitor) -> d
     train_env.next_seed = state["next_episode_seed"]
     agent.env.seed(state["next_episode_seed"])  # SB3 resets before its first decision: to this seed
     for name in MONITOR_FIELDS:
-        setattr(monitor, name, state["monitor"][name])
+        if name in state["monitor"]:  # checkpoints from before the CPU meter lack train_cpu_seconds
+            setattr(monitor, name, state["monitor"][name])
     return state

@@ -33,6 +33,7 @@ from vla.policy.registry import load_policy
 from vla.policy.steered.actor import SteeringActor
 from vla.policy.steered.policy import SteeredPolicy
 from vla.policy.steered.spaces import SPACES, make_space
+from vla.rl.cpu_clock import process_tree_cpu_seconds
 from vla.rl.plots import plot_success
 from vla.rl.steering.checkpoint import restore_steering_checkpoint, save_steering_checkpoint
 from vla.rl.steering.env import REWARDS, SteeringEnv
@@ -106,6 +107,7 @@ class Monitor:
         self.start = time.time()
         self.seconds_before = 0.0  # training wall time of the invocations before a resume
         self.eval_seconds = 0.0  # periodic evaluations, inside the training wall time
+        self.cpu_start, self.cpu_seconds_before = process_tree_cpu_seconds(), 0.0
 
     @property
     def elapsed_seconds(self) -> float:
@@ -115,6 +117,16 @@ class Monitor:
     @elapsed_seconds.setter
     def elapsed_seconds(self, value: float) -> None:
         self.seconds_before, self.start = value, time.time()
+
+    @property
+    def train_cpu_seconds(self) -> float:
+        """CPU seconds of this process tree spent training (periodic evaluations excluded), over every
+        invocation of a resumed run: the budget unit the on-policy trainer reports too."""
+        return self.cpu_seconds_before + process_tree_cpu_seconds() - self.cpu_start
+
+    @train_cpu_seconds.setter
+    def train_cpu_seconds(self, value: float) -> None:
+        self.cpu_seconds_before, self.cpu_start = value, process_tree_cpu_seconds()
 
     def on_step(self, infos, rewards, dones) -> bool:
         info = infos[0]
@@ -149,7 +161,8 @@ class Monitor:
     def _end_episode(self, success: bool) -> None:
         e = self.episode
         record = {"episode": len(self.episodes), "env_steps": self.env_steps, "success": success,
-                  "return": e["return"], "action_smoothness": e["sq_diff"] / max(1, e["diffs"])}
+                  "return": e["return"], "action_smoothness": e["sq_diff"] / max(1, e["diffs"]),
+                  "train_cpu_minutes": self.train_cpu_seconds / 60}
         self.episodes.append(record)
         self.episode = {"return": 0.0, "sq_diff": 0.0, "diffs": 0}
         w = self.writer
@@ -180,14 +193,17 @@ class Monitor:
             return float(torch.cat(self.agent.critic(batch.observations, actions), dim=1).mean())
 
     def _periodic_eval(self) -> None:
-        start = time.time()
+        start, cpu_start = time.time(), process_tree_cpu_seconds()
+        train_cpu_minutes = self.train_cpu_seconds / 60
         actor = SteeringActor.from_sb3(self.agent.actor).eval()
         rate = _evaluate_in_process(self.eval_env, actor, self.cfg.eval.n_episodes_periodic, self.cfg.eval.seed)
         self.history.append({"env_steps": self.env_steps, "episodes": len(self.episodes),
-                             "wall_s": self.elapsed_seconds, "eval_success_rate": rate,
+                             "wall_s": self.elapsed_seconds, "train_cpu_minutes": train_cpu_minutes,
+                             "eval_success_rate": rate,
                              **({"success_rate": self._recent_success()} if self.episodes else {})})
         self.writer.add_scalar("eval/success_rate", rate, self.env_steps)
         self.eval_seconds += time.time() - start
+        self.cpu_seconds_before -= process_tree_cpu_seconds() - cpu_start  # the evaluation is not training
         self.writer.flush()
         write_json_atomic(self.out / "history.json", self.history)
         plot_success(self.history, self.out / "success.png", title=f"{self.cfg.algo} on {self.cfg.env.task}",
@@ -366,13 +382,14 @@ def train_steering(cfg: RLConfig, progress: bool = True) -> dict:
             return stopped
         finally:
             monitor.close()
-        train_s = monitor.elapsed_seconds
+        train_s, train_cpu_minutes = monitor.elapsed_seconds, monitor.train_cpu_seconds / 60
         steered = SteeredPolicy(base, cfg.algo, scale, SteeringActor.from_sb3(agent.actor)).eval()
         steered.save_pretrained(out / "policy")
         write_json_atomic(out / "episodes.json", monitor.episodes)
         eps = monitor.episodes
         summary = {"algo": cfg.algo, "scale": scale, "env_steps": monitor.env_steps, "episodes": len(eps),
                    "decisions": monitor.decisions, "train_s": train_s, "eval_s": monitor.eval_seconds,
+                   "train_cpu_minutes": train_cpu_minutes,
                    "policy": str(out / "policy"), "trainable_parameters": _trainable(agent),
                    "update_s": agent.update_seconds, "replay_buffer_mb_per_100k": _buffer_megabytes_per_100k(agent),
                    "train_success_first100": float(np.mean([e["success"] for e in eps[:100]])) if eps else None,
