@@ -96,7 +96,8 @@ def main() -> None:
         by_cpu.set_xlabel("CPU-minutes (trainer and env workers)")
         by_cpu.set_ylabel("training success, %")
         by_cpu.legend()
-    final.set_xticks(range(len(all_arms)), [label for label, _ in all_arms])
+    final.set_xticks(range(len(all_arms)), [label for label, _ in all_arms],
+                     rotation=30 if len(all_arms) > 2 else 0, ha="right" if len(all_arms) > 2 else "center")
     final.set_ylabel("final fixed evaluation, % (50 states)")
     fig.suptitle(a.title)
     fig.tight_layout()
