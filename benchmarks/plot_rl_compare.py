@@ -1,8 +1,8 @@
 """Two or more RL arms on the same axes: training success against env steps and against CPU-minutes (where
 the results have the trainer's CPU meter) per seed, and each seed's final fixed evaluation, from the
 <algo>_results.json files benchmarks/rl_lift.py writes (one arm each), the lapo_state_rl.json
-benchmarks/lapo_state.py writes (one arm per algorithm in it, labelled by it), or the steering_results.json benchmarks/rl_steering.py writes (one arm per steering space; its label, if given, is
-appended).
+benchmarks/lapo_state.py writes (one arm per algorithm in it, labelled by it), or the steering_results.json
+benchmarks/rl_steering.py writes (one arm per steering space; its label, if given, is appended).
 
     python benchmarks/plot_rl_compare.py --results outputs/rl_can5_onpolicy/grpo_results.json \
         outputs/rl_can5_srpo/srpo_results.json --labels GRPO SRPO --start 26.0 \
