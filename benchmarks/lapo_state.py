@@ -1,4 +1,5 @@
-"""LAPO on the state policy (issue 22): what thinking costs, what the warm-up gives, what RL adds.
+"""LAPO on the state policy and the pixel VLA (issue 22): what thinking costs, what the warm-up gives, what RL
+adds.
 
 Three measurements, each a sub-command:
 
@@ -17,6 +18,12 @@ Three measurements, each a sub-command:
     # phase (reaching, gripper open) and the hard one (from the first grasp on: lift, carry, place)
     python benchmarks/lapo_state.py lengths --task stack --demos 10 --seeds 0 1 2 --episodes 20
 
+    # the same three on the pixel VLA (tiny preset, one 64 px camera, the quickstart's SFT recipe; RL with
+    # configs/rl/lift_ppo.yaml less its velocity anchor, which LAPO cannot use) on Lift
+    python benchmarks/lapo_state.py warmup --policy vla --task lift --demos 10 --seeds 0 1 2
+    python benchmarks/lapo_state.py rl --policy vla --task lift --demos 10 --seeds 0 1 2 --iterations 12
+
+--arms plain|latent runs one arm (parallel processes split the work; collect once before starting them).
 warmup and rl reuse what exists under --out (collect and train once), call the `vla` CLI for every
 stage, and write benchmarks/results/lapo_state_<command>.json.
 """
@@ -40,6 +47,10 @@ from vla.policy.state_flow import StateFlowPolicy  # noqa: E402
 
 STEP_LIMITS = {"lift": 200, "pick_place_can": 400, "nut_assembly_square": 400, "stack": 300}
 LENGTHS = (2, 4, 6, 8)
+CAMERA = "agentview"  # the pixel VLA's one camera, 64 px (the quickstart's)
+# The quickstart's SFT recipe (configs/quickstart.yaml) for the pixel VLA; the state policy's is below in _trained.
+VLA_TRAIN = ["--policy.preset=tiny", "--batch_size=32", "--lr=3e-4", "--warmup_steps=100", "--image_shift=4"]
+LIFT_PPO = Path(__file__).resolve().parents[1] / "configs" / "rl" / "lift_ppo.yaml"
 
 
 # ------------------------------------------------------------------ thinking cost
@@ -114,10 +125,18 @@ def thinking(a) -> list[dict]:
 
 
 # ------------------------------------------------------------------ warm-up and RL comparisons
+def _camera_args(a) -> list[str]:
+    return [f"--env.cameras=[{CAMERA}]", "--env.image_size=64"] if a.policy == "vla" else ["--env.cameras=[]"]
+
+
+def _root(a) -> Path:
+    return Path(a.out) / (a.task + ("_vla" if a.policy == "vla" else "")) / f"demos{a.demos}"
+
+
 def _demos(a) -> Path:
-    root = Path(a.out) / a.task / f"demos{a.demos}"
+    root = _root(a)
     if not (root / "demos" / "meta" / "info.json").exists():
-        run(["collect", f"--output_dir={root / 'demos'}", f"--env.task={a.task}", "--env.cameras=[]",
+        run(["collect", f"--output_dir={root / 'demos'}", f"--env.task={a.task}", *_camera_args(a),
              f"--num_episodes={a.demos}", f"--env.max_episode_steps={STEP_LIMITS.get(a.task, 300)}",
              "--overwrite=true"])
     return root
@@ -126,20 +145,23 @@ def _demos(a) -> Path:
 def _trained(a, root: Path, variant: str, seed: int) -> Path:
     train = root / variant / f"seed{seed}" / "train"
     if not (train / "policy" / "config.json").exists():
-        run(["train", f"--dataset={root / 'demos'}", f"--output_dir={train}", "--policy.type=state_flow",
-             f"--policy.latent_reasoning={'true' if variant == 'latent' else 'false'}", f"--steps={a.steps}",
-             "--batch_size=64", "--ema_decay=0.999", f"--seed={seed}", "--overwrite=true"])
+        recipe = (VLA_TRAIN + [f"--steps={a.steps or 1500}"] if a.policy == "vla" else
+                  ["--policy.type=state_flow", f"--steps={a.steps or 3000}", "--batch_size=64", "--ema_decay=0.999"])
+        run(["train", f"--dataset={root / 'demos'}", f"--output_dir={train}", *recipe,
+             f"--policy.latent_reasoning={'true' if variant == 'latent' else 'false'}", f"--seed={seed}",
+             "--overwrite=true"])
     return train / "policy"
 
 
 def _evaluated(a, policy: Path, out: Path) -> dict:
-    return evaluated(policy, out, a.task, STEP_LIMITS.get(a.task, 300), a.eval_episodes, n_envs=2)["aggregated"]
+    return evaluated(policy, out, a.task, STEP_LIMITS.get(a.task, 300), a.eval_episodes, n_envs=2,
+                     camera_args=tuple(_camera_args(a)))["aggregated"]
 
 
 def warmup(a) -> list[dict]:
     root = _demos(a)
     rows = []
-    for variant in ("plain", "latent"):
+    for variant in a.arms:
         for seed in a.seeds:
             policy = _trained(a, root, variant, seed)
             info = _evaluated(a, policy, policy.parent.parent / "eval")
@@ -152,17 +174,22 @@ def warmup(a) -> list[dict]:
 def rl(a) -> list[dict]:
     root = _demos(a)
     rows = []
-    for variant, algo in (("plain", "ppo"), ("latent", "lapo")):
+    for variant in a.arms:
+        algo = {"plain": "ppo", "latent": "lapo"}[variant]
         for seed in a.seeds:
             policy = _trained(a, root, variant, seed)
             out = root / variant / f"seed{seed}" / algo
+            if a.policy == "vla":  # the shipped Lift PPO config (4 x 4 rollouts, lr 3e-5) less the anchor
+                recipe = [f"--config={LIFT_PPO}", "--anchor_coef=0", "--n_envs=1"]
+            else:
+                recipe = ["--n_groups=4", "--group_size=8", "--n_envs=2", "--lr=1e-4", "--epochs=4",
+                          "--minibatch_size=256", "--logprob_level=action", "--target_kl=0.1"]
             if not (out / "rl_summary.json").exists():
-                run(["rl", f"--algo={algo}", f"--policy={policy}", f"--output_dir={out}", f"--env.task={a.task}",
-                     "--env.cameras=[]", f"--env.max_episode_steps={STEP_LIMITS.get(a.task, 300)}",
-                     f"--iterations={a.iterations}", "--n_groups=4", "--group_size=8", "--n_envs=2",
-                     "--lr=1e-4", "--epochs=4", "--minibatch_size=256", "--logprob_level=action", "--target_kl=0.1",
-                     f"--seed={seed}",
-                     f"--eval.n_episodes={a.eval_episodes}", "--overwrite=true"])
+                run(["rl", *recipe, f"--algo={algo}", f"--policy={policy}", f"--output_dir={out}",
+                     f"--env.task={a.task}", *_camera_args(a),
+                     f"--env.max_episode_steps={STEP_LIMITS.get(a.task, 300)}",
+                     f"--iterations={a.iterations}", f"--seed={seed}", f"--eval.n_episodes={a.eval_episodes}",
+                     "--overwrite=true"])
             history = json.loads((out / "history.json").read_text())["history"]
             summary = json.loads((out / "rl_summary.json").read_text())
             rows.append({"variant": variant, "algo": algo, "seed": seed, "eval_pc_success": summary.get("eval_pc_success"),
@@ -171,13 +198,13 @@ def rl(a) -> list[dict]:
     return rows
 
 
-def _phase_lengths(policy, task: str, episodes: int, seed: int) -> dict:
+def _phase_lengths(policy, task: str, episodes: int, seed: int, cameras: tuple[str, ...] = ()) -> dict:
     """Decisions of the deployed thinking policy on the fixed states seed + i: its chosen length per decision,
     split at the first decision whose chunk closes the gripper (the last action coordinate > 0)."""
     from vla.policy.observation import observations_to_batch
     from vla.sim import make_env
 
-    env = make_env(task=task, cameras=(), max_episode_steps=STEP_LIMITS.get(task, 300))
+    env = make_env(task=task, cameras=cameras, image_size=64, max_episode_steps=STEP_LIMITS.get(task, 300))
     phases = {"reach": [], "manipulate": []}
     success = []
     try:
@@ -187,7 +214,7 @@ def _phase_lengths(policy, task: str, episodes: int, seed: int) -> dict:
             grasped, done, info = False, False, {}
             while not done:
                 with torch.no_grad():
-                    condition, features = policy.encode_observation(observations_to_batch([obs], []))
+                    condition, features = policy.encode_observation(observations_to_batch([obs], list(cameras)))
                     chunk = policy.normalizer.unnormalize("action", policy.integrate(condition, features))
                 chunk = chunk[0, : policy.config.n_action_steps].numpy()
                 phases["manipulate" if grasped else "reach"].append(int(condition.reasoning.lengths[0]))
@@ -203,7 +230,7 @@ def _phase_lengths(policy, task: str, episodes: int, seed: int) -> dict:
 
 
 def lengths(a) -> list[dict]:
-    root = Path(a.out) / a.task / f"demos{a.demos}" / "latent"
+    root = _root(a) / "latent"
     rows = []
     for seed in a.seeds:
         for stage, policy_dir in (("warm-up", root / f"seed{seed}" / "train" / "policy"),
@@ -213,7 +240,9 @@ def lengths(a) -> list[dict]:
                 continue
             from vla.policy.registry import load_policy
 
-            row = {"seed": seed, "stage": stage, **_phase_lengths(load_policy(policy_dir), a.task, a.episodes, 100000)}
+            cameras = (CAMERA,) if a.policy == "vla" else ()
+            row = {"seed": seed, "stage": stage,
+                   **_phase_lengths(load_policy(policy_dir), a.task, a.episodes, 100000, cameras)}
             rows.append(row)
             print(json.dumps(row))
     return rows
@@ -233,9 +262,12 @@ def main() -> None:
         c.add_argument("--task", default="stack")
         c.add_argument("--demos", type=int, default=10)
         c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-        c.add_argument("--steps", type=int, default=3000)
+        c.add_argument("--policy", choices=("state", "vla"), default="state")
+        c.add_argument("--steps", type=int, help="SFT steps (default: 3000 for the state policy, 1500 for the VLA)")
         c.add_argument("--eval-episodes", type=int, default=50)
         c.add_argument("--out", default="outputs/bench/lapo_state")
+        if name in ("warmup", "rl"):
+            c.add_argument("--arms", nargs="+", choices=("plain", "latent"), default=["plain", "latent"])
         if name == "rl":
             c.add_argument("--iterations", type=int, default=30)
         if name == "lengths":
