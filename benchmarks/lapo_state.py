@@ -192,8 +192,12 @@ def rl(a) -> list[dict]:
                      "--overwrite=true"])
             history = json.loads((out / "history.json").read_text())["history"]
             summary = json.loads((out / "rl_summary.json").read_text())
+            cpu = np.cumsum([h.get("cpu_s", np.nan) for h in history]) / 60.0
             rows.append({"variant": variant, "algo": algo, "seed": seed, "eval_pc_success": summary.get("eval_pc_success"),
-                         "curve": [(h["env_steps"], h["success_rate"], h.get("length_mean")) for h in history]})
+                         "start_pc_success": _evaluated(a, policy, policy.parent.parent / "eval")["pc_success"],
+                         # (env steps, training success, mean chosen length, training CPU-minutes) per iteration
+                         "curve": [(h["env_steps"], h["success_rate"], h.get("length_mean"), None if np.isnan(c) else
+                                    round(float(c), 3)) for h, c in zip(history, cpu)]})
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "curve"}))
     return rows
 

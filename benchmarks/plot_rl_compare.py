@@ -34,9 +34,11 @@ def arms(path: str, label: str | None) -> list[tuple[str, list[dict]]]:
                          for r in data["runs"]])]
     grouped: dict[str, list[dict]] = {}  # lapo_state.py rl: rows of several algorithms
     for row in data["rows"]:
+        cpu = [c[3] if len(c) > 3 else None for c in row["curve"]]  # older files have no CPU meter
         grouped.setdefault(row["algo"].upper(), []).append(
-            {"env_steps": [c[0] for c in row["curve"]], "cpu_minutes": None, "success": [c[1] for c in row["curve"]],
-             "final": row["eval_pc_success"]})
+            {"env_steps": [c[0] for c in row["curve"]], "success": [c[1] for c in row["curve"]],
+             "cpu_minutes": cpu if cpu and None not in cpu else None,
+             "final": row["eval_pc_success"], "base": row.get("start_pc_success")})
     return list(grouped.items())
 
 
@@ -78,19 +80,20 @@ def main() -> None:
                             label=label if i == 0 else None)
         finals = [run["final"] for run in runs if run["final"] is not None]
         final.scatter([k] * len(finals), finals, color=colours[k], zorder=3)
-        bases = sorted({run["base"] for run in runs if run.get("base") is not None})  # a steered arm's frozen base
+        bases = sorted({run["base"] for run in runs if run.get("base") is not None})  # each run's starting policy
         if bases:
             final.scatter([k + 0.15] * len(bases), bases, facecolors="none", edgecolors=colours[k], zorder=3,
-                          label=None if base_labelled else "frozen base")
+                          label=None if base_labelled else "start (steering: the frozen base)")
             base_labelled = True
         if finals:
             final.hlines(sum(finals) / len(finals), k - 0.25, k + 0.25, color=colours[k])
     if a.start is not None:
         final.axhline(a.start, color="grey", linestyle="--", label="start")
     if final.get_legend_handles_labels()[0]:
-        final.legend()
+        final.margins(y=0.3)  # room above the points, so the legend covers none
+        final.legend(loc="upper center", fontsize="small")
     curve.set_xlabel("env steps")
-    curve.set_ylabel("training success, % (32 training rollouts per point)")
+    curve.set_ylabel("training success, %")
     curve.legend()
     if by_cpu is not None:
         by_cpu.set_xlabel("CPU-minutes (trainer and env workers)")
