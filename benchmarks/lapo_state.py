@@ -125,8 +125,12 @@ def thinking(a) -> list[dict]:
 
 
 # ------------------------------------------------------------------ warm-up and RL comparisons
+def _cameras(a) -> tuple[str, ...]:
+    return (CAMERA,) if a.policy == "vla" else ()
+
+
 def _camera_args(a) -> list[str]:
-    return [f"--env.cameras=[{CAMERA}]", "--env.image_size=64"] if a.policy == "vla" else ["--env.cameras=[]"]
+    return [f"--env.cameras=[{','.join(_cameras(a))}]"] + (["--env.image_size=64"] if _cameras(a) else [])
 
 
 def _root(a) -> Path:
@@ -174,16 +178,16 @@ def warmup(a) -> list[dict]:
 def rl(a) -> list[dict]:
     root = _demos(a)
     rows = []
+    if a.policy == "vla":  # the shipped Lift PPO config (4 x 4 rollouts, lr 3e-5) less the anchor
+        recipe = [f"--config={LIFT_PPO}", "--anchor_coef=0", "--n_envs=1"]
+    else:
+        recipe = ["--n_groups=4", "--group_size=8", "--n_envs=2", "--lr=1e-4", "--epochs=4",
+                  "--minibatch_size=256", "--logprob_level=action", "--target_kl=0.1"]
     for variant in a.arms:
         algo = {"plain": "ppo", "latent": "lapo"}[variant]
         for seed in a.seeds:
             policy = _trained(a, root, variant, seed)
             out = root / variant / f"seed{seed}" / algo
-            if a.policy == "vla":  # the shipped Lift PPO config (4 x 4 rollouts, lr 3e-5) less the anchor
-                recipe = [f"--config={LIFT_PPO}", "--anchor_coef=0", "--n_envs=1"]
-            else:
-                recipe = ["--n_groups=4", "--group_size=8", "--n_envs=2", "--lr=1e-4", "--epochs=4",
-                          "--minibatch_size=256", "--logprob_level=action", "--target_kl=0.1"]
             if not (out / "rl_summary.json").exists():
                 run(["rl", *recipe, f"--algo={algo}", f"--policy={policy}", f"--output_dir={out}",
                      f"--env.task={a.task}", *_camera_args(a),
@@ -244,9 +248,8 @@ def lengths(a) -> list[dict]:
                 continue
             from vla.policy.registry import load_policy
 
-            cameras = (CAMERA,) if a.policy == "vla" else ()
             row = {"seed": seed, "stage": stage,
-                   **_phase_lengths(load_policy(policy_dir), a.task, a.episodes, 100000, cameras)}
+                   **_phase_lengths(load_policy(policy_dir), a.task, a.episodes, 100000, _cameras(a))}
             rows.append(row)
             print(json.dumps(row))
     return rows
