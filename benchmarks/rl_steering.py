@@ -18,7 +18,10 @@ blocks of 32 episodes, against env steps and CPU-minutes).
         --env-steps 40000 --jobs 2 --output outputs/bench/steering/lift -- --reward=time
 
 Arguments after `--` go to every `vla rl` call (a zprl run needs a policy with a bottleneck:
-`--zprl-policy`).
+`--zprl-policy`). A pixel VLA needs its cameras and config:
+
+    python benchmarks/rl_steering.py --policy P --config configs/rl/lift_vla_zprl.yaml --cameras agentview \
+        --algos noise residual --seeds 1 2 --env-steps 20000 --eval-every 0 --jobs 1 --output outputs/bench/steering/lift_vla
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ def run(args, algo: str, seed: int) -> dict:
     out = Path(args.output) / algo / f"seed{seed}"
     summary, recorded = out / "rl_summary.json", out / "command.json"
     policy = args.zprl_policy if algo == "zprl" and args.zprl_policy else args.policy
-    cmd = [sys.executable, "-m", "vla.cli", "rl", f"--algo={algo}", f"--policy={policy}", f"--output_dir={out}",
-           "--overwrite=true", f"--task={args.task}", "--env.cameras=[]", f"--seed={seed}", "--n_envs=1",
+    config = [f"--config={args.config}"] if args.config else []
+    cmd = [sys.executable, "-m", "vla.cli", "rl", *config, f"--algo={algo}", f"--policy={policy}", f"--output_dir={out}",
+           "--overwrite=true", f"--task={args.task}", f"--env.cameras=[{args.cameras}]", f"--seed={seed}", "--n_envs=1",
            f"--offpolicy.env_steps={args.env_steps}", f"--offpolicy.eval_every={args.eval_every}",
            f"--eval.n_episodes={args.eval_episodes}", f"--eval.n_episodes_periodic={args.periodic_episodes}",
            *args.overrides]
@@ -119,6 +123,8 @@ def main() -> None:
     p.add_argument("--policy", required=True)
     p.add_argument("--zprl-policy", default="", help="the policy with a bottleneck, for --algos zprl")
     p.add_argument("--task", default="lift")
+    p.add_argument("--config", default="", help="a `vla rl` config the runs start from (e.g. configs/rl/lift_vla_zprl.yaml)")
+    p.add_argument("--cameras", default="", help="comma-separated cameras for a pixel policy (default none: a state policy)")
     p.add_argument("--algos", nargs="+", default=["noise", "residual"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--env-steps", type=int, default=40_000)
