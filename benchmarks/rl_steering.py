@@ -17,6 +17,9 @@ blocks of 32 episodes, against env steps and CPU-minutes).
     python benchmarks/rl_steering.py --policy P --task lift --algos noise residual --seeds 0 1 2 \
         --env-steps 40000 --jobs 2 --output outputs/bench/steering/lift -- --reward=time
 
+`--extend-from` continues earlier runs to a larger `--env-steps` (same other flags): each resumes exactly
+from its last checkpoint, copied into the new `--output`.
+
 Arguments after `--` go to every `vla rl` call (a zprl run needs a policy with a bottleneck:
 `--zprl-policy`). A pixel VLA needs its cameras and config:
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,9 +53,18 @@ def run(args, algo: str, seed: int) -> dict:
            f"--offpolicy.env_steps={args.env_steps}", f"--offpolicy.eval_every={args.eval_every}",
            f"--eval.n_episodes={args.eval_episodes}", f"--eval.n_episodes_periodic={args.periodic_episodes}",
            *args.overrides]
+    if args.extend_from:  # go on from an earlier run's last checkpoint: an exact resume with a larger budget
+        cmd[cmd.index("--overwrite=true")] = "--resume=true"
     # a finished run is reused only if it ran this very command
     if not (summary.is_file() and recorded.is_file() and json.loads(recorded.read_text()) == cmd[1:]):
         out.parent.mkdir(parents=True, exist_ok=True)
+        if args.extend_from:
+            source = Path(args.extend_from) / algo / f"seed{seed}"
+            if not (source / "checkpoints" / "last").is_dir():
+                raise SystemExit(f"--extend-from: {source}/checkpoints/last does not exist")
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(source / "checkpoints" / "last", out / "checkpoints" / "last")
+            shutil.copy2(source / "config.yaml", out / "config.yaml")
         start = time.time()
         with open(out.parent / f"seed{seed}.log", "w") as log:
             subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -133,6 +146,8 @@ def main() -> None:
     p.add_argument("--periodic-episodes", type=int, default=20)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--output", default="outputs/bench/steering")
+    p.add_argument("--extend-from", default="", help="an earlier --output: each run resumes from its last checkpoint "
+                   "there (copied, the earlier run is left as it was) and trains on to --env-steps")
     p.add_argument("overrides", nargs="*", help="after --: passed to every `vla rl`")
     args = p.parse_args()
     jobs = [(algo, seed) for algo in args.algos for seed in args.seeds]
