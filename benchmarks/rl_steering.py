@@ -150,6 +150,8 @@ def main() -> None:
                    "there (copied, the earlier run is left as it was) and trains on to --env-steps")
     p.add_argument("overrides", nargs="*", help="after --: passed to every `vla rl`")
     args = p.parse_args()
+    if args.extend_from and Path(args.extend_from).resolve() == Path(args.output).resolve():
+        p.error("--extend-from and --output must differ: the earlier runs are copied, never overwritten")
     jobs = [(algo, seed) for algo in args.algos for seed in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(lambda job: run(args, *job), jobs))
