@@ -129,7 +129,7 @@ def test_zprl_needs_a_bottleneck_and_says_how_to_train_one():
     with pytest.raises(UserError) as info:
         make_space("zprl", make_state_policy(seed=0), 0.2)
     message = str(info.value)
-    for flag in ("vla train", "--policy.type=state_flow", "--policy.init=", "--policy.vib_dim="):
+    for flag in ("vla train", "--policy.type=state_flow", "--policy.init=", "--policy.vib_dim=", "vib_reconstruction"):
         assert flag in message
     with pytest.raises(UserError, match="must be > 0"):
         make_space("residual", make_state_policy(seed=0), 0.0)

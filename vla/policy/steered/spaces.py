@@ -128,7 +128,9 @@ class LatentSpace(SteeringSpace):
         if getattr(policy, "vib", None) is None:
             raise UserError(f"--algo zprl steers a policy's bottleneck latent, and this policy has none: add one "
                             f"with `vla train --policy.type={policy.config.type} --policy.init=<policy> "
-                            "--policy.vib_dim=16 --dataset=<its demos>` (trains only the VIB)")
+                            "--policy.vib_dim=16 --dataset=<its demos>` (trains only the VIB; train until train/vib_reconstruction "
+                            "stops falling, and check the result with `vla eval`: on Square 3k steps kept 6% of a "
+                            "30% policy, 30k steps 24%)")
 
     @property
     def dim(self) -> int:
