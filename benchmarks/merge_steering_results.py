@@ -18,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402  (benchmarks/common.py)
 from rl_steering import aggregate, plot  # noqa: E402
 
+from vla.atomic_io import write_json_atomic  # noqa: E402
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,9 +35,7 @@ def main() -> None:
     out = Path(args.output)
     merged = {"machine": machine(), "merged_from": {r: s["args"] for r, s in zip(args.results, sources)},
               "by_algo": aggregate(runs), "runs": runs}
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(merged, indent=1))
-    tmp.replace(out)
+    write_json_atomic(out, merged)
     plot(runs, out.with_suffix(".png"), args.title or f"steering a frozen {sources[0]['args']['task']} policy")
     print(json.dumps(merged["by_algo"], indent=1))
 
