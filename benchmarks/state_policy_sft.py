@@ -7,6 +7,9 @@ point is to find starting policies for RL whose success sits between 20% and 60%
     python benchmarks/state_policy_sft.py --tasks pick_place_can nut_assembly_square --demos 5 10 \
         --backbones mlp unet --steps 3000 --out outputs/bench/state_sft
 
+A LIBERO task ("libero_object/0") gets its suite's step limit; its demos start from LIBERO's own placement
+sampler and the evaluation from the suite's 50 fixed initial states (state i for episode i).
+
 Writes <out>/<task>/demos<N>/{demos,<backbone>/train,<backbone>/eval} and benchmarks/results/
 state_policy_sft.json (or --json). Runs that exist already are reused, so the script can be
 re-run to add rows.
@@ -28,6 +31,14 @@ from common import RESULTS, evaluated, run_vla as run, write_json  # noqa: E402 
 STEP_LIMITS = {"lift": 200, "pick_place_can": 400, "nut_assembly_square": 400, "stack": 300}
 
 
+def step_limit(task: str) -> int:
+    if "/" in task:  # a LIBERO task: its suite's own limit (the evaluation protocol's)
+        from vla.sim import get_libero_task
+
+        return get_libero_task(task).max_episode_steps
+    return STEP_LIMITS.get(task, 300)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=["pick_place_can", "nut_assembly_square"])
@@ -43,7 +54,7 @@ def main() -> None:
     a = p.parse_args()
     rows = []
     for task in a.tasks:
-        limit = str(STEP_LIMITS.get(task, 300))
+        limit = str(step_limit(task))
         for n in a.demos:
             root = Path(a.out) / task / f"demos{n}"
             if not (root / "demos" / "meta" / "info.json").exists():

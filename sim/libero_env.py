@@ -41,7 +41,7 @@ from .libero_suites import (  # noqa: F401  (re-exported: the names callers know
 )
 from .expert_libero_scene import LiberoGoalState
 from .render import CameraRenderer, check_image_convention
-from .robosuite_env import _TEXT_CHARSET, MODEL_SEED, RobosuiteEnv, _global_numpy_seed
+from .robosuite_env import _TEXT_CHARSET, MODEL_SEED, VIDEO_CAMERA, RobosuiteEnv, _global_numpy_seed
 from .tasks import TaskSpec
 
 NUM_NOOP_STEPS = 10
@@ -155,9 +155,8 @@ class LiberoEnv(RobosuiteEnv):
         self.libero_task = get_libero_task(task)
         if isinstance(cameras, str):
             cameras = (cameras,)
+        # No cameras: a state-based policy's env, which renders only for videos (of VIDEO_CAMERA).
         self.cameras = tuple(cameras)
-        if not self.cameras:
-            raise ValueError("cameras must name at least one camera")
         if max_episode_steps is None:
             max_episode_steps = self.libero_task.max_episode_steps
         if int(num_noop_steps) != num_noop_steps or num_noop_steps < 0:
@@ -179,8 +178,8 @@ class LiberoEnv(RobosuiteEnv):
                 privileged_extras=LiberoGoalState(),  # per env: it caches the scene's geom lists
             )
             self._check_init_state_size()
-            self._renderer = CameraRenderer(self._env.sim.model._model, self.cameras, self.image_size,
-                                            convention=self.image_convention)
+            self._renderer = CameraRenderer(self._env.sim.model._model, self.cameras or (VIDEO_CAMERA,),
+                                            self.image_size, convention=self.image_convention)
         except Exception:
             self._env.close()
             raise

@@ -120,6 +120,24 @@ def test_step_chunk_renders_once_at_the_boundary(env):
     assert env.frames_rendered - before == len(CAMERAS)
 
 
+def test_no_cameras_is_a_state_policys_env(env):
+    """A state policy's LIBERO env renders nothing while it steps, yet sees the same states as one with cameras."""
+    bare = make_env(task=TASK, cameras=[])
+    try:
+        obs, _ = bare.reset(seed=3, options={"init_state_index": 2})
+        assert obs["images"] == {} and bare.environment_state_dim > 0
+        before = bare.frames_rendered
+        bare_obs, *_ = bare.step_chunk(_chunk())
+        assert bare.frames_rendered == before
+        env.reset(seed=3, options={"init_state_index": 2})
+        full_obs, *_ = env.step_chunk(_chunk())
+        np.testing.assert_array_equal(bare_obs["state"], full_obs["state"])
+        np.testing.assert_array_equal(bare_obs["environment_state"], full_obs["environment_state"])
+        assert bare.render().shape[-1] == 3  # videos still come from the front camera
+    finally:
+        bare.close()
+
+
 def test_truncates_at_the_step_limit(env):
     env.reset(options={"init_state_index": 0})
     limit = env.max_episode_steps
