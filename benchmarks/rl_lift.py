@@ -119,7 +119,7 @@ def sft_level(cfg: RLConfig) -> float | None:
     resolve_threads(cfg.num_threads)
     policy = load_policy(cfg.policy)
     episodes, _ = evaluate_policy(policy, env_kwargs_for(policy, cfg.env), cfg.eval.n_episodes, cfg.n_envs,
-                                  seed=cfg.eval.seed, progress=False)
+                                  seed=cfg.eval.seed, progress=False, fixed_init_states="/" in cfg.env.task)
     return float(np.mean([e.success for e in episodes]))
 
 

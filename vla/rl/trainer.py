@@ -120,6 +120,8 @@ def validate(cfg: RLConfig) -> None:
     if cfg.reward == "shaped" and "/" in cfg.env.task:
         raise ConfigError(f"--reward=shaped needs a robosuite task with a dense reward; {cfg.env.task} is a "
                           "LIBERO task (success only): use --reward=success")
+    if "/" in cfg.env.task:
+        _validate_libero_eval(cfg)
     if cfg.advantage_std not in STD_SCOPES:
         raise ConfigError(f"--advantage_std: {cfg.advantage_std!r} is not one of {', '.join(STD_SCOPES)}")
     if cfg.logprob_level not in LOGPROB_LEVELS:
@@ -130,6 +132,16 @@ def validate(cfg: RLConfig) -> None:
         raise ConfigError(f"--dual_clip must be > 1 (or 0 = off), got {cfg.dual_clip}")
     validate_backend(cfg)
     validate_fsdp(cfg)
+
+
+def _validate_libero_eval(cfg: RLConfig) -> None:
+    from vla.sim import get_libero_task
+
+    states = len(get_libero_task(cfg.env.task).init_states)
+    episodes = max(cfg.eval.n_episodes, cfg.eval.n_episodes_periodic if cfg.eval.every else 0)
+    if episodes > states:
+        raise ConfigError(f"--eval.n_episodes={episodes}: {cfg.env.task} is evaluated from its suite's fixed initial "
+                          f"states, one episode each, and has {states}")
 
 
 def group_seeds(cfg: RLConfig, iteration: int) -> list[int]:
@@ -186,10 +198,12 @@ def _rollout_stats(rollouts: Rollouts) -> dict[str, float]:
     }
 
 
-def _evaluate(policy, vec_env, n_episodes: int, seed: int, n_videos: int = 0, progress: bool = False):
+def _evaluate(policy, vec_env, n_episodes: int, seed: int, libero: bool, n_videos: int = 0, progress: bool = False):
+    """A LIBERO task is evaluated by its protocol (episode i from the suite's fixed state i), others by seed."""
     start = time.time()
     policy.eval()
-    episodes = run_episodes(policy, vec_env, n_episodes, seed, n_videos=n_videos, progress=progress, desc="rl eval")
+    episodes = run_episodes(policy, vec_env, n_episodes, seed, n_videos=n_videos, progress=progress, desc="rl eval",
+                            fixed_init_states=libero)
     return episodes, time.time() - start
 
 
@@ -354,7 +368,8 @@ def _train_rl(cfg: RLConfig, progress: bool, make_vec_env: VecEnvFactory | None)
                 record = {"iteration": it, "env_steps": env_steps, "lr": lr, **_rollout_stats(rollouts), **staleness,
                           "rollout_s": rollout_s, **push, **ctx.timings, **stats}
                 if main and cfg.eval.every and (it + 1) % cfg.eval.every == 0 and it + 1 < cfg.iterations:
-                    episodes, _ = _evaluate(policy, vec_env, cfg.eval.n_episodes_periodic, cfg.eval.seed)
+                    episodes, _ = _evaluate(policy, vec_env, cfg.eval.n_episodes_periodic, cfg.eval.seed,
+                                            "/" in cfg.env.task)
                     record["eval_success_rate"] = float(np.mean([e.success for e in episodes]))
                 record["iteration_s"] = time.perf_counter() - t0
                 record["cpu_s"] = process_tree_cpu_seconds() - cpu0
@@ -423,7 +438,8 @@ def _finish(cfg: RLConfig, out: Path, policy, noise_head, value_head, vec_env, h
                "success_rate_last": history[-1]["success_rate"] if history else None,
                "policy": str(final)}
     if cfg.eval.n_episodes > 0:
-        episodes, seconds = _evaluate(policy, vec_env, cfg.eval.n_episodes, cfg.eval.seed, cfg.eval.n_videos, progress)
+        episodes, seconds = _evaluate(policy, vec_env, cfg.eval.n_episodes, cfg.eval.seed, "/" in cfg.env.task,
+                                      cfg.eval.n_videos, progress)
         videos = write_videos([e for e in episodes if e.frames], out / "eval" / "videos", fps=cfg.env.control_freq)
         info = build_eval_info(episodes, seconds, cfg.eval.seed, videos)
         (out / "eval").mkdir(parents=True, exist_ok=True)
