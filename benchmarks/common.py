@@ -73,14 +73,17 @@ def run_vla(args: list[str]) -> None:
 
 def evaluated(policy: str | Path, out: Path, task: str, max_steps: int, episodes: int = 50, n_envs: int = 1,
               n_videos: int = 0, camera_args: tuple[str, ...] = ("--env.cameras=[]",)) -> dict:
-    """`vla eval` of a policy on the fixed evaluation states, run once: its eval_info.json is reused when
-    `out` already holds one (killed benchmarks pick up where they stopped). camera_args: none for a state
-    policy; a pixel policy passes its cameras and image size."""
+    """`vla eval` of a policy on the fixed evaluation states (a LIBERO task: its suite's), run once: its
+    eval_info.json is reused when `out` already holds one (killed benchmarks pick up where they stopped).
+    camera_args: none for a state policy; a pixel policy passes its cameras and image size."""
     import json
 
     out = Path(out)
+    suite, _, index = task.partition("/")
+    # A LIBERO task by its protocol (episode i from the suite's fixed state i), not env.task's seeded draw.
+    where = [f"--suite={suite}", f"--task_ids=[{index}]"] if index.isdigit() else [f"--env.task={task}"]
     if not (out / "eval_info.json").exists():
-        run_vla(["eval", f"--policy={policy}", f"--output_dir={out}", f"--env.task={task}", *camera_args,
+        run_vla(["eval", f"--policy={policy}", f"--output_dir={out}", *where, *camera_args,
                  f"--env.max_episode_steps={max_steps}", f"--n_episodes={episodes}", f"--n_envs={n_envs}",
                  f"--n_videos={n_videos}", "--overwrite=true"])
     return json.loads((out / "eval_info.json").read_text())
