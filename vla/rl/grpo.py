@@ -66,11 +66,7 @@ def grpo_update(ctx: UpdateContext, rollouts: Rollouts, cfg,
     kept_groups = int(groups[keep_traj].unique().numel())
     stats = {"kept_groups": float(kept_groups), "kept_group_fraction": kept_groups / n_groups,
              "kept_decisions": float(decisions.numel())}
-    # No kept decision, or no signal: every kept advantage zero (all-failure or all-success groups with the filter
-    # off) and no KL or anchor term. Stepping Adam then would still move every weight along its momentum from
-    # the last update, a step without a gradient behind it.
-    no_signal = not bool(advantages[decisions].any()) and not ctx.kl_to_ref and not ctx.anchor
-    if decisions.numel() == 0 or no_signal:
+    if decisions.numel() == 0:
         return {**stats, "skipped_update": 1.0}
 
     # 4. clipped policy-gradient epochs over minibatches of decisions
